@@ -1,0 +1,3 @@
+from atelier.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Command line: parses flags and calls the suites' typed functions, nothing more."""

@@ -1,0 +1,19 @@
+"""`atelier demo`: every suite's main job on bundled tiny data, no network."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(suites: argparse._SubParsersAction) -> None:
+    p = suites.add_parser("demo", help="run each suite on bundled sample data")
+    p.add_argument("--out", default="out/demo", help="where outputs go (default out/demo)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes for preprocessing")
+    p.set_defaults(func=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from atelier.llm.demo import run as llm_demo
+
+    llm_demo(args.out, workers=args.workers)
+    return 0

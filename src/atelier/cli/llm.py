@@ -1,0 +1,183 @@
+"""`atelier llm ...` flags. Spellings follow MindSpeed-LLM's `preprocess_data.py`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from atelier.core.log import get_logger
+
+log = get_logger(__name__)
+
+HANDLER_HELP = (
+    "GeneralPretrainHandler | GeneralInstructionHandler | AlpacaStyleInstructionHandler | "
+    "SharegptStyleInstructionHandler"
+)
+
+
+def register(suites: argparse._SubParsersAction) -> None:
+    llm = suites.add_parser("llm", help="LLM data preprocessing and inspection")
+    verbs = llm.add_subparsers(dest="verb", metavar="VERB", required=True)
+    _preprocess(verbs)
+    _merge(verbs)
+    _inspect(verbs)
+
+
+def _tokenizer_flags(p: argparse.ArgumentParser, required_type: bool = False) -> None:
+    g = p.add_argument_group("tokenizer")
+    g.add_argument("--tokenizer-type", default=None,
+                   help="PretrainedFromHF (default) | GPT2BPETokenizer | BertWordPieceLowerCase | "
+                   "BertWordPieceCase  [env TOKENIZER_TYPE]")
+    g.add_argument("--tokenizer-name-or-path", default=None,
+                   help="local Hugging Face tokenizer folder  [env TOKENIZER_PATH]")
+    g.add_argument("--tokenizer-not-use-fast", action="store_true",
+                   help="use the slow (Python) Hugging Face tokenizer")
+    g.add_argument("--vocab-file", default=None, help="GPT-2 vocab.json or BERT vocab.txt")
+    g.add_argument("--merge-file", default=None, help="GPT-2 merges.txt")
+
+
+def _tokenizer_spec(args: argparse.Namespace):
+    from atelier.llm.data.tokenizer import TokenizerSpec
+
+    return TokenizerSpec(
+        type=args.tokenizer_type or "PretrainedFromHF",
+        name_or_path=args.tokenizer_name_or_path,
+        vocab_file=args.vocab_file,
+        merge_file=args.merge_file,
+        use_fast=not args.tokenizer_not_use_fast,
+    )
+
+
+def _preprocess(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser(
+        "preprocess",
+        help="raw corpora / instruction sets -> Megatron indexed datasets",
+        description="Tokenize text, Alpaca or ShareGPT data into Megatron .bin/.idx files. "
+        "Flags are those of MindSpeed-LLM's preprocess_data.py; environment variables "
+        "(RUN_TYPE, ORIGINAL_TRAIN_DATA_PATH, TOKENIZER_PATH, PROCESSED_DATA_PREFIX, "
+        "TOKENIZER_TYPE, SEQ_LEN) fill flags that are absent.",
+    )
+    g = p.add_argument_group("input")
+    g.add_argument("--input", default=None,
+                   help="file, directory or glob of .jsonl .json .jsonl.gz .parquet .csv .txt "
+                   ".arrow  [env ORIGINAL_TRAIN_DATA_PATH]")
+    g.add_argument("--json-keys", nargs="+", default=["text"],
+                   help="keys holding text (pretraining); default: text")
+    g.add_argument("--handler-name", default=None, help=HANDLER_HELP + "  [env RUN_TYPE]")
+    g.add_argument("--map-keys", default=None,
+                   help='JSON column mapping, e.g. \'{"prompt":"question","response":"answer"}\'')
+    g.add_argument("--prompt-type", default=None,
+                   help="template: empty default alpaca llama2 llama3 qwen chatglm3 mistral "
+                   "baichuan2 ...")
+    g.add_argument("--prompt-type-path", default=None,
+                   help="extra templates file (YAML/JSON) adding to the built-in ones")
+    g.add_argument("--skip-bad-records", action="store_true",
+                   help="count malformed records and go on instead of stopping")
+    _tokenizer_flags(p)
+    g = p.add_argument_group("processing")
+    g.add_argument("--append-eod", action="store_true", help="append EOS after each document")
+    g.add_argument("--seq-length", type=int, default=None,
+                   help="skip samples longer than this (row length with --pack)  [env SEQ_LEN]")
+    g.add_argument("--pack", action="store_true",
+                   help="pack instruction samples greedily into rows of exactly --seq-length")
+    g.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    g.add_argument("--log-interval", type=int, default=1000,
+                   help="log progress every N documents when stderr is not a terminal")
+    g.add_argument("--shard", type=int, default=0, help="process slice I of --num-shards")
+    g.add_argument("--num-shards", type=int, default=1, help="number of slices (default 1)")
+    g = p.add_argument_group("output")
+    g.add_argument("--output-prefix", default=None,
+                   help="output path prefix  [env PROCESSED_DATA_PREFIX]")
+    g = p.add_argument_group("accepted for script compatibility (no effect)")
+    g.add_argument("--streaming", action="store_true", help="input is always streamed")
+    g.add_argument("--dataset-impl", choices=["mmap"], default="mmap", help="only mmap exists")
+    g.add_argument("--cache-dir", default=None, help="no cache is needed")
+    g.add_argument("--n-subs", type=int, default=None, help="use --workers instead")
+    p.set_defaults(func=run_preprocess)
+
+
+def run_preprocess(args: argparse.Namespace) -> int:
+    from atelier.core.errors import AtelierError
+    from atelier.llm.data.env import apply_env
+    from atelier.llm.data.preprocess import PreprocessConfig, preprocess
+
+    values = apply_env(
+        {
+            "input": args.input,
+            "tokenizer_name_or_path": args.tokenizer_name_or_path,
+            "output_prefix": args.output_prefix,
+            "tokenizer_type": args.tokenizer_type,
+            "seq_length": args.seq_length,
+            "handler_name": args.handler_name,
+            "prompt_type": args.prompt_type,
+        }
+    )
+    for name, flag in (("input", "--input"), ("output_prefix", "--output-prefix")):
+        if not values[name]:
+            raise AtelierError(f"{flag} is required (or set its environment variable)")
+    if args.n_subs:
+        log.info("--n-subs is ignored: Atelier streams with --workers processes")
+    args.tokenizer_type = values["tokenizer_type"]
+    args.tokenizer_name_or_path = values["tokenizer_name_or_path"]
+    cfg = PreprocessConfig(
+        input=values["input"],
+        output_prefix=values["output_prefix"],
+        tokenizer=_tokenizer_spec(args),
+        handler_name=values["handler_name"] or "GeneralPretrainHandler",
+        json_keys=tuple(args.json_keys),
+        append_eod=args.append_eod,
+        seq_length=values["seq_length"],
+        workers=args.workers,
+        log_interval=args.log_interval,
+        map_keys=args.map_keys,
+        prompt_type=values["prompt_type"],
+        prompt_type_path=args.prompt_type_path,
+        pack=args.pack,
+        shard=args.shard,
+        num_shards=args.num_shards,
+        skip_bad_records=args.skip_bad_records,
+    )
+    report = preprocess(cfg)
+    print("\n".join(report.lines()), file=sys.stdout)
+    return 0
+
+
+def _merge(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser(
+        "merge",
+        help="join datasets (e.g. shards) into one",
+        description="Merge preprocess outputs (key by key), dataset prefixes, or a directory "
+        "of .bin/.idx pairs, in the order given, streaming.",
+    )
+    p.add_argument("--input", nargs="+", required=True,
+                   help="output prefixes of preprocess, dataset prefixes, or one directory")
+    p.add_argument("--output-prefix", required=True, help="prefix of the merged dataset(s)")
+    p.set_defaults(func=run_merge)
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from atelier.llm.data.merge import merge
+
+    for out, n in merge(args.input, args.output_prefix).items():
+        print(f"{out}: {n} sequences")
+    return 0
+
+
+def _inspect(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser(
+        "inspect",
+        help="counts, length histogram and a decoded sample of a dataset",
+        description="PREFIX is the --output-prefix given to preprocess, or a dataset prefix.",
+    )
+    p.add_argument("prefix", metavar="PREFIX")
+    p.add_argument("--sample", type=int, default=0, help="index of the sample to show")
+    _tokenizer_flags(p)
+    p.set_defaults(func=run_inspect)
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from atelier.llm.data.inspect import inspect_dataset
+
+    has_tokenizer = args.tokenizer_name_or_path or args.vocab_file
+    inspect_dataset(args.prefix, args.sample, _tokenizer_spec(args) if has_tokenizer else None)
+    return 0

@@ -1,0 +1,1 @@
+"""LLM data and checkpoints: Megatron indexed datasets and (later) checkpoint conversion."""

@@ -1,0 +1,1 @@
+"""Tiny bundled data and tokenizer for `atelier demo` (written for this project)."""

@@ -1,0 +1,1 @@
+"""Raw corpora and instruction sets -> Megatron indexed datasets."""

@@ -1,0 +1,295 @@
+"""`atelier llm preprocess`: inputs -> Megatron indexed datasets, in parallel, atomically.
+
+The main process reads raw blocks and writes results in input order; workers
+parse and tokenize whole chunks. Output is therefore identical for any
+`--workers`, and memory holds only the chunks in flight plus 4 bytes per sample.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter, deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from atelier.core.atomic import commit_files
+from atelier.core.errors import AtelierError
+from atelier.core.log import get_logger
+from atelier.core.progress import interactive, progress_bar
+from atelier.llm.data import sources
+from atelier.llm.data.conversation import parse_map_keys
+from atelier.llm.data.handlers import (
+    IGNORE,
+    INSTRUCTION_KEYS,
+    ChunkResult,
+    EncodeJob,
+    Encoder,
+    handler_kind,
+    iter_records,
+)
+from atelier.llm.data.indexed import IndexedReader, IndexedWriter, optimal_dtype
+from atelier.llm.data.packing import pack_plan
+from atelier.llm.data.templates import get_template
+from atelier.llm.data.tokenizer import LoadedTokenizer, TokenizerSpec, load_tokenizer
+
+log = get_logger(__name__)
+
+
+@dataclass
+class PreprocessConfig:
+    input: str
+    output_prefix: str
+    tokenizer: TokenizerSpec
+    handler_name: str = "GeneralPretrainHandler"
+    json_keys: tuple[str, ...] = ("text",)
+    append_eod: bool = False
+    seq_length: int | None = None
+    workers: int = 1
+    log_interval: int = 1000
+    map_keys: str | None = None
+    prompt_type: str | None = None
+    prompt_type_path: str | None = None
+    pack: bool = False
+    shard: int = 0
+    num_shards: int = 1
+    skip_bad_records: bool = False
+
+
+@dataclass
+class Report:
+    read: int = 0
+    written: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    skipped: Counter = field(default_factory=Counter)
+    outputs: list[str] = field(default_factory=list)
+    packed_rows: int | None = None
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+    def lines(self) -> list[str]:
+        skipped = ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items())) or "none"
+        out = [
+            f"documents read     {self.read}",
+            f"documents written  {self.written}",
+            f"skipped            {sum(self.skipped.values())} ({skipped})",
+            f"tokens             {self.tokens}",
+            f"seconds            {self.seconds:.2f}",
+            f"tokens/s           {self.tokens_per_s:,.0f}",
+            f"docs/s             {self.read / self.seconds if self.seconds else 0:,.0f}",
+        ]
+        if self.packed_rows is not None:
+            out.append(f"packed rows        {self.packed_rows}")
+        out += [f"output             {p}" for p in self.outputs]
+        return out
+
+
+# ------------------------------------------------------------------ workers
+
+_worker_encoder: Encoder | None = None
+
+
+def _init_worker(job: EncodeJob) -> None:
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    global _worker_encoder
+    _worker_encoder = Encoder(job)
+
+
+def _encode_in_worker(chunk: sources.Chunk) -> ChunkResult:
+    assert _worker_encoder is not None
+    return _worker_encoder.encode(chunk)
+
+
+def run_chunks(job: EncodeJob, chunks: Iterator[sources.Chunk], workers: int) -> Iterator[ChunkResult]:
+    """Encode chunks in order; at most 2 chunks per worker are in flight."""
+    if workers <= 1:
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        encoder = Encoder(job)
+        for chunk in chunks:
+            yield encoder.encode(chunk)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(job,))
+    pending: deque[Future[ChunkResult]] = deque()
+    try:
+        for chunk in chunks:
+            pending.append(pool.submit(_encode_in_worker, chunk))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ------------------------------------------------------------------ setup
+
+
+def _resolve_handler(cfg: PreprocessConfig, srcs: list[sources.SourceFile]) -> str:
+    if cfg.handler_name != "auto":
+        handler_kind(cfg.handler_name)
+        return cfg.handler_name
+    first = next(sources.iter_chunks(srcs[:1]), None)
+    rec = next((r for _, r in iter_records(first, "text")), None) if first else None
+    if isinstance(rec, dict) and ("conversations" in rec or "messages" in rec):
+        return "SharegptStyleInstructionHandler"
+    return "GeneralInstructionHandler"
+
+
+def build_job(cfg: PreprocessConfig, srcs: list[sources.SourceFile]) -> EncodeJob:
+    handler = _resolve_handler(cfg, srcs)
+    kind = handler_kind(handler)
+    template = None
+    if kind != "pretrain":
+        name = cfg.prompt_type or ("alpaca" if handler == "GeneralInstructionHandler" else None)
+        if name is None:
+            from atelier.llm.data.templates import available
+
+            raise AtelierError(
+                f"{handler} needs --prompt-type (or PROMPT_TYPE); known: {', '.join(available())}"
+            )
+        template = get_template(name, cfg.prompt_type_path)
+    elif cfg.pack:
+        raise AtelierError("--pack is for instruction handlers; pretraining data is not packed")
+    loaded = load_tokenizer(cfg.tokenizer)
+    return EncodeJob(
+        handler=handler,
+        tokenizer=loaded,
+        json_keys=tuple(cfg.json_keys),
+        append_eod=cfg.append_eod,
+        seq_length=cfg.seq_length,
+        map_keys=parse_map_keys(cfg.map_keys),
+        template=template,
+    )
+
+
+def output_prefixes(job: EncodeJob, prefix: str) -> dict[str, str]:
+    if handler_kind(job.handler) == "pretrain":
+        return {k: f"{prefix}_{k}_document" for k in job.json_keys}
+    return {k: f"{prefix}_packed_{k}_document" for k in INSTRUCTION_KEYS}
+
+
+def _check(cfg: PreprocessConfig) -> None:
+    if cfg.workers < 1:
+        raise AtelierError(f"--workers {cfg.workers}: must be at least 1")
+    if cfg.num_shards < 1 or not 0 <= cfg.shard < cfg.num_shards:
+        raise AtelierError(f"--shard {cfg.shard} --num-shards {cfg.num_shards}: need 0 <= I < N")
+    if cfg.seq_length is not None and cfg.seq_length < 1:
+        raise AtelierError(f"--seq-length {cfg.seq_length}: must be positive")
+    if cfg.pack and cfg.seq_length is None:
+        raise AtelierError("--pack needs --seq-length (the length of each packed row)")
+    if not cfg.output_prefix:
+        raise AtelierError("--output-prefix is required")
+    if not cfg.json_keys:
+        raise AtelierError("--json-keys needs at least one key")
+    parent = Path(cfg.output_prefix).parent
+    parent.mkdir(parents=True, exist_ok=True)
+
+
+# ------------------------------------------------------------------ run
+
+
+def preprocess(cfg: PreprocessConfig) -> Report:
+    _check(cfg)
+    srcs = sources.resolve_inputs(cfg.input)
+    job = build_job(cfg, srcs)
+    finals = output_prefixes(job, cfg.output_prefix)
+    is_pretrain = handler_kind(job.handler) == "pretrain"
+    dtype = optimal_dtype(job.tokenizer.vocab_size) if is_pretrain else np.int32
+
+    start, stop = 0, None
+    total = sources.total_bytes(srcs)
+    if cfg.num_shards > 1:
+        count = sources.count_total(srcs)
+        start, stop = sources.shard_range(count, cfg.shard, cfg.num_shards)
+        total = total * (stop - start) // max(count, 1)
+
+    scratch = Path(tempfile.mkdtemp(prefix=".atelier-pack-", dir=Path(cfg.output_prefix).parent)) if cfg.pack else None
+    targets = {k: str(scratch / k) if scratch else p for k, p in finals.items()}
+    writers = {k: IndexedWriter(p, dtype) for k, p in targets.items()}
+    report = Report()
+    t0 = time.perf_counter()
+    try:
+        done_bytes = 0
+        next_log = cfg.log_interval
+        with progress_bar("preprocess", total, unit="bytes") as bar:
+            for res in run_chunks(job, sources.iter_chunks(srcs, start, stop), cfg.workers):
+                if res.errors and not cfg.skip_bad_records:
+                    raise AtelierError(f"{res.errors[0]} (fix it, or pass --skip-bad-records)")
+                for key, (flat, lens, per_doc) in res.outputs.items():
+                    writers[key].add_documents(flat, lens, per_doc)
+                report.read += res.read
+                report.written += res.written
+                report.tokens += res.tokens
+                report.skipped.update(res.skipped)
+                done_bytes += res.nbytes
+                bar.update(0, completed=done_bytes, status=f"{report.written} docs")
+                if not interactive() and cfg.log_interval and report.read >= next_log:
+                    elapsed = time.perf_counter() - t0
+                    log.info(
+                        "Processed %d documents (%.0f docs/s, %.1f MB/s).",
+                        report.read, report.read / elapsed, done_bytes / elapsed / 2**20,
+                    )
+                    next_log = (report.read // cfg.log_interval + 1) * cfg.log_interval
+        if report.read == 0:
+            raise AtelierError(f"--input {cfg.input}: no records found (empty input)")
+        pairs = [pair for w in writers.values() for pair in w.finish()]
+        if scratch is not None:
+            commit_files(pairs)
+            pairs = _pack(job, cfg, targets, finals, report)
+        commit_files(pairs)
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    report.seconds = time.perf_counter() - t0
+    report.outputs = list(finals.values())
+    return report
+
+
+def _pack(
+    job: EncodeJob,
+    cfg: PreprocessConfig,
+    unpacked: dict[str, str],
+    finals: dict[str, str],
+    report: Report,
+) -> list[tuple[Path, Path]]:
+    assert cfg.seq_length is not None
+    readers = {k: IndexedReader.open(p) for k, p in unpacked.items()}
+    plan = pack_plan(readers["input_ids"].lengths, cfg.seq_length)
+    pad = _pad_id(job.tokenizer)
+    writers = {k: IndexedWriter(p, np.int32) for k, p in finals.items()}
+    fill = {"input_ids": pad, "attention_mask": 0, "labels": IGNORE}
+    try:
+        for row in plan:
+            for key, reader in readers.items():
+                parts = [reader[i] for i in row]
+                n = sum(len(p) for p in parts)
+                parts.append(np.full(cfg.seq_length - n, fill[key], dtype=np.int32))
+                writers[key].add_sequence(np.concatenate(parts))
+        report.packed_rows = len(plan)
+        return [pair for w in writers.values() for pair in w.finish()]
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+
+
+def _pad_id(tok: LoadedTokenizer) -> int:
+    for candidate in (tok.pad, tok.eos, tok.eod):
+        if candidate is not None:
+            return candidate
+    return 0
