@@ -108,9 +108,13 @@ def _read(path: Path | None) -> dict[str, dict]:
 
 
 @cache
+def _builtin() -> dict[str, dict]:
+    return _read(None)
+
+
 def available(path: Path | None = None) -> dict[str, dict]:
-    builtin = _read(None)
-    return {**builtin, **_read(path)} if path is not None else builtin
+    """Built-in templates, plus (overriding) those of a user file, read afresh."""
+    return {**_builtin(), **_read(path)} if path is not None else _builtin()
 
 
 def get_template(name: str, path: str | None = None) -> Template:
