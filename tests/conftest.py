@@ -11,10 +11,23 @@ from atelier.llm.assets.build import demo_texts, train_bpe
 
 # Special tokens of every built-in template, so each template tokenizes cleanly.
 SPECIALS = [
-    "<s>", "</s>", "<|endoftext|>", "<|im_start|>", "<|im_end|>",
-    "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
-    "[gMASK]", "sop", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>",
-    "<reserved_106>", "<reserved_107>",
+    "<s>",
+    "</s>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|begin_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "[gMASK]",
+    "sop",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|observation|>",
+    "<reserved_106>",
+    "<reserved_107>",
 ]
 
 
@@ -23,8 +36,13 @@ def hf_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A byte-level BPE whose `tokenizer(text)` prepends BOS, like Llama's."""
     out = tmp_path_factory.mktemp("tok") / "hf"
     return train_bpe(
-        demo_texts() * 3, out, vocab_size=600, special_tokens=SPECIALS,
-        bos="<s>", eos="</s>", pad="</s>",
+        demo_texts() * 3,
+        out,
+        vocab_size=600,
+        special_tokens=SPECIALS,
+        bos="<s>",
+        eos="</s>",
+        pad="</s>",
     )
 
 

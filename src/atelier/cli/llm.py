@@ -25,13 +25,22 @@ def register(suites: argparse._SubParsersAction) -> None:
 
 def _tokenizer_flags(p: argparse.ArgumentParser, required_type: bool = False) -> None:
     g = p.add_argument_group("tokenizer")
-    g.add_argument("--tokenizer-type", default=None,
-                   help="PretrainedFromHF (default) | GPT2BPETokenizer | BertWordPieceLowerCase | "
-                   "BertWordPieceCase  [env TOKENIZER_TYPE]")
-    g.add_argument("--tokenizer-name-or-path", default=None,
-                   help="local Hugging Face tokenizer folder  [env TOKENIZER_PATH]")
-    g.add_argument("--tokenizer-not-use-fast", action="store_true",
-                   help="use the slow (Python) Hugging Face tokenizer")
+    g.add_argument(
+        "--tokenizer-type",
+        default=None,
+        help="PretrainedFromHF (default) | GPT2BPETokenizer | BertWordPieceLowerCase | "
+        "BertWordPieceCase  [env TOKENIZER_TYPE]",
+    )
+    g.add_argument(
+        "--tokenizer-name-or-path",
+        default=None,
+        help="local Hugging Face tokenizer folder  [env TOKENIZER_PATH]",
+    )
+    g.add_argument(
+        "--tokenizer-not-use-fast",
+        action="store_true",
+        help="use the slow (Python) Hugging Face tokenizer",
+    )
     g.add_argument("--vocab-file", default=None, help="GPT-2 vocab.json or BERT vocab.txt")
     g.add_argument("--merge-file", default=None, help="GPT-2 merges.txt")
 
@@ -58,36 +67,66 @@ def _preprocess(verbs: argparse._SubParsersAction) -> None:
         "TOKENIZER_TYPE, SEQ_LEN) fill flags that are absent.",
     )
     g = p.add_argument_group("input")
-    g.add_argument("--input", default=None,
-                   help="file, directory or glob of .jsonl .json .jsonl.gz .parquet .csv .txt "
-                   ".arrow  [env ORIGINAL_TRAIN_DATA_PATH]")
-    g.add_argument("--json-keys", nargs="+", default=["text"],
-                   help="keys holding text (pretraining); default: text")
+    g.add_argument(
+        "--input",
+        default=None,
+        help="file, directory or glob of .jsonl .json .jsonl.gz .parquet .csv .txt "
+        ".arrow  [env ORIGINAL_TRAIN_DATA_PATH]",
+    )
+    g.add_argument(
+        "--json-keys",
+        nargs="+",
+        default=["text"],
+        help="keys holding text (pretraining); default: text",
+    )
     g.add_argument("--handler-name", default=None, help=HANDLER_HELP + "  [env RUN_TYPE]")
-    g.add_argument("--map-keys", default=None,
-                   help='JSON column mapping, e.g. \'{"prompt":"question","response":"answer"}\'')
-    g.add_argument("--prompt-type", default=None,
-                   help="template: empty default alpaca llama2 llama3 qwen chatglm3 mistral "
-                   "baichuan2 ...")
-    g.add_argument("--prompt-type-path", default=None,
-                   help="extra templates file (YAML/JSON) adding to the built-in ones")
-    g.add_argument("--skip-bad-records", action="store_true",
-                   help="count malformed records and go on instead of stopping")
+    g.add_argument(
+        "--map-keys",
+        default=None,
+        help='JSON column mapping, e.g. \'{"prompt":"question","response":"answer"}\'',
+    )
+    g.add_argument(
+        "--prompt-type",
+        default=None,
+        help="template: empty default alpaca llama2 llama3 qwen chatglm3 mistral baichuan2 ...",
+    )
+    g.add_argument(
+        "--prompt-type-path",
+        default=None,
+        help="extra templates file (YAML/JSON) adding to the built-in ones",
+    )
+    g.add_argument(
+        "--skip-bad-records",
+        action="store_true",
+        help="count malformed records and go on instead of stopping",
+    )
     _tokenizer_flags(p)
     g = p.add_argument_group("processing")
     g.add_argument("--append-eod", action="store_true", help="append EOS after each document")
-    g.add_argument("--seq-length", type=int, default=None,
-                   help="skip samples longer than this (row length with --pack)  [env SEQ_LEN]")
-    g.add_argument("--pack", action="store_true",
-                   help="pack instruction samples greedily into rows of exactly --seq-length")
+    g.add_argument(
+        "--seq-length",
+        type=int,
+        default=None,
+        help="skip samples longer than this (row length with --pack)  [env SEQ_LEN]",
+    )
+    g.add_argument(
+        "--pack",
+        action="store_true",
+        help="pack instruction samples greedily into rows of exactly --seq-length",
+    )
     g.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    g.add_argument("--log-interval", type=int, default=1000,
-                   help="log progress every N documents when stderr is not a terminal")
+    g.add_argument(
+        "--log-interval",
+        type=int,
+        default=1000,
+        help="log progress every N documents when stderr is not a terminal",
+    )
     g.add_argument("--shard", type=int, default=0, help="process slice I of --num-shards")
     g.add_argument("--num-shards", type=int, default=1, help="number of slices (default 1)")
     g = p.add_argument_group("output")
-    g.add_argument("--output-prefix", default=None,
-                   help="output path prefix  [env PROCESSED_DATA_PREFIX]")
+    g.add_argument(
+        "--output-prefix", default=None, help="output path prefix  [env PROCESSED_DATA_PREFIX]"
+    )
     g = p.add_argument_group("accepted for script compatibility (no effect)")
     g.add_argument("--streaming", action="store_true", help="input is always streamed")
     g.add_argument("--dataset-impl", choices=["mmap"], default="mmap", help="only mmap exists")
@@ -149,8 +188,12 @@ def _merge(verbs: argparse._SubParsersAction) -> None:
         description="Merge preprocess outputs (key by key), dataset prefixes, or a directory "
         "of .bin/.idx pairs, in the order given, streaming.",
     )
-    p.add_argument("--input", nargs="+", required=True,
-                   help="output prefixes of preprocess, dataset prefixes, or one directory")
+    p.add_argument(
+        "--input",
+        nargs="+",
+        required=True,
+        help="output prefixes of preprocess, dataset prefixes, or one directory",
+    )
     p.add_argument("--output-prefix", required=True, help="prefix of the merged dataset(s)")
     p.set_defaults(func=run_merge)
 

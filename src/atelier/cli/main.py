@@ -23,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="LLM data and checkpoints, SDXL serving, Wav2Lip and MPP skew advice.",
     )
     parser.add_argument("--version", action="version", version=f"atelier {__version__}")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
     suites = parser.add_subparsers(dest="suite", metavar="SUITE", required=True)
     llm_cli.register(suites)
     demo_cli.register(suites)

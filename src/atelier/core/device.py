@@ -43,7 +43,9 @@ def resolve_device_name(requested: str = "auto") -> str:
     if kind == "cuda" and not torch.cuda.is_available():
         raise AtelierError("--device cuda: no CUDA device is visible; use --device auto or cpu")
     if kind == "npu" and not npu_available():
-        raise AtelierError("--device npu: torch_npu is not installed or sees no NPU; use auto or cpu")
+        raise AtelierError(
+            "--device npu: torch_npu is not installed or sees no NPU; use auto or cpu"
+        )
     if kind == "mps" and not torch.backends.mps.is_available():
         raise AtelierError("--device mps: MPS is not available here; use --device auto or cpu")
     return name

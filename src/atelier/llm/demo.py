@@ -19,8 +19,20 @@ def run(out: str | Path, workers: int = 2) -> None:
     out = Path(out) / "llm"
     jobs = [
         ("pretraining text", "text_sample.txt", "GeneralPretrainHandler", None, "text"),
-        ("Alpaca instructions", "alpaca_sample.json", "AlpacaStyleInstructionHandler", "qwen", "alpaca"),
-        ("ShareGPT conversations", "sharegpt_sample.jsonl", "SharegptStyleInstructionHandler", "qwen", "sharegpt"),
+        (
+            "Alpaca instructions",
+            "alpaca_sample.json",
+            "AlpacaStyleInstructionHandler",
+            "qwen",
+            "alpaca",
+        ),
+        (
+            "ShareGPT conversations",
+            "sharegpt_sample.jsonl",
+            "SharegptStyleInstructionHandler",
+            "qwen",
+            "sharegpt",
+        ),
     ]
     for title, data, handler, template, name in jobs:
         console.rule(f"[bold]llm preprocess: {title}")

@@ -13,8 +13,10 @@ from atelier.llm.data.tokenizer import TokenizerSpec
 
 def run(tok_dir: Path, input: Path | str, prefix: Path, **kw) -> Report:
     cfg = PreprocessConfig(
-        input=str(input), output_prefix=str(prefix),
-        tokenizer=TokenizerSpec(name_or_path=str(tok_dir)), **kw,
+        input=str(input),
+        output_prefix=str(prefix),
+        tokenizer=TokenizerSpec(name_or_path=str(tok_dir)),
+        **kw,
     )
     return preprocess(cfg)
 

@@ -39,7 +39,7 @@ def _one(tmp_path, tok_dir, record, handler, template, name="d", **kw):
     src = tmp_path / f"{name}.jsonl"
     src.write_text(json.dumps(record) + "\n")
     run(tok_dir, src, tmp_path / name, handler_name=handler, prompt_type=template, **kw)
-    (ids, mask, labels), = instruction_rows(tmp_path / name)
+    ((ids, mask, labels),) = instruction_rows(tmp_path / name)
     return ids, mask, labels
 
 
@@ -73,8 +73,10 @@ EXPECTED = {
         "plus three?\nAssistant:Six.</s>",
         ["Four.</s>", "Six.</s>"],
     ),
-    "empty": ("Be brief.What is two plus two?Four.</s>And three plus three?Six.</s>",
-              ["Four.</s>", "Six.</s>"]),
+    "empty": (
+        "Be brief.What is two plus two?Four.</s>And three plus three?Six.</s>",
+        ["Four.</s>", "Six.</s>"],
+    ),
     "mistral": (
         "<s>[INST] Be brief.\n\nWhat is two plus two?[/INST]Four.</s>[INST] And three plus "
         "three?[/INST]Six.</s>",
@@ -85,8 +87,9 @@ EXPECTED = {
 
 @pytest.mark.parametrize("template", sorted(EXPECTED))
 def test_sharegpt_multi_turn_masking(tmp_path, hf_tokenizer_dir, hf_tokenizer, template):
-    ids, mask, labels = _one(tmp_path, hf_tokenizer_dir, SHAREGPT,
-                             "SharegptStyleInstructionHandler", template)
+    ids, mask, labels = _one(
+        tmp_path, hf_tokenizer_dir, SHAREGPT, "SharegptStyleInstructionHandler", template
+    )
     whole, trained = EXPECTED[template]
     assert _decode(hf_tokenizer, ids) == whole
     assert mask.tolist() == [1] * len(ids)
@@ -99,10 +102,15 @@ def test_sharegpt_multi_turn_masking(tmp_path, hf_tokenizer_dir, hf_tokenizer, t
 def test_alpaca_history_and_input_match_sharegpt(tmp_path, hf_tokenizer_dir):
     """The same conversation in Alpaca form (history, instruction + input) encodes alike."""
     a = _one(tmp_path, hf_tokenizer_dir, ALPACA, "AlpacaStyleInstructionHandler", "qwen", "a")
-    conv = {"system": "Be brief.", "conversations": [
-        {"from": "human", "value": "What is one plus one?"}, {"from": "gpt", "value": "Two."},
-        {"from": "human", "value": "Add the numbers.\n3 + 4"}, {"from": "gpt", "value": "Seven."},
-    ]}
+    conv = {
+        "system": "Be brief.",
+        "conversations": [
+            {"from": "human", "value": "What is one plus one?"},
+            {"from": "gpt", "value": "Two."},
+            {"from": "human", "value": "Add the numbers.\n3 + 4"},
+            {"from": "gpt", "value": "Seven."},
+        ],
+    }
     s = _one(tmp_path, hf_tokenizer_dir, conv, "SharegptStyleInstructionHandler", "qwen", "s")
     for x, y in zip(a, s, strict=True):
         np.testing.assert_array_equal(x, y)
@@ -126,20 +134,31 @@ def test_tools_observation_and_function_call(tmp_path, hf_tokenizer_dir, hf_toke
             {"from": "gpt", "value": "It is 5."},
         ],
     }
-    ids, _, labels = _one(tmp_path, hf_tokenizer_dir, rec, "SharegptStyleInstructionHandler", "qwen")
+    ids, _, labels = _one(
+        tmp_path, hf_tokenizer_dir, rec, "SharegptStyleInstructionHandler", "qwen"
+    )
     parts = runs(ids, labels)
     trained = [_decode(hf_tokenizer, r) for t, r in parts if t]
     masked = [_decode(hf_tokenizer, r) for t, r in parts if not t]
-    assert trained == ['<tool_call>\n{"name": "add", "arguments": [2, 3]}\n</tool_call><|im_end|>',
-                       "It is 5.<|im_end|>"]
+    assert trained == [
+        '<tool_call>\n{"name": "add", "arguments": [2, 3]}\n</tool_call><|im_end|>',
+        "It is 5.<|im_end|>",
+    ]
     assert '<tools>\n[{"name": "add"}]\n</tools>' in masked[0]
     assert "<tool_response>\n5\n</tool_response>" in masked[1]
 
 
 def test_openai_messages_layout(tmp_path, hf_tokenizer_dir, hf_tokenizer):
-    rec = {"messages": [{"role": "system", "content": "S."}, {"role": "user", "content": "Q?"},
-                        {"role": "assistant", "content": "A."}]}
-    ids, _, labels = _one(tmp_path, hf_tokenizer_dir, rec, "SharegptStyleInstructionHandler", "qwen")
+    rec = {
+        "messages": [
+            {"role": "system", "content": "S."},
+            {"role": "user", "content": "Q?"},
+            {"role": "assistant", "content": "A."},
+        ]
+    }
+    ids, _, labels = _one(
+        tmp_path, hf_tokenizer_dir, rec, "SharegptStyleInstructionHandler", "qwen"
+    )
     assert _decode(hf_tokenizer, ids).startswith("<|im_start|>system\nS.<|im_end|>")
     assert [_decode(hf_tokenizer, r) for t, r in runs(ids, labels) if t] == ["A.<|im_end|>"]
 
@@ -147,12 +166,15 @@ def test_openai_messages_layout(tmp_path, hf_tokenizer_dir, hf_tokenizer):
 @pytest.mark.parametrize("template", ["chatglm3", "baichuan2"])
 def test_efficient_eos(tmp_path, hf_tokenizer_dir, hf_tokenizer, template):
     """No EOS inside the text: the next turn's first label is EOS, and one EOS ends it."""
-    ids, _, labels = _one(tmp_path, hf_tokenizer_dir, SHAREGPT,
-                          "SharegptStyleInstructionHandler", template)
+    ids, _, labels = _one(
+        tmp_path, hf_tokenizer_dir, SHAREGPT, "SharegptStyleInstructionHandler", template
+    )
     eos = hf_tokenizer.eos_token_id
     assert ids[-1] == eos and labels[-1] == eos
     assert list(ids).count(eos) == 1
-    user = hf_tokenizer.convert_tokens_to_ids("<|user|>" if template == "chatglm3" else "<reserved_106>")
+    user = hf_tokenizer.convert_tokens_to_ids(
+        "<|user|>" if template == "chatglm3" else "<reserved_106>"
+    )
     second_user = [i for i, t in enumerate(ids.tolist()) if t == user][1]
     assert labels[second_user] == eos
     assert labels[second_user - 1] != -100 and labels[second_user + 1] == -100
@@ -163,8 +185,14 @@ def test_efficient_eos(tmp_path, hf_tokenizer_dir, hf_tokenizer, template):
 
 def test_every_builtin_template_masks_user_text(tmp_path, hf_tokenizer_dir, hf_tokenizer):
     for template in available():
-        ids, _, labels = _one(tmp_path, hf_tokenizer_dir, SHAREGPT,
-                              "SharegptStyleInstructionHandler", template, name=template)
+        ids, _, labels = _one(
+            tmp_path,
+            hf_tokenizer_dir,
+            SHAREGPT,
+            "SharegptStyleInstructionHandler",
+            template,
+            name=template,
+        )
         trained = "".join(_decode(hf_tokenizer, r) for t, r in runs(ids, labels) if t)
         assert "Four." in trained and "Six." in trained, template
         assert "two plus two" not in trained and "Be brief" not in trained, template
@@ -172,27 +200,54 @@ def test_every_builtin_template_masks_user_text(tmp_path, hf_tokenizer_dir, hf_t
 
 def test_turn_order_violation_names_the_record(tmp_path, hf_tokenizer_dir):
     good = json.dumps(SHAREGPT)
-    bad = json.dumps({"conversations": [{"from": "gpt", "value": "x"}, {"from": "human", "value": "y"}]})
+    bad = json.dumps(
+        {"conversations": [{"from": "gpt", "value": "x"}, {"from": "human", "value": "y"}]}
+    )
     src = tmp_path / "c.jsonl"
     src.write_text(good + "\n" + bad + "\n")
-    with pytest.raises(AtelierError, match=r"c\.jsonl: line 2: turn order: message 1 is 'assistant'"):
-        run(hf_tokenizer_dir, src, tmp_path / "o", handler_name="SharegptStyleInstructionHandler",
-            prompt_type="qwen")
+    with pytest.raises(
+        AtelierError, match=r"c\.jsonl: line 2: turn order: message 1 is 'assistant'"
+    ):
+        run(
+            hf_tokenizer_dir,
+            src,
+            tmp_path / "o",
+            handler_name="SharegptStyleInstructionHandler",
+            prompt_type="qwen",
+        )
     unfinished = json.dumps({"conversations": [{"from": "human", "value": "y"}]})
     src.write_text(unfinished + "\n")
     with pytest.raises(AtelierError, match="must end with an assistant reply"):
-        run(hf_tokenizer_dir, src, tmp_path / "o", handler_name="SharegptStyleInstructionHandler",
-            prompt_type="qwen")
+        run(
+            hf_tokenizer_dir,
+            src,
+            tmp_path / "o",
+            handler_name="SharegptStyleInstructionHandler",
+            prompt_type="qwen",
+        )
 
 
 def test_missing_alpaca_key_lists_keys(tmp_path, hf_tokenizer_dir):
     src = tmp_path / "a.jsonl"
     src.write_text(json.dumps({"question": "q", "answer": "a"}) + "\n")
-    with pytest.raises(AtelierError, match=r"missing key 'instruction' \(keys present: answer, question\)"):
-        run(hf_tokenizer_dir, src, tmp_path / "o", handler_name="AlpacaStyleInstructionHandler",
-            prompt_type="qwen")
-    r = run(hf_tokenizer_dir, src, tmp_path / "o", handler_name="AlpacaStyleInstructionHandler",
-            prompt_type="qwen", map_keys='{"prompt": "question", "response": "answer"}')
+    with pytest.raises(
+        AtelierError, match=r"missing key 'instruction' \(keys present: answer, question\)"
+    ):
+        run(
+            hf_tokenizer_dir,
+            src,
+            tmp_path / "o",
+            handler_name="AlpacaStyleInstructionHandler",
+            prompt_type="qwen",
+        )
+    r = run(
+        hf_tokenizer_dir,
+        src,
+        tmp_path / "o",
+        handler_name="AlpacaStyleInstructionHandler",
+        prompt_type="qwen",
+        map_keys='{"prompt": "question", "response": "answer"}',
+    )
     assert r.written == 1
 
 

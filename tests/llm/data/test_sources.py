@@ -14,7 +14,9 @@ from atelier.core.errors import AtelierError
 from atelier.llm.data import sources
 from atelier.llm.data.handlers import iter_records
 
-RECORDS = [{"text": f"document number {i}, with \"quotes\", commas\nand a newline"} for i in range(57)]
+RECORDS = [
+    {"text": f'document number {i}, with "quotes", commas\nand a newline'} for i in range(57)
+]
 
 
 def _records(path: str, start: int = 0, stop: int | None = None) -> list:
@@ -80,8 +82,11 @@ def test_text_lines_and_numbers(tmp_path):
     p = tmp_path / "t.txt"
     p.write_text("first doc\n\nthird line doc\r\nlast without newline")
     got = _records(str(p))
-    assert got == [(1, {"text": "first doc"}), (3, {"text": "third line doc"}),
-                   (4, {"text": "last without newline"})]
+    assert got == [
+        (1, {"text": "first doc"}),
+        (3, {"text": "third line doc"}),
+        (4, {"text": "last without newline"}),
+    ]
 
 
 def test_line_chunks_split_on_line_boundaries(tmp_path, monkeypatch):
@@ -100,7 +105,11 @@ def test_directory_takes_most_common_extension_and_glob(tmp_path):
         (tmp_path / f"part{i}.jsonl").write_text(json.dumps({"text": str(i)}) + "\n")
     (tmp_path / "notes.txt").write_text("not data\n")
     found = sources.resolve_inputs(str(tmp_path))
-    assert [s.path.rsplit("/", 1)[1] for s in found] == ["part0.jsonl", "part1.jsonl", "part2.jsonl"]
+    assert [s.path.rsplit("/", 1)[1] for s in found] == [
+        "part0.jsonl",
+        "part1.jsonl",
+        "part2.jsonl",
+    ]
     assert len(sources.resolve_inputs(str(tmp_path / "part*.jsonl"))) == 3
 
 

@@ -7,8 +7,17 @@ import pytest
 from atelier.core.errors import AtelierError
 from atelier.llm.data.templates import available, get_template, split_pieces
 
-REQUIRED = ["empty", "default", "alpaca", "llama2", "llama3", "qwen", "chatglm3", "mistral",
-            "baichuan2"]
+REQUIRED = [
+    "empty",
+    "default",
+    "alpaca",
+    "llama2",
+    "llama3",
+    "qwen",
+    "chatglm3",
+    "mistral",
+    "baichuan2",
+]
 
 
 def test_required_templates_exist():
@@ -23,7 +32,7 @@ def test_split_pieces_keeps_markers_and_merges_text():
 
 
 def test_unknown_template_lists_known():
-    with pytest.raises(AtelierError, match="known: .*qwen"):
+    with pytest.raises(AtelierError, match=r"known: .*qwen"):
         get_template("nope")
 
 

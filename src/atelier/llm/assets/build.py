@@ -44,7 +44,10 @@ def train_bpe(
             single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)]
         )
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad,
+        tokenizer_object=tok,
+        bos_token=bos,
+        eos_token=eos,
+        pad_token=pad,
         additional_special_tokens=[t for t in specials if t not in (bos, eos, pad)],
     )
     out = Path(out_dir)
@@ -66,7 +69,10 @@ def demo_texts() -> list[str]:
         texts += [rec["instruction"], rec["input"], rec["output"]]
     for line in (HERE / "sharegpt_sample.jsonl").read_text("utf-8").splitlines():
         rec = json.loads(line)
-        texts += [m.get("value") or m.get("content", "") for m in rec.get("conversations", rec.get("messages", []))]
+        texts += [
+            m.get("value") or m.get("content", "")
+            for m in rec.get("conversations", rec.get("messages", []))
+        ]
     return texts
 
 

@@ -64,7 +64,9 @@ def parse_map_keys(raw: str | None) -> dict[str, Any]:
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as e:
-        raise AtelierError(f"--map-keys: not valid JSON ({e.msg}); e.g. '{{\"prompt\":\"q\"}}'")
+        raise AtelierError(
+            f'--map-keys: not valid JSON ({e.msg}); e.g. \'{{"prompt":"q"}}\''
+        ) from None
     if not isinstance(value, dict):
         raise AtelierError("--map-keys: expected a JSON object of field -> column")
     return {_ALPACA_ALIASES.get(k, k): v for k, v in value.items()}
@@ -92,7 +94,7 @@ def alpaca_conversation(record: Any, map_keys: dict[str, Any]) -> Conversation:
         if keys[needed] not in record:
             raise RecordError(
                 f"missing key {keys[needed]!r} (keys present: {_keys_present(record)}); "
-                f"map it with --map-keys '{{\"{needed}\": \"<column>\"}}'"
+                f'map it with --map-keys \'{{"{needed}": "<column>"}}\''
             )
     response = record[keys["response"]]
     if isinstance(response, list):
@@ -135,7 +137,7 @@ def sharegpt_conversation(record: Any, map_keys: dict[str, Any]) -> Conversation
     if not isinstance(messages, list) or not messages:
         raise RecordError(
             f"missing or empty message list {key!r} (keys present: {_keys_present(record)}); "
-            "map it with --map-keys '{\"messages\": \"<column>\"}'"
+            'map it with --map-keys \'{"messages": "<column>"}\''
         )
     first = messages[0] if isinstance(messages[0], dict) else {}
     base = OPENAI_TAGS if "role" in first and "from" not in first else SHAREGPT_TAGS

@@ -126,11 +126,20 @@ class Encoder:
         if job.template is not None:
             t = job.template
             text = " ".join(
-                [t.prefix, t.system, t.user, t.assistant, t.separator, t.observation or "",
-                 t.function_call or ""]
+                [
+                    t.prefix,
+                    t.system,
+                    t.user,
+                    t.assistant,
+                    t.separator,
+                    t.observation or "",
+                    t.function_call or "",
+                ]
             )
             if "{bos}" in text and tok.bos is None:
-                raise AtelierError(f"--prompt-type {t.name} uses {{bos}} but the tokenizer has none")
+                raise AtelierError(
+                    f"--prompt-type {t.name} uses {{bos}} but the tokenizer has none"
+                )
             if ("{eos}" in text or t.efficient_eos) and tok.eos is None:
                 raise AtelierError(f"--prompt-type {t.name} uses EOS but the tokenizer has none")
 
@@ -169,13 +178,17 @@ class Encoder:
                 res.errors.append(f"{_where(chunk, number)}: {e}")
                 res.skipped["bad_record"] += 1
         texts = [s for per_key in docs for sentences in per_key for s in sentences]
-        ids = iter(self.backend.encode_batch(texts, job.tokenizer.pretrain_special) if texts else [])
+        ids = iter(
+            self.backend.encode_batch(texts, job.tokenizer.pretrain_special) if texts else []
+        )
         nkeys = len(job.json_keys)
         seqs: list[list[list[int]]] = [[] for _ in range(nkeys)]
         seq_lens: list[list[int]] = [[] for _ in range(nkeys)]
         per_doc: list[list[int]] = [[] for _ in range(nkeys)]
         for per_key in docs:
-            encoded = [[ids_ for ids_ in (next(ids) for _ in sentences) if ids_] for sentences in per_key]
+            encoded = [
+                [ids_ for ids_ in (next(ids) for _ in sentences) if ids_] for sentences in per_key
+            ]
             if any(not e for e in encoded):
                 res.skipped["empty"] += 1
                 continue

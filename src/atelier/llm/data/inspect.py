@@ -51,7 +51,9 @@ def summarize(reader: IndexedReader, bins: int = 10) -> DatasetSummary:
     hist: list[tuple[int, int, int]] = []
     if len(lengths):
         lo, hi = int(lengths.min()), int(lengths.max())
-        counts, edges = np.histogram(lengths, bins=min(bins, max(1, hi - lo + 1)), range=(lo, hi + 1))
+        counts, edges = np.histogram(
+            lengths, bins=min(bins, max(1, hi - lo + 1)), range=(lo, hi + 1)
+        )
         hist = [(int(edges[i]), int(edges[i + 1]) - 1, int(c)) for i, c in enumerate(counts)]
     return DatasetSummary(
         prefix=str(reader.prefix),
@@ -66,9 +68,7 @@ def summarize(reader: IndexedReader, bins: int = 10) -> DatasetSummary:
     )
 
 
-def render_sample(
-    ids: np.ndarray, labels: np.ndarray | None, backend: Backend | None
-) -> Text:
+def render_sample(ids: np.ndarray, labels: np.ndarray | None, backend: Backend | None) -> Text:
     """Tokens grouped into runs of trained / masked; decoded when a tokenizer is given."""
     text = Text()
     if labels is None:
@@ -101,8 +101,14 @@ def inspect_dataset(
         table.add_column(col, justify="left" if col in ("key", "dtype") else "right")
     for k, s in summaries.items():
         table.add_row(
-            k, s.dtype, str(s.sequences), str(s.documents), str(s.tokens),
-            str(s.min_len), f"{s.mean_len:.1f}", str(s.max_len),
+            k,
+            s.dtype,
+            str(s.sequences),
+            str(s.documents),
+            str(s.tokens),
+            str(s.min_len),
+            f"{s.mean_len:.1f}",
+            str(s.max_len),
         )
     console.print(table)
     first = next(iter(summaries.values()))
@@ -110,7 +116,9 @@ def inspect_dataset(
         peak = max(c for _, _, c in first.histogram) or 1
         console.print("length histogram (tokens per sequence):")
         for lo, hi, c in first.histogram:
-            console.print(f"  {lo:>7}-{hi:<7} {'█' * max(1 if c else 0, round(30 * c / peak)):<30} {c}")
+            console.print(
+                f"  {lo:>7}-{hi:<7} {'█' * max(1 if c else 0, round(30 * c / peak)):<30} {c}"
+            )
     ids_key = next((k for k in datasets if k.endswith("input_ids")), next(iter(datasets)))
     labels_key = next((k for k in datasets if k.endswith("labels")), None)
     n = len(datasets[ids_key])

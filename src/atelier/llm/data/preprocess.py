@@ -110,7 +110,9 @@ def _encode_in_worker(chunk: sources.Chunk) -> ChunkResult:
     return _worker_encoder.encode(chunk)
 
 
-def run_chunks(job: EncodeJob, chunks: Iterator[sources.Chunk], workers: int) -> Iterator[ChunkResult]:
+def run_chunks(
+    job: EncodeJob, chunks: Iterator[sources.Chunk], workers: int
+) -> Iterator[ChunkResult]:
     """Encode chunks in order; at most 2 chunks per worker are in flight."""
     if workers <= 1:
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
@@ -214,7 +216,11 @@ def preprocess(cfg: PreprocessConfig) -> Report:
         start, stop = sources.shard_range(count, cfg.shard, cfg.num_shards)
         total = total * (stop - start) // max(count, 1)
 
-    scratch = Path(tempfile.mkdtemp(prefix=".atelier-pack-", dir=Path(cfg.output_prefix).parent)) if cfg.pack else None
+    scratch = (
+        Path(tempfile.mkdtemp(prefix=".atelier-pack-", dir=Path(cfg.output_prefix).parent))
+        if cfg.pack
+        else None
+    )
     targets = {k: str(scratch / k) if scratch else p for k, p in finals.items()}
     writers = {k: IndexedWriter(p, dtype) for k, p in targets.items()}
     report = Report()
@@ -238,7 +244,9 @@ def preprocess(cfg: PreprocessConfig) -> Report:
                     elapsed = time.perf_counter() - t0
                     log.info(
                         "Processed %d documents (%.0f docs/s, %.1f MB/s).",
-                        report.read, report.read / elapsed, done_bytes / elapsed / 2**20,
+                        report.read,
+                        report.read / elapsed,
+                        done_bytes / elapsed / 2**20,
                     )
                     next_log = (report.read // cfg.log_interval + 1) * cfg.log_interval
         if report.read == 0:

@@ -97,7 +97,7 @@ def resolve_inputs(spec: str) -> list[SourceFile]:
 def _open_binary(src: SourceFile) -> BinaryIO:
     if src.compressed:
         return gzip.open(src.path, "rb")  # type: ignore[return-value]
-    return open(src.path, "rb")  # noqa: SIM115
+    return open(src.path, "rb")
 
 
 def _is_json_array(src: SourceFile) -> bool:
@@ -308,8 +308,10 @@ def _iter_arrow_batches(src: SourceFile) -> Iterator[Any]:
 
 def _iter_records(src: SourceFile, skip: int, take: int | None) -> Iterator[tuple[int, Any, int]]:
     """Records of the non-line formats, with skip/take counted in records."""
-    it = _iter_json_array(src) if src.fmt == "json" else (
-        _iter_csv(src) if src.fmt == "csv" else _iter_columnar(src)
+    it = (
+        _iter_json_array(src)
+        if src.fmt == "json"
+        else (_iter_csv(src) if src.fmt == "csv" else _iter_columnar(src))
     )
     for number, rec, done in it:
         if number <= skip:

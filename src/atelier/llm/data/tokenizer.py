@@ -90,7 +90,9 @@ def _load_hf(spec: TokenizerSpec) -> LoadedTokenizer:
         )
     except (OSError, ValueError, TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise AtelierError(f"--tokenizer-name-or-path {folder}: cannot load tokenizer ({first})")
+        raise AtelierError(
+            f"--tokenizer-name-or-path {folder}: cannot load tokenizer ({first})"
+        ) from None
     rust = getattr(tok, "backend_tokenizer", None) if spec.use_fast else None
     eos = tok.eos_token_id
     return LoadedTokenizer(
@@ -113,7 +115,9 @@ def _load_gpt2(spec: TokenizerSpec) -> LoadedTokenizer:
     try:
         bpe = models.BPE.from_file(str(vocab), str(merges))
     except Exception as e:  # tokenizers raises plain Exception on bad files
-        raise AtelierError(f"--vocab-file {vocab} / --merge-file {merges}: unreadable ({e})")
+        raise AtelierError(
+            f"--vocab-file {vocab} / --merge-file {merges}: unreadable ({e})"
+        ) from None
     tok = Tokenizer(bpe)
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
