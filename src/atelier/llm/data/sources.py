@@ -14,7 +14,7 @@ import io
 import json
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
@@ -62,7 +62,6 @@ class Chunk:
     fmt: str
     payload: Any  # bytes for "lines"; list of dicts for "records"
     nbytes: int
-    numbers: list[int] | None = field(default=None)  # record numbers when not consecutive
 
 
 def resolve_inputs(spec: str) -> list[SourceFile]:
