@@ -20,6 +20,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests $(wildcard bench)
+	@scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest -n 2 tests
 
 lint: $(STAMP)
