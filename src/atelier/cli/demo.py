@@ -14,6 +14,8 @@ def register(suites: argparse._SubParsersAction) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     from atelier.llm.demo import run as llm_demo
+    from atelier.sd.demo import run as sd_demo
 
     llm_demo(args.out, workers=args.workers)
+    sd_demo(args.out)
     return 0
