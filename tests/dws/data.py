@@ -33,7 +33,9 @@ def rows(n: int = 3000, seed: int = 7) -> list[tuple]:
                 i,
                 rng.randint(-(2**62), 2**62) if i % 5 else 7,  # 20% one value: skewed
                 None if null else rng.choice(words) + str(rng.randint(0, 500)),
-                None if null else rng.choice(["ab", "cd", "x"]) + str(i % 3) + rng.choice(["", " "]),
+                None
+                if null
+                else rng.choice(["ab", "cd", "x"]) + str(i % 3) + rng.choice(["", " "]),
                 None
                 if null
                 else Decimal(rng.randint(-(10**10), 10**10)).scaleb(-3)
