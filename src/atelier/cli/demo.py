@@ -16,4 +16,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from atelier.llm.demo import run as llm_demo
 
     llm_demo(args.out, workers=args.workers)
+
+    from atelier.dws.demo import run as dws_demo
+
+    dws_demo(args.out)
     return 0
