@@ -21,7 +21,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests $(wildcard bench)
 	@scripts/ensure-chromium.sh
-	$(BIN)/python -m pytest -n 2 tests
+	# scripts/test.sh starts a throwaway PostgreSQL on loopback (dws tests) and stops it after,
+	# whatever pytest's outcome
+	scripts/test.sh $(BIN)/python -m pytest -n 2 tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests $(wildcard bench)

@@ -148,20 +148,23 @@ def test_async_job_progress_events_and_result(client):
     assert client.get("/v1/jobs/nope", headers=AUTH).status_code == 404
 
 
+def _wait_for(predicate, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
 def test_cancel_running_and_queued_jobs(client):
     slow = {"prompt": "slow", "num_inference_steps": 60, **SMALL, "seed": 1}
     running = client.post("/v1/jobs", headers=AUTH, json=slow).json()["id"]
+    _wait_for(lambda: client.get(f"/v1/jobs/{running}", headers=AUTH).json()["step"] >= 1)
     queued = client.post("/v1/jobs", headers=AUTH, json=slow).json()["id"]
     assert client.get(f"/v1/jobs/{queued}", headers=AUTH).json()["queue_position"] == 1
     assert client.delete(f"/v1/jobs/{queued}", headers=AUTH).json()["state"] == "cancelled"
-    deadline = time.monotonic() + 60
-    while client.get(f"/v1/jobs/{running}", headers=AUTH).json()["step"] < 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
     client.delete(f"/v1/jobs/{running}", headers=AUTH)
-    while (state := client.get(f"/v1/jobs/{running}", headers=AUTH).json())["state"] == "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    _wait_for(lambda: client.get(f"/v1/jobs/{running}", headers=AUTH).json()["state"] != "running")
+    state = client.get(f"/v1/jobs/{running}", headers=AUTH).json()
     assert state["state"] == "cancelled" and state["step"] < 60
 
 
@@ -224,17 +227,18 @@ def test_out_of_memory_fails_the_job_and_service_goes_on(client, monkeypatch):
     import torch
 
     engine = client.app.state.engine
-    real = type(engine.base).__call__
     calls = {"n": 0}
+    real_class = type(engine.base)
 
-    def oom_once(self, *a, **kw):
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(self, *a, **kw)
+    class OomOnce(real_class):  # this pipeline instance only, not others in the process
+        def __call__(self, *a, **kw):
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return super().__call__(*a, **kw)
 
-    monkeypatch.setattr(type(engine.base), "__call__", oom_once)
+    monkeypatch.setattr(engine.base, "__class__", OomOnce)
     body = {"prompt": "x", "num_inference_steps": 1, **SMALL, "seed": 1}
     r = client.post("/v1/txt2img", headers=AUTH, json=body)
-    assert r.status_code == 500 and "ran out of memory" in r.json()["error"]
+    assert r.status_code == 500 and "ran out of memory" in r.json()["error"], r.text
     assert client.post("/v1/txt2img", headers=AUTH, json=body).status_code == 200

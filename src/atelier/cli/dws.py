@@ -1,0 +1,138 @@
+"""`atelier dws skew|scan`: flags -> atelier.dws.analyze, output as a table or --json."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(suites: argparse._SubParsersAction) -> None:
+    dws = suites.add_parser("dws", help="distribution-skew advisor for MPP warehouses")
+    verbs = dws.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    p = verbs.add_parser(
+        "skew",
+        help="rows per DN for the current and candidate distribution keys, and the best key",
+        description="Place every row the way GaussDB(DWS)/openGauss does (type hash, "
+        "rotate-xor across key columns, 16384 buckets, bucket %% N) for each candidate key, "
+        "inside the database (only counts leave it) or offline from a parquet/csv file. "
+        "Read-only: recommended DDL is printed, never executed.",
+    )
+    src = p.add_argument_group("source (one of)")
+    src.add_argument("--dsn", help="postgresql://user:password@host:port/db")
+    src.add_argument("--table", help="schema.table (with --dsn)")
+    src.add_argument("--file", help="offline: a .parquet or .csv file")
+    p.add_argument(
+        "--columns", help="candidate keys, e.g. a,b,(c,d); default every distributable column"
+    )
+    p.add_argument("--nodes", type=int, default=6, help="data nodes (DNs) (default 6)")
+    p.add_argument(
+        "--sample",
+        type=int,
+        default=None,
+        metavar="ROWS",
+        help="analyze about ROWS rows (TABLESAMPLE SYSTEM) instead of the table",
+    )
+    p.add_argument(
+        "--workload",
+        metavar="queries.sql",
+        help="queries whose join/group-by columns are preferred and whose "
+        "constant-filter columns are avoided",
+    )
+    p.add_argument(
+        "--type",
+        action="append",
+        default=[],
+        metavar="COL=TYPE",
+        help="offline: PostgreSQL type of a file column (e.g. code=bpchar)",
+    )
+    p.add_argument(
+        "--replicate-below",
+        type=int,
+        default=1_000_000,
+        metavar="ROWS",
+        help="recommend REPLICATION below this many rows (default 1000000)",
+    )
+    _common(p)
+    p.set_defaults(func=run_skew)
+
+    s = verbs.add_parser("scan", help="every table whose current key skews above a threshold")
+    s.add_argument("--dsn", required=True)
+    s.add_argument("--schema", default=None, help="only this schema (default: all user schemas)")
+    s.add_argument(
+        "--threshold",
+        type=float,
+        default=0.05,
+        help="(max-min)/avg above which a table is listed (default 0.05)",
+    )
+    s.add_argument("--top", type=int, default=50, help="at most this many tables (default 50)")
+    s.add_argument("--nodes", type=int, default=6, help="data nodes (DNs) (default 6)")
+    s.add_argument("--sample", type=int, default=None, metavar="ROWS")
+    _common(s)
+    s.set_defaults(func=run_scan)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--statement-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="cancel any statement running longer (default 300)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def run_skew(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from atelier.core.errors import AtelierError
+    from atelier.dws.analyze import SkewConfig, skew
+    from atelier.dws.render import skew_table, to_json
+    from atelier.dws.skew import parse_keys
+
+    types = {}
+    for item in args.type:
+        name, sep, typ = item.partition("=")
+        if not sep or not name or not typ:
+            raise AtelierError(f"--type {item!r}: expected COLUMN=TYPE, e.g. code=bpchar")
+        types[name] = typ.strip().lower()
+    cfg = SkewConfig(
+        table=args.table,
+        dsn=args.dsn,
+        file=args.file,
+        columns=parse_keys(args.columns) if args.columns else None,
+        nodes=args.nodes,
+        sample=args.sample,
+        workload=args.workload,
+        statement_timeout=args.statement_timeout,
+        replicate_below=args.replicate_below,
+        types=types,
+    )
+    report = skew(cfg)
+    if args.json:
+        print(to_json(report.to_json()))
+    else:
+        skew_table(report, Console())
+    return 0
+
+
+def run_scan(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from atelier.dws.analyze import scan
+    from atelier.dws.render import scan_table, to_json
+
+    rows = scan(
+        args.dsn,
+        schema=args.schema,
+        nodes=args.nodes,
+        threshold=args.threshold,
+        top=args.top,
+        sample=args.sample,
+        statement_timeout=args.statement_timeout,
+    )
+    if args.json:
+        print(to_json([r.to_json() for r in rows]))
+    else:
+        scan_table(rows, args.threshold, Console())
+    return 0

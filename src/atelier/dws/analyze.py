@@ -1,0 +1,233 @@
+"""The suite's entry points: `skew` (one table, in-database or from a file) and `scan`.
+
+Each returns a plain report object; render.py turns it into a rich table or JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from atelier.core.errors import AtelierError
+from atelier.dws import catalog
+from atelier.dws.advise import (
+    REPLICATE_BELOW,
+    Ranked,
+    Recommendation,
+    rank,
+    read_workload,
+    recommend,
+)
+from atelier.dws.skew import KeyStats
+
+
+@dataclass
+class SkewConfig:
+    table: str | None = None  # schema.table (in-database)
+    dsn: str | None = None
+    file: str | None = None  # parquet/csv (offline)
+    columns: list[tuple[str, ...]] | None = None  # None: every distributable column
+    nodes: int = 6
+    sample: int | None = None  # rows; TABLESAMPLE for very large tables
+    workload: str | None = None  # queries.sql
+    statement_timeout: float = 300.0
+    replicate_below: int = REPLICATE_BELOW
+    types: dict[str, str] = field(default_factory=dict)  # offline type overrides
+
+
+@dataclass
+class SkewReport:
+    table: str
+    source: str  # "database (postgresql 15.x)" or "file x.parquet"
+    nodes: int
+    rows: int  # rows analyzed (the sample when sampled)
+    table_rows: int  # rows in the table (estimated when sampled)
+    sample_fraction: float
+    current_key: tuple[str, ...] | None
+    current_source: str
+    ranked: list[Ranked]
+    recommendation: Recommendation
+    native: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "source": self.source,
+            "nodes": self.nodes,
+            "rows": self.rows,
+            "table_rows": self.table_rows,
+            "sample_fraction": self.sample_fraction,
+            "current_key": list(self.current_key) if self.current_key else None,
+            "current_key_source": self.current_source,
+            "keys": [r.to_json() for r in self.ranked],
+            "recommendation": self.recommendation.to_json(),
+            "native": self.native,
+        }
+
+
+def _validate(cfg: SkewConfig) -> None:
+    if cfg.nodes < 1:
+        raise AtelierError(f"--nodes {cfg.nodes}: need at least 1 data node")
+    if cfg.sample is not None and cfg.sample < 1:
+        raise AtelierError(f"--sample {cfg.sample}: give a positive number of rows")
+    if cfg.statement_timeout <= 0:
+        raise AtelierError("--statement-timeout must be positive (seconds)")
+    if bool(cfg.file) == bool(cfg.dsn):
+        raise AtelierError("give either --dsn (with --table) or --file")
+    if cfg.dsn and not cfg.table:
+        raise AtelierError("--table schema.table is required with --dsn")
+
+
+def _candidates(cfg: SkewConfig, info: catalog.TableInfo) -> list[tuple[str, ...]]:
+    keys = list(cfg.columns or [])
+    if not keys:
+        keys = [(c.name,) for c in info.columns if c.distributable]
+        if not keys:
+            raise AtelierError(
+                f"{info.qualified} has no column that can be a distribution key; "
+                f"distributable types: {catalog.DISTRIBUTABLE_HELP}"
+            )
+    if info.current_key and tuple(info.current_key) not in keys:
+        keys.insert(0, tuple(info.current_key))
+    return keys
+
+
+def _finish(
+    cfg: SkewConfig,
+    info: catalog.TableInfo,
+    stats: list[KeyStats],
+    rows: int,
+    table_rows: int,
+    fraction: float,
+    source: str,
+) -> SkewReport:
+    if rows == 0:
+        what = "the sample" if fraction < 1 else "the table"
+        hint = "; raise --sample" if fraction < 1 else ""
+        raise AtelierError(f"{info.qualified}: {what} is empty, nothing to distribute{hint}")
+    for s in stats:
+        s.fold(cfg.nodes)
+        s.current = info.current_key is not None and s.columns == tuple(info.current_key)
+    workload = read_workload(cfg.workload) if cfg.workload else None
+    ranked = rank(stats, workload)
+    rec = recommend(info.qualified, ranked, table_rows, info.current_key, cfg.replicate_below)
+    return SkewReport(
+        table=info.qualified,
+        source=source,
+        nodes=cfg.nodes,
+        rows=rows,
+        table_rows=table_rows,
+        sample_fraction=fraction,
+        current_key=info.current_key,
+        current_source=info.current_source,
+        ranked=ranked,
+        recommendation=rec,
+        native=info.native,
+    )
+
+
+def skew(cfg: SkewConfig) -> SkewReport:
+    """Analyze one table: in the database (`dsn`) or offline (`file`)."""
+    _validate(cfg)
+    if cfg.file:
+        return _skew_file(cfg)
+    from atelier.dws.sql import check_keys, count_keys
+
+    with catalog.connect(cfg.dsn or "", cfg.statement_timeout) as conn:
+        version = catalog.version(conn)
+        info = catalog.describe(conn, cfg.table or "")
+        keys = check_keys(info, _candidates(cfg, info))
+        counted = count_keys(conn, info, keys, sample_rows=cfg.sample)
+    rows = counted.rows
+    table_rows = round(rows / counted.sample_fraction) if counted.sample_fraction < 1 else rows
+    flavor = catalog.flavor_of(version)
+    short = " ".join(version.split()[:2])
+    return _finish(
+        cfg, info, counted.keys, rows, table_rows, counted.sample_fraction, f"{flavor}: {short}"
+    )
+
+
+def _skew_file(cfg: SkewConfig) -> SkewReport:
+    from atelier.dws.offline import count_keys_offline, file_info, read_table
+
+    table, pg = read_table(cfg.file or "", cfg.types)
+    info = file_info(cfg.file or "", table, pg)
+    keys = _candidates(cfg, info)
+    for key in keys:
+        for c in key:
+            if c not in pg:
+                listed = ", ".join(f"{n} ({t})" for n, t in pg.items())
+                raise AtelierError(
+                    f"{Path(cfg.file or '').name} has no column {c!r}; columns: {listed}"
+                )
+    stats = count_keys_offline(table, pg, keys)
+    return _finish(
+        cfg, info, stats, table.num_rows, table.num_rows, 1.0, f"file {Path(cfg.file or '').name}"
+    )
+
+
+@dataclass
+class ScanRow:
+    table: str
+    key: tuple[str, ...] | None
+    rows: int
+    size_bytes: int
+    stats: KeyStats | None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "table": self.table,
+            "key": list(self.key) if self.key else None,
+            "rows": self.rows,
+            "size_bytes": self.size_bytes,
+        }
+        if self.stats is not None:
+            out.update(
+                {k: v for k, v in self.stats.to_json().items() if k not in ("key", "current")}
+            )
+        return out
+
+
+def scan(
+    dsn: str,
+    schema: str | None = None,
+    nodes: int = 6,
+    threshold: float = 0.05,
+    top: int = 50,
+    sample: int | None = None,
+    statement_timeout: float = 300.0,
+) -> list[ScanRow]:
+    """Every hash-distributed table whose current key skews above `threshold`, largest first."""
+    from psycopg import sql as psql
+
+    from atelier.dws.sql import count_keys
+
+    if nodes < 1 or top < 1 or threshold < 0:
+        raise AtelierError("--nodes and --top must be positive, --threshold at least 0")
+    out: list[ScanRow] = []
+    with catalog.connect(dsn, statement_timeout) as conn:
+        rows = conn.execute(
+            "SELECT n.nspname, c.relname, pg_total_relation_size(c.oid) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') "
+            "AND NOT c.relispartition AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+            "AND n.nspname NOT LIKE 'pg\\_%%' AND (%s::text IS NULL OR n.nspname = %s) "
+            "ORDER BY 3 DESC, 1, 2",
+            [schema, schema],
+        ).fetchall()
+        if schema and not rows:
+            raise AtelierError(f"schema {schema!r} has no tables (or does not exist)")
+        for nsp, rel, size in rows:
+            info = catalog.describe(conn, str(psql.Identifier(nsp, rel).as_string(conn)))
+            if info.locator != "hash" or not info.current_key:
+                continue
+            counted = count_keys(conn, info, [tuple(info.current_key)], sample_rows=sample)
+            conn.rollback()  # one short read-only transaction per table
+            if counted.rows == 0:
+                continue
+            st = counted.keys[0].fold(nodes)
+            if st.skew_ratio > threshold:
+                out.append(ScanRow(info.qualified, st.columns, counted.rows, int(size), st))
+            if len(out) >= top:
+                break
+    return out
