@@ -43,14 +43,13 @@ def cpu_overhead(work: Path, runs: int, clients: int, per_client: int) -> None:
     base, refiner = build_tiny_sdxl(work / "tiny")
     port = _free_port()
     settings = ServeSettings(model=str(base), refiner=str(refiner), port=port, max_queue=64)
-    direct = Engine(settings)
-    direct.load()
     app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     threading.Thread(target=server.run, daemon=True).start()
     assert app.state.engine.ready.wait(120)
     while not server.started:
         time.sleep(0.05)
+    direct: Engine = app.state.engine  # the same pipelines, called without the server
     body = {"prompt": "a lighthouse", "num_inference_steps": 8, "width": 64, "height": 64}
     req = {"prompt": "a lighthouse", "steps": 8, "width": 64, "height": 64}
     d_times, h_times = [], []
