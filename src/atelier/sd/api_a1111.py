@@ -6,12 +6,12 @@ import json
 import time
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict
 
 from atelier.sd.engine import model_name
 from atelier.sd.params import GenerationRequest
-from atelier.sd.runner import b64_images, run_sync
+from atelier.sd.runner import b64_images, run_sync, unprocessable
 from atelier.sd.samplers import SAMPLERS, canonical
 
 router = APIRouter(tags=["automatic1111"])
@@ -61,15 +61,8 @@ def _refiner_wanted(body: A1111Txt2Img, settings: Any) -> bool:
         return False
     loaded = model_name(settings.refiner)
     if loaded is None or name.split(" [")[0] not in (loaded, str(settings.refiner)):
-        raise HTTPException(
-            422,
-            detail=[
-                {
-                    "loc": ["body", "refiner_checkpoint"],
-                    "type": "value_error",
-                    "msg": f"refiner {name!r} is not loaded; available: {loaded or 'none'}",
-                }
-            ],
+        raise unprocessable(
+            "refiner_checkpoint", f"refiner {name!r} is not loaded; available: {loaded or 'none'}"
         )
     return True
 
@@ -185,15 +178,8 @@ async def set_options(body: dict[str, Any], request: Request) -> dict[str, Any]:
     s = request.app.state.settings
     wanted = body.get("sd_model_checkpoint")
     if wanted is not None and wanted.split(" [")[0] != model_name(s.model):
-        raise HTTPException(
-            422,
-            detail=[
-                {
-                    "loc": ["body", "sd_model_checkpoint"],
-                    "type": "value_error",
-                    "msg": f"only the loaded model {model_name(s.model)!r} can be selected",
-                }
-            ],
+        raise unprocessable(
+            "sd_model_checkpoint", f"only the loaded model {model_name(s.model)!r} can be selected"
         )
     request.app.state.options.update(body)
     return {}

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from atelier.sd.params import GenerationRequest
-from atelier.sd.runner import b64_images, run_sync
+from atelier.sd.runner import b64_images, run_sync, unprocessable
 
 router = APIRouter(tags=["openai"])
 
@@ -26,32 +26,14 @@ def _size(size: str) -> tuple[int, int]:
     try:
         w, h = (int(x) for x in size.lower().split("x"))
     except ValueError:
-        raise HTTPException(
-            422,
-            detail=[
-                {
-                    "loc": ["body", "size"],
-                    "type": "value_error",
-                    "msg": f"size must look like 1024x1024, got {size!r}",
-                }
-            ],
-        ) from None
+        raise unprocessable("size", f"size must look like 1024x1024, got {size!r}") from None
     return w, h
 
 
 @router.post("/v1/images/generations")
 async def generations(body: ImagesBody, request: Request) -> dict[str, Any]:
     if body.response_format != "b64_json":
-        raise HTTPException(
-            422,
-            detail=[
-                {
-                    "loc": ["body", "response_format"],
-                    "type": "value_error",
-                    "msg": "only response_format=b64_json is served",
-                }
-            ],
-        )
+        raise unprocessable("response_format", "only response_format=b64_json is served")
     w, h = _size(body.size)
     s = request.app.state.settings
     req = GenerationRequest(

@@ -26,8 +26,6 @@ def build_random_sdxl(
     from diffusers import (
         AutoencoderKL,
         EulerDiscreteScheduler,
-        StableDiffusionXLImg2ImgPipeline,
-        StableDiffusionXLPipeline,
         UNet2DConditionModel,
     )
     from transformers import (
@@ -36,6 +34,8 @@ def build_random_sdxl(
         CLIPTextModelWithProjection,
         CLIPTokenizer,
     )
+
+    from atelier.sd.tiny import assemble_sdxl
 
     cfg = sdxl_configs()
     dtype = dtype or torch.float16
@@ -47,26 +47,7 @@ def build_random_sdxl(
         enc2 = CLIPTextModelWithProjection(CLIPTextConfig(**cfg["text_encoder_2"])).to(dtype)
     tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir))
     scheduler = EulerDiscreteScheduler(**cfg["scheduler"])
-    base = StableDiffusionXLPipeline(
-        vae=vae,
-        text_encoder=enc1,
-        text_encoder_2=enc2,
-        tokenizer=tokenizer,
-        tokenizer_2=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-    )
-    refiner = StableDiffusionXLImg2ImgPipeline(
-        vae=vae,
-        text_encoder=None,
-        text_encoder_2=enc2,
-        tokenizer=None,
-        tokenizer_2=tokenizer,
-        unet=refiner_unet,
-        scheduler=scheduler,
-        requires_aesthetics_score=True,
-        force_zeros_for_empty_prompt=True,
-    )
+    base, refiner = assemble_sdxl(unet, refiner_unet, vae, enc1, enc2, tokenizer, scheduler)
     for p in (base, refiner):
         p.set_progress_bar_config(disable=True)
     return base, refiner

@@ -25,11 +25,15 @@ class ServiceError(Exception):
         return JSONResponse({"error": self.message}, self.status, headers=self.headers)
 
 
-def field_error(e: FieldError) -> HTTPException:
+def unprocessable(field_name: str, message: str) -> HTTPException:
     """422 in FastAPI's own shape, so clients parse it like any validation error."""
     return HTTPException(
-        422, detail=[{"loc": ["body", e.field], "msg": e.message, "type": "value_error"}]
+        422, detail=[{"loc": ["body", field_name], "msg": message, "type": "value_error"}]
     )
+
+
+def field_error(e: FieldError) -> HTTPException:
+    return unprocessable(e.field, e.message)
 
 
 def submit(queue: JobQueue, req: GenerationRequest, max_size: int) -> Job:

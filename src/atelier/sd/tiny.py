@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 CLIP_SPECIALS = ["<|startoftext|>", "<|endoftext|>"]
 
@@ -50,14 +51,42 @@ def write_clip_tokenizer(out: Path) -> Path:
     return out
 
 
+def assemble_sdxl(
+    unet: Any, refiner_unet: Any, vae: Any, enc1: Any, enc2: Any, tokenizer: Any, scheduler: Any
+) -> tuple[Any, Any]:
+    """SDXL base + refiner pipelines from components; the refiner shares encoder 2 and the
+    VAE, the ensemble-of-experts layout of the published refiner."""
+    from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+
+    base = StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=enc1,
+        text_encoder_2=enc2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+    )
+    refiner = StableDiffusionXLImg2ImgPipeline(
+        vae=vae,
+        text_encoder=None,
+        text_encoder_2=enc2,
+        tokenizer=None,
+        tokenizer_2=tokenizer,
+        unet=refiner_unet,
+        scheduler=scheduler,
+        requires_aesthetics_score=True,
+        force_zeros_for_empty_prompt=True,
+    )
+    return base, refiner
+
+
 def build_tiny_sdxl(out_dir: str | Path, seed: int = 0) -> tuple[Path, Path]:
     """Save a tiny base and refiner as diffusers folders; return (base, refiner)."""
     import torch
     from diffusers import (
         AutoencoderKL,
         EulerDiscreteScheduler,
-        StableDiffusionXLImg2ImgPipeline,
-        StableDiffusionXLPipeline,
         UNet2DConditionModel,
     )
     from transformers import (
@@ -126,26 +155,7 @@ def build_tiny_sdxl(out_dir: str | Path, seed: int = 0) -> tuple[Path, Path]:
         steps_offset=1,
         timestep_spacing="leading",
     )
-    base = StableDiffusionXLPipeline(
-        vae=vae,
-        text_encoder=enc1,
-        text_encoder_2=enc2,
-        tokenizer=tokenizer,
-        tokenizer_2=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-    )
-    refiner = StableDiffusionXLImg2ImgPipeline(
-        vae=vae,
-        text_encoder=None,
-        text_encoder_2=enc2,
-        tokenizer=None,
-        tokenizer_2=tokenizer,
-        unet=refiner_unet,
-        scheduler=scheduler,
-        requires_aesthetics_score=True,
-        force_zeros_for_empty_prompt=True,
-    )
+    base, refiner = assemble_sdxl(unet, refiner_unet, vae, enc1, enc2, tokenizer, scheduler)
     base_dir, refiner_dir = out / "base", out / "refiner"
     base.save_pretrained(str(base_dir))
     refiner.save_pretrained(str(refiner_dir))
