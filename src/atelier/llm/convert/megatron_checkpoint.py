@@ -1,0 +1,313 @@
+"""Megatron checkpoints on disk: the folder layout, a lazy reader and a streaming writer.
+
+Layout (Megatron-LM, MindSpeed-LLM): `latest_checkpointed_iteration.txt` holding an
+iteration number or `release`; `iter_0000001/` (or `release/`); one folder per rank,
+`mp_rank_{tp:02d}` when PP is 1, else `mp_rank_{tp:02d}_{pp:03d}`; in each,
+`model_optim_rng.pt` = {'args', 'checkpoint_version': 3.0, 'iteration', 'model'}.
+
+What Atelier writes: legacy format nests 'model' the way Megatron-LM's legacy GPTModel
+saves it (`names.nest_legacy`); mcore writes the flat state dict (no TE `_extra_state`).
+With tied embeddings and PP > 1 the last stage also holds the output-embedding copy
+(`word_embeddings_for_head` legacy, `output_layer.weight` mcore), as both frameworks
+keep one there; with PP = 1 tied models have no output weight.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from atelier.core.errors import AtelierError
+from atelier.core.log import get_logger
+from atelier.llm.convert.assets import ASSETS_DIRNAME
+from atelier.llm.convert.meta import ModelMeta, megatron_args, meta_from_megatron_args
+from atelier.llm.convert.names import (
+    canonical_legacy_name,
+    detect_format,
+    flatten,
+    names_for,
+    nest_legacy,
+)
+from atelier.llm.convert.sharding import (
+    check_tensor_parallel,
+    fuse_gate_up,
+    fuse_qkv,
+    layer_partition,
+    pad_vocab,
+    padded_vocab_size,
+    split_cols,
+    split_rows,
+    unfuse_gate_up,
+    unfuse_qkv,
+)
+from atelier.llm.convert.source import CheckpointSource
+
+log = get_logger(__name__)
+TRACKER = "latest_checkpointed_iteration.txt"
+RANK_FILES = ("model_optim_rng.pt", "model_rng.pt")
+_RANK_DIR = re.compile(r"^mp_rank_(\d{2})(?:_(\d{3}))?$")
+_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+
+
+def rank_dir_name(tp: int, pp: int, pp_size: int) -> str:
+    return f"mp_rank_{tp:02d}" if pp_size == 1 else f"mp_rank_{tp:02d}_{pp:03d}"
+
+
+def iteration_dir(load_dir: Path) -> Path:
+    """The folder holding `mp_rank_*`, following the tracker file like Megatron does."""
+    if not load_dir.is_dir():
+        raise AtelierError(f"--load-dir {load_dir}: not a folder")
+    tracker = load_dir / TRACKER
+    if tracker.is_file():
+        text = tracker.read_text("utf-8").strip()
+        if text == "release":
+            path = load_dir / "release"
+        elif text.isdigit():
+            path = load_dir / f"iter_{int(text):07d}"
+        else:
+            raise AtelierError(f"{tracker}: expected an iteration number or 'release', "
+                               f"found {text[:40]!r}")
+        if not path.is_dir():
+            raise AtelierError(f"{tracker} names {path.name}/ but {path} does not exist")
+        return path
+    if any(_RANK_DIR.match(p.name) for p in load_dir.iterdir()):
+        return load_dir
+    candidates = sorted(p for p in load_dir.iterdir()
+                        if p.is_dir() and (p.name == "release" or p.name.startswith("iter_")))
+    if candidates:
+        return candidates[-1]
+    raise AtelierError(
+        f"--load-dir {load_dir}: not a Megatron checkpoint (no {TRACKER}, iter_*/ or "
+        "mp_rank_*/ inside)"
+    )
+
+
+def rank_files(it_dir: Path) -> dict[tuple[int, int], Path]:
+    """(tp, pp) -> model file, checking that the grid of ranks is complete."""
+    found: dict[tuple[int, int], Path] = {}
+    for p in it_dir.iterdir():
+        m = _RANK_DIR.match(p.name)
+        if not m or not p.is_dir():
+            continue
+        f = next((p / n for n in RANK_FILES if (p / n).is_file()), None)
+        if f is None:
+            raise AtelierError(f"{p}: no {RANK_FILES[0]} inside")
+        found[(int(m.group(1)), int(m.group(2) or 0))] = f
+    if not found:
+        raise AtelierError(f"{it_dir}: no mp_rank_* folders")
+    tp = max(k[0] for k in found) + 1
+    pp = max(k[1] for k in found) + 1
+    missing = [rank_dir_name(t, p, pp) for t in range(tp) for p in range(pp)
+               if (t, p) not in found]
+    if missing:
+        raise AtelierError(f"{it_dir}: incomplete checkpoint, missing {', '.join(missing)}")
+    return found
+
+
+def load_rank_file(path: Path) -> dict[str, Any]:
+    """torch.load with mmap (tensors stay on disk until touched), errors naming the file."""
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception as e:
+        if "weights_only" not in str(e) and "Unsupported global" not in str(e):
+            raise AtelierError(f"{path}: corrupt or truncated checkpoint file ({e})") from None
+    try:  # Megatron-LM / MindSpeed args may hold arbitrary objects, as Megatron itself loads
+        return torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except Exception as e:
+        raise AtelierError(f"{path}: corrupt or truncated checkpoint file ({e})") from None
+
+
+def _flat_model(ckpt: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
+    model = ckpt.get("model")
+    if not isinstance(model, dict):
+        raise AtelierError(f"{path}: no 'model' state dict inside")
+    flat = flatten(model)
+    return {canonical_legacy_name(k): v for k, v in flat.items()}
+
+
+@dataclass
+class MegatronLayout:
+    tp: int
+    pp: int
+    layer_list: list[int]
+    fmt: str
+    norms: str
+    padded_vocab: int
+    iteration: int | str
+
+
+class MegatronSource:
+    """A Megatron checkpoint read lazily, one pipeline stage's rank files open at a time."""
+
+    def __init__(self, load_dir: str | Path) -> None:
+        self.load_dir = Path(load_dir)
+        self.it_dir = iteration_dir(self.load_dir)
+        self.files = rank_files(self.it_dir)
+        tp = max(k[0] for k in self.files) + 1
+        pp = max(k[1] for k in self.files) + 1
+        self._stage: tuple[int, list[dict[str, torch.Tensor]]] | None = None
+        first = load_rank_file(self.files[(0, 0)])
+        self.args = first.get("args")
+        if self.args is None:
+            raise AtelierError(f"{self.files[(0, 0)]}: no 'args' inside; Atelier needs the "
+                               "args Megatron saves with every checkpoint")
+        flat0 = _flat_model(first, self.files[(0, 0)])
+        fmt, norms = detect_format(flat0)
+        self.names = names_for(fmt, norms)
+        embed0 = flat0.get(self.names["embed"])
+        if embed0 is None:
+            raise AtelierError(f"{self.files[(0, 0)]}: no {self.names['embed']} on the first "
+                               "pipeline stage")
+        self.meta: ModelMeta = meta_from_megatron_args(self.args, str(self.files[(0, 0)]),
+                                                        embed0.dtype)
+        layer_list = [self._count_layers(p, flat0 if p == 0 else None) for p in range(pp)]
+        if sum(layer_list) != self.meta.num_layers:
+            raise AtelierError(f"{self.it_dir}: stages hold {layer_list} layers but args say "
+                               f"num_layers={self.meta.num_layers}")
+        self.layout = MegatronLayout(tp=tp, pp=pp, layer_list=layer_list, fmt=fmt, norms=norms,
+                                     padded_vocab=embed0.shape[0] * tp,
+                                     iteration=first.get("iteration", 0))
+        if self.meta.vocab_size > self.layout.padded_vocab:
+            raise AtelierError(f"{self.files[(0, 0)]}: args give a vocabulary of "
+                               f"{self.meta.vocab_size} but the embedding has only "
+                               f"{self.layout.padded_vocab} rows")
+        assets = self.load_dir / ASSETS_DIRNAME
+        self.assets_dir: Path | None = assets if assets.is_dir() else None
+        self._starts = [sum(layer_list[:p]) for p in range(pp)]
+
+    def _count_layers(self, pp: int, flat: dict[str, torch.Tensor] | None) -> int:
+        if flat is None:
+            flat = _flat_model(load_rank_file(self.files[(0, pp)]), self.files[(0, pp)])
+        idx = {int(m.group(1)) for k in flat if (m := _LAYER.search(k))}
+        if not idx:
+            raise AtelierError(f"{self.files[(0, pp)]}: no transformer layers in this stage")
+        if idx != set(range(len(idx))):
+            raise AtelierError(f"{self.files[(0, pp)]}: layer numbers {sorted(idx)} are not "
+                               "0..n-1 (Megatron numbers layers locally in each stage)")
+        return len(idx)
+
+    def _ranks(self, pp: int) -> list[dict[str, torch.Tensor]]:
+        if self._stage is None or self._stage[0] != pp:
+            self._stage = None
+            ranks = [_flat_model(load_rank_file(self.files[(t, pp)]), self.files[(t, pp)])
+                     for t in range(self.layout.tp)]
+            self._stage = (pp, ranks)
+        return self._stage[1]
+
+    def _get(self, pp: int, role: str, i: int = 0) -> list[torch.Tensor]:
+        name = self.names[role].format(i=i)
+        ranks = self._ranks(pp)
+        for t, r in enumerate(ranks):
+            if name not in r:
+                raise AtelierError(f"{self.files[(t, pp)]}: tensor {name!r} is missing")
+        return [r[name] for r in ranks]
+
+    def embed(self) -> torch.Tensor:
+        return torch.cat(self._get(0, "embed"))[: self.meta.vocab_size]
+
+    def final_norm(self) -> torch.Tensor:
+        return self._get(self.layout.pp - 1, "final_norm")[0]
+
+    def lm_head(self) -> torch.Tensor | None:
+        if self.meta.tied:
+            return None
+        return torch.cat(self._get(self.layout.pp - 1, "output"))[: self.meta.vocab_size]
+
+    def layer(self, i: int) -> dict[str, torch.Tensor]:
+        pp = max(p for p in range(self.layout.pp) if self._starts[p] <= i)
+        j = i - self._starts[pp]
+        m = self.meta
+        out: dict[str, torch.Tensor] = {"input_norm": self._get(pp, "input_norm", j)[0]}
+        out["q"], out["k"], out["v"] = unfuse_qkv(torch.cat(self._get(pp, "qkv", j)),
+                                                  m.num_heads, m.num_groups, m.head_dim)
+        if m.qkv_bias:
+            out["q_bias"], out["k_bias"], out["v_bias"] = unfuse_qkv(
+                torch.cat(self._get(pp, "qkv_bias", j)), m.num_heads, m.num_groups, m.head_dim)
+        out["o"] = torch.cat(self._get(pp, "proj", j), dim=1)
+        out["post_norm"] = self._get(pp, "post_norm", j)[0]
+        out["gate"], out["up"] = unfuse_gate_up(self._get(pp, "fc1", j))
+        out["down"] = torch.cat(self._get(pp, "fc2", j), dim=1)
+        return out
+
+    def close(self) -> None:
+        self._stage = None
+
+
+@dataclass
+class MegatronTarget:
+    """How to shard and name the output."""
+
+    tp: int = 1
+    pp: int = 1
+    layer_list: list[int] | None = None
+    fmt: str = "mcore"
+    norms: str = "local"
+    divisible_by: int = 128
+    dtype: torch.dtype | None = None
+
+
+def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return t.to(dtype) if t.dtype != dtype else t
+
+
+def write_megatron(source: CheckpointSource, out: Path, target: MegatronTarget) -> MegatronLayout:
+    """Write every rank file of `target` into `out`, one rank file in memory at a time."""
+    meta = source.meta if target.dtype is None else replace(source.meta, dtype=target.dtype)
+    check_tensor_parallel(target.tp, meta.num_heads, meta.num_groups, meta.ffn_hidden_size)
+    layers = layer_partition(meta.num_layers, target.pp, target.layer_list)
+    padded = padded_vocab_size(meta.vocab_size, target.divisible_by, target.tp)
+    args = megatron_args(meta, tp=target.tp, pp=target.pp, layer_list=layers,
+                         padded_vocab=padded, divisible_by=target.divisible_by,
+                         fmt=target.fmt, norms=target.norms)
+    names = names_for(target.fmt, target.norms)
+    it_dir = out / "iter_0000001"
+    (out / TRACKER).write_text("1\n", "utf-8")
+    tp_size, pp_size, dt = target.tp, target.pp, meta.dtype
+    start = 0
+    for pp in range(pp_size):
+        last = pp == pp_size - 1
+        for tp in range(tp_size):
+            sd: dict[str, torch.Tensor] = {}
+            if pp == 0:
+                sd[names["embed"]] = split_rows(pad_vocab(_cast(source.embed(), dt), padded),
+                                                tp_size, tp)
+            for j in range(layers[pp]):
+                part = {k: _cast(v, dt) for k, v in source.layer(start + j).items()}
+                name = {role: names[role].format(i=j) for role in names}
+                sd[name["input_norm"]] = part["input_norm"].clone()
+                qkv = fuse_qkv(part["q"], part["k"], part["v"], meta.num_groups)
+                sd[name["qkv"]] = split_rows(qkv, tp_size, tp)
+                if meta.qkv_bias:
+                    bias = fuse_qkv(part["q_bias"], part["k_bias"], part["v_bias"],
+                                    meta.num_groups)
+                    sd[name["qkv_bias"]] = split_rows(bias, tp_size, tp)
+                sd[name["proj"]] = split_cols(part["o"], tp_size, tp)
+                sd[name["post_norm"]] = part["post_norm"].clone()
+                sd[name["fc1"]] = fuse_gate_up(part["gate"], part["up"], tp_size, tp)
+                sd[name["fc2"]] = split_cols(part["down"], tp_size, tp)
+                del part, qkv
+            if last:
+                sd[names["final_norm"]] = _cast(source.final_norm(), dt).clone()
+                head = source.lm_head()
+                if head is not None:
+                    sd[names["output"]] = split_rows(pad_vocab(_cast(head, dt), padded),
+                                                     tp_size, tp)
+                elif pp_size > 1:
+                    sd[names["head_copy"]] = split_rows(
+                        pad_vocab(_cast(source.embed(), dt), padded), tp_size, tp)
+            model = nest_legacy(sd) if target.fmt == "legacy" else sd
+            rank_dir = it_dir / rank_dir_name(tp, pp, pp_size)
+            rank_dir.mkdir(parents=True, exist_ok=True)
+            torch.save({"args": args, "checkpoint_version": 3.0, "iteration": 1,
+                        "model": model}, rank_dir / RANK_FILES[0])
+            log.info("wrote %s", rank_dir.relative_to(out))
+            del sd, model
+        start += layers[pp]
+    return MegatronLayout(tp=tp_size, pp=pp_size, layer_list=layers, fmt=target.fmt,
+                          norms=target.norms, padded_vocab=padded, iteration=1)
