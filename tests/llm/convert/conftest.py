@@ -16,7 +16,7 @@ FAMILY_CONFIGS = {
     "llama31": ("LlamaConfig", "LlamaForCausalLM", {
         "num_key_value_heads": 4, "rope_theta": 500000.0,
         "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                         "high_freq_factor": 4.0, "original_max_position_embeddings": 64}}),
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 256}}),
     "mistral": ("MistralConfig", "MistralForCausalLM", {"num_key_value_heads": 2}),
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM",
               {"num_key_value_heads": 4, "tie_word_embeddings": True}),
