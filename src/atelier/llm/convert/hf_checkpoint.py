@@ -1,9 +1,8 @@
 """Hugging Face folders: a lazy reader over safetensors, and a sharded writer.
 
 Reading opens each safetensors file with `safe_open` and pulls one tensor at a
-time. Writing fills a shard up to `max_shard_bytes`, writes it, and only at the
-end renames shards to `model-0000x-of-0000y.safetensors` (the total is not known
-before) and writes `model.safetensors.index.json`.
+time. Writing streams: shapes are known from the model's sizes, so shard headers are
+written first and tensor bytes appended as they are produced.
 """
 
 from __future__ import annotations
@@ -48,6 +47,7 @@ class HFSource:
         self.meta: ModelMeta = meta_from_hf_config(
             config, str(self.folder / "config.json"), self._dtype(embed_name))
         self.keys = self.meta.fam.keys
+        self._release()
         rows = embed_shape[0]
         if true_vocab_size is None:
             if rows != self.meta.vocab_size:
@@ -119,25 +119,41 @@ class HFSource:
     def has(self, name: str) -> bool:
         return name in self._files
 
+    def _release(self) -> None:
+        """Unmap the files: pages read through an open mapping would count as our RSS."""
+        self._handles.clear()
+
     def embed(self) -> torch.Tensor:
-        return self.get(self.keys["embed"])[: self.meta.vocab_size]
+        try:
+            return self.get(self.keys["embed"])[: self.meta.vocab_size]
+        finally:
+            self._release()
 
     def final_norm(self) -> torch.Tensor:
-        return self.get(self.keys["final_norm"])
+        try:
+            return self.get(self.keys["final_norm"])
+        finally:
+            self._release()
 
     def lm_head(self) -> torch.Tensor | None:
         if self.meta.tied:
             return None
-        return self.get(self.keys["lm_head"])[: self.meta.vocab_size]
+        try:
+            return self.get(self.keys["lm_head"])[: self.meta.vocab_size]
+        finally:
+            self._release()
 
     def layer(self, i: int) -> dict[str, torch.Tensor]:
         out = {}
-        for part, template in self.keys.items():
-            if "{i}" not in template:
-                continue
-            if part.endswith("_bias") and not self.meta.qkv_bias:
-                continue
-            out[part] = self.get(template.format(i=i))
+        try:
+            for part, template in self.keys.items():
+                if "{i}" not in template:
+                    continue
+                if part.endswith("_bias") and not self.meta.qkv_bias:
+                    continue
+                out[part] = self.get(template.format(i=i))
+        finally:
+            self._release()
         return out
 
     def close(self) -> None:
@@ -157,40 +173,72 @@ def hf_tensors(source: Any) -> Iterator[tuple[str, torch.Tensor]]:
         yield keys["lm_head"], head
 
 
+def hf_plan(meta: ModelMeta) -> list[tuple[str, list[int]]]:
+    """(name, shape) of every tensor `hf_tensors` yields, known before reading any."""
+    keys, h, d, f = meta.fam.keys, meta.hidden_size, meta.head_dim, meta.ffn_hidden_size
+    qd, kd = meta.num_heads * d, meta.num_groups * d
+    shapes = {"input_norm": [h], "q": [qd, h], "k": [kd, h], "v": [kd, h], "q_bias": [qd],
+              "k_bias": [kd], "v_bias": [kd], "o": [h, qd], "post_norm": [h],
+              "gate": [f, h], "up": [f, h], "down": [h, f]}
+    plan = [(keys["embed"], [meta.vocab_size, h])]
+    for i in range(meta.num_layers):
+        for part, template in keys.items():
+            if "{i}" not in template or (part.endswith("_bias") and not meta.qkv_bias):
+                continue
+            plan.append((template.format(i=i), shapes[part]))
+    plan.append((keys["final_norm"], [h]))
+    if not meta.tied:
+        plan.append((keys["lm_head"], [meta.vocab_size, h]))
+    return plan
+
+
+SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
+
+
 def write_safetensors_sharded(tensors: Iterator[tuple[str, torch.Tensor]], out: Path,
+                              plan: list[tuple[str, list[int]]], dtype: torch.dtype,
                               max_shard_bytes: int) -> list[str]:
-    """Write shards as tensors arrive; returns the final shard names."""
-    from safetensors.torch import save_file
+    """Stream tensors into `model-0000k-of-0000n.safetensors` files plus the index.
 
-    buffer: dict[str, torch.Tensor] = {}
+    Every shape is known up front (`plan`), so each shard's header is written first and
+    tensor bytes follow as they arrive: memory holds one tensor, not one shard.
+    """
+    item = torch.empty((), dtype=dtype).element_size()
+    shards: list[list[tuple[str, list[int], int]]] = [[]]
     size = 0
-    temps: list[tuple[Path, list[str]]] = []
-    total = 0
-
-    def flush() -> None:
-        nonlocal buffer, size
-        tmp = out / f".shard-{len(temps):05d}.safetensors"
-        save_file(buffer, str(tmp), metadata={"format": "pt"})
-        temps.append((tmp, list(buffer)))
-        buffer, size = {}, 0
-
-    for name, t in tensors:
-        nbytes = t.numel() * t.element_size()
-        if buffer and size + nbytes > max_shard_bytes:
-            flush()
-        buffer[name] = t.clone(memory_format=torch.contiguous_format)
+    for name, shape in plan:
+        nbytes = item * int(torch.Size(shape).numel())
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append((name, shape, nbytes))
         size += nbytes
-        total += nbytes
-    if buffer:
-        flush()
-    n = len(temps)
+    n = len(shards)
     weight_map: dict[str, str] = {}
-    names = []
-    for k, (tmp, keys) in enumerate(temps, start=1):
+    files = []
+    stream = iter(tensors)
+    for k, shard in enumerate(shards, start=1):
         final = f"model-{k:05d}-of-{n:05d}.safetensors"
-        tmp.rename(out / final)
-        names.append(final)
-        weight_map.update(dict.fromkeys(keys, final))
+        files.append(final)
+        header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+        offset = 0
+        for name, shape, nbytes in shard:
+            header[name] = {"dtype": SAFETENSORS_DTYPES[dtype], "shape": shape,
+                            "data_offsets": [offset, offset + nbytes]}
+            offset += nbytes
+            weight_map[name] = final
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)
+        with open(out / final, "wb") as fh:
+            fh.write(len(raw).to_bytes(8, "little"))
+            fh.write(raw)
+            for name, shape, _ in shard:
+                got_name, t = next(stream)
+                if got_name != name or list(t.shape) != shape or t.dtype != dtype:
+                    raise RuntimeError(f"bug: expected {name} {shape} {dtype}, got {got_name} "
+                                       f"{list(t.shape)} {t.dtype}")
+                fh.write(t.contiguous().view(torch.uint8).numpy().data)
+    total = sum(nbytes for shard in shards for _, _, nbytes in shard)
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (out / INDEX).write_text(json.dumps(index, indent=2) + "\n", "utf-8")
-    return names
+    return files

@@ -151,7 +151,6 @@ class MegatronSource:
         self.files = rank_files(self.it_dir)
         tp = max(k[0] for k in self.files) + 1
         pp = max(k[1] for k in self.files) + 1
-        self._stage: tuple[int, list[dict[str, torch.Tensor]]] | None = None
         first = load_rank_file(self.files[(0, 0)])
         self.args = first.get("args")
         if self.args is None:
@@ -192,51 +191,60 @@ class MegatronSource:
                                "0..n-1 (Megatron numbers layers locally in each stage)")
         return len(idx)
 
-    def _ranks(self, pp: int) -> list[dict[str, torch.Tensor]]:
-        if self._stage is None or self._stage[0] != pp:
-            self._stage = None
-            ranks = [_flat_model(load_rank_file(self.files[(t, pp)]), self.files[(t, pp)])
-                     for t in range(self.layout.tp)]
-            self._stage = (pp, ranks)
-        return self._stage[1]
+    def _gather(self, pp: int, roles: list[tuple[str, int]]) -> dict[str, list[torch.Tensor]]:
+        """Tensors of `roles` (role, local layer) from every TP rank of stage `pp`.
 
-    def _get(self, pp: int, role: str, i: int = 0) -> list[torch.Tensor]:
-        name = self.names[role].format(i=i)
-        ranks = self._ranks(pp)
-        for t, r in enumerate(ranks):
-            if name not in r:
-                raise AtelierError(f"{self.files[(t, pp)]}: tensor {name!r} is missing")
-        return [r[name] for r in ranks]
+        Rank files are opened with mmap for this call only and the tensors cloned, so
+        the mapping is dropped on return: touched pages of a mapped file count as RSS.
+        """
+        names = {role: self.names[role].format(i=i) for role, i in roles}
+        out: dict[str, list[torch.Tensor]] = {role: [] for role, _ in roles}
+        for t in range(self.layout.tp):
+            path = self.files[(t, pp)]
+            flat = _flat_model(load_rank_file(path), path)
+            for role, name in names.items():
+                if name not in flat:
+                    raise AtelierError(f"{path}: tensor {name!r} is missing")
+                out[role].append(flat[name].clone())
+            del flat
+        return out
+
+    def _one(self, pp: int, role: str) -> list[torch.Tensor]:
+        return self._gather(pp, [(role, 0)])[role]
 
     def embed(self) -> torch.Tensor:
-        return torch.cat(self._get(0, "embed"))[: self.meta.vocab_size]
+        return torch.cat(self._one(0, "embed"))[: self.meta.vocab_size]
 
     def final_norm(self) -> torch.Tensor:
-        return self._get(self.layout.pp - 1, "final_norm")[0]
+        return self._one(self.layout.pp - 1, "final_norm")[0]
 
     def lm_head(self) -> torch.Tensor | None:
         if self.meta.tied:
             return None
-        return torch.cat(self._get(self.layout.pp - 1, "output"))[: self.meta.vocab_size]
+        return torch.cat(self._one(self.layout.pp - 1, "output"))[: self.meta.vocab_size]
 
     def layer(self, i: int) -> dict[str, torch.Tensor]:
         pp = max(p for p in range(self.layout.pp) if self._starts[p] <= i)
         j = i - self._starts[pp]
         m = self.meta
-        out: dict[str, torch.Tensor] = {"input_norm": self._get(pp, "input_norm", j)[0]}
-        out["q"], out["k"], out["v"] = unfuse_qkv(torch.cat(self._get(pp, "qkv", j)),
-                                                  m.num_heads, m.num_groups, m.head_dim)
+        roles = ["input_norm", "qkv", "proj", "post_norm", "fc1", "fc2"]
+        if m.qkv_bias:
+            roles.append("qkv_bias")
+        g = self._gather(pp, [(r, j) for r in roles])
+        out: dict[str, torch.Tensor] = {"input_norm": g["input_norm"][0]}
+        out["q"], out["k"], out["v"] = unfuse_qkv(torch.cat(g["qkv"]), m.num_heads,
+                                                  m.num_groups, m.head_dim)
         if m.qkv_bias:
             out["q_bias"], out["k_bias"], out["v_bias"] = unfuse_qkv(
-                torch.cat(self._get(pp, "qkv_bias", j)), m.num_heads, m.num_groups, m.head_dim)
-        out["o"] = torch.cat(self._get(pp, "proj", j), dim=1)
-        out["post_norm"] = self._get(pp, "post_norm", j)[0]
-        out["gate"], out["up"] = unfuse_gate_up(self._get(pp, "fc1", j))
-        out["down"] = torch.cat(self._get(pp, "fc2", j), dim=1)
+                torch.cat(g["qkv_bias"]), m.num_heads, m.num_groups, m.head_dim)
+        out["o"] = torch.cat(g["proj"], dim=1)
+        out["post_norm"] = g["post_norm"][0]
+        out["gate"], out["up"] = unfuse_gate_up(g["fc1"])
+        out["down"] = torch.cat(g["fc2"], dim=1)
         return out
 
     def close(self) -> None:
-        self._stage = None
+        pass
 
 
 @dataclass

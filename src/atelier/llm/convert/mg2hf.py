@@ -20,7 +20,12 @@ from atelier.llm.convert.assets import (
     copy_tokenizer,
     has_tokenizer,
 )
-from atelier.llm.convert.hf_checkpoint import hf_tensors, read_json, write_safetensors_sharded
+from atelier.llm.convert.hf_checkpoint import (
+    hf_plan,
+    hf_tensors,
+    read_json,
+    write_safetensors_sharded,
+)
 from atelier.llm.convert.megatron_checkpoint import MegatronSource
 from atelier.llm.convert.meta import hf_config_from_meta, meta_from_hf_config
 from atelier.llm.convert.output_dir import check_save_dir
@@ -57,7 +62,8 @@ def mg2hf(load_dir: Path, save_dir: Path, *, hf_config_dir: Path | None = None,
     meta = source.meta
     try:
         with atomic_dir(save_dir, overwrite=replace) as tmp:
-            write_safetensors_sharded(hf_tensors(source), tmp, max_shard_bytes)
+            write_safetensors_sharded(hf_tensors(source), tmp, hf_plan(meta), meta.dtype,
+                                      max_shard_bytes)
             if assets is not None:
                 copy_assets(assets, tmp, skip=("config.json",))
             if tokenizer_model is not None:
