@@ -17,6 +17,7 @@ import torch
 from atelier.core.errors import AtelierError
 from atelier.core.log import get_logger
 from atelier.llm.convert.meta import ModelMeta, meta_from_hf_config
+from atelier.llm.convert.sharding import COL_PARTS, ROW_PARTS
 
 log = get_logger(__name__)
 INDEX = "model.safetensors.index.json"
@@ -155,6 +156,45 @@ class HFSource:
         finally:
             self._release()
         return out
+
+    def layer_shard(self, i: int, tp: int, rank: int) -> dict[str, torch.Tensor]:
+        """Read only TP rank `rank`'s rows/columns of layer i (see sharding.rank_slice)."""
+        out = {}
+        try:
+            for part, template in self.keys.items():
+                if "{i}" not in template:
+                    continue
+                if part.endswith("_bias") and not self.meta.qkv_bias:
+                    continue
+                name = template.format(i=i)
+                shape = self._shape(name)
+                if part in ROW_PARTS:
+                    per = shape[0] // tp
+                    out[part] = self._slice(name, (slice(rank * per, (rank + 1) * per),))
+                elif part in COL_PARTS:
+                    per = shape[1] // tp
+                    out[part] = self._slice(name, (slice(None), slice(rank * per,
+                                                                       (rank + 1) * per)))
+                else:
+                    out[part] = self.get(name)
+        finally:
+            self._release()
+        return out
+
+    def vocab_rows(self, which: str, start: int, stop: int) -> torch.Tensor:
+        try:
+            return self._slice(self.keys[which], (slice(start, min(stop, self.meta.vocab_size)),))
+        finally:
+            self._release()
+
+    def _slice(self, name: str, index: tuple[slice, ...]) -> torch.Tensor:
+        try:
+            return self._handle(name).get_slice(name)[index].contiguous()
+        except AtelierError:
+            raise
+        except Exception as e:
+            raise AtelierError(f"{self.folder / self._files[name]}: cannot read {name!r} "
+                               f"({e}); the file is corrupt or truncated") from None
 
     def close(self) -> None:
         self._handles.clear()

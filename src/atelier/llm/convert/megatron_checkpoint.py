@@ -35,17 +35,15 @@ from atelier.llm.convert.names import (
 )
 from atelier.llm.convert.sharding import (
     check_tensor_parallel,
-    fuse_gate_up,
     fuse_qkv,
     layer_partition,
-    pad_vocab,
+    padded_shard,
     padded_vocab_size,
-    split_cols,
-    split_rows,
     unfuse_gate_up,
     unfuse_qkv,
+    vocab_shard_range,
 )
-from atelier.llm.convert.source import CheckpointSource
+from atelier.llm.convert.source import CheckpointSource, layer_shard, vocab_rows
 
 log = get_logger(__name__)
 TRACKER = "latest_checkpointed_iteration.txt"
@@ -264,6 +262,20 @@ def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t.to(dtype) if t.dtype != dtype else t
 
 
+def _vocab_shard(source: CheckpointSource, which: str, padded: int, tp_size: int,
+                 tp: int) -> torch.Tensor:
+    """Rank `tp`'s rows of the padded embedding or output layer, reading only those rows."""
+    true_vocab = source.meta.vocab_size
+    start, stop = vocab_shard_range(padded, tp_size, tp)
+    hidden = source.meta.hidden_size
+    rows = (vocab_rows(source, which, start, stop) if start < true_vocab
+            else torch.empty(0, hidden, dtype=source.meta.dtype))
+    if stop <= true_vocab:
+        return rows
+    last_row = vocab_rows(source, which, true_vocab - 1, true_vocab)
+    return padded_shard(rows, last_row.to(rows.dtype), start, stop, true_vocab)
+
+
 def write_megatron(source: CheckpointSource, out: Path, target: MegatronTarget) -> MegatronLayout:
     """Write every rank file of `target` into `out`, one rank file in memory at a time."""
     meta = source.meta if target.dtype is None else replace(source.meta, dtype=target.dtype)
@@ -282,33 +294,33 @@ def write_megatron(source: CheckpointSource, out: Path, target: MegatronTarget) 
         last = pp == pp_size - 1
         for tp in range(tp_size):
             sd: dict[str, torch.Tensor] = {}
+
+            def vocab(which: str, tp: int = tp) -> torch.Tensor:
+                return _cast(_vocab_shard(source, which, padded, tp_size, tp), dt)
+
             if pp == 0:
-                sd[names["embed"]] = split_rows(pad_vocab(_cast(source.embed(), dt), padded),
-                                                tp_size, tp)
+                sd[names["embed"]] = vocab("embed")
             for j in range(layers[pp]):
-                part = {k: _cast(v, dt) for k, v in source.layer(start + j).items()}
+                part = {k: _cast(v, dt) for k, v in
+                        layer_shard(source, start + j, tp_size, tp).items()}
                 name = {role: names[role].format(i=j) for role in names}
-                sd[name["input_norm"]] = part["input_norm"].clone()
-                qkv = fuse_qkv(part["q"], part["k"], part["v"], meta.num_groups)
-                sd[name["qkv"]] = split_rows(qkv, tp_size, tp)
+                groups = meta.num_groups // tp_size
+                sd[name["input_norm"]] = part["input_norm"]
+                sd[name["qkv"]] = fuse_qkv(part["q"], part["k"], part["v"], groups)
                 if meta.qkv_bias:
-                    bias = fuse_qkv(part["q_bias"], part["k_bias"], part["v_bias"],
-                                    meta.num_groups)
-                    sd[name["qkv_bias"]] = split_rows(bias, tp_size, tp)
-                sd[name["proj"]] = split_cols(part["o"], tp_size, tp)
-                sd[name["post_norm"]] = part["post_norm"].clone()
-                sd[name["fc1"]] = fuse_gate_up(part["gate"], part["up"], tp_size, tp)
-                sd[name["fc2"]] = split_cols(part["down"], tp_size, tp)
-                del part, qkv
+                    sd[name["qkv_bias"]] = fuse_qkv(part["q_bias"], part["k_bias"],
+                                                    part["v_bias"], groups)
+                sd[name["proj"]] = part["o"]
+                sd[name["post_norm"]] = part["post_norm"]
+                sd[name["fc1"]] = torch.cat([part["gate"], part["up"]], dim=0)
+                sd[name["fc2"]] = part["down"]
+                del part
             if last:
                 sd[names["final_norm"]] = _cast(source.final_norm(), dt).clone()
-                head = source.lm_head()
-                if head is not None:
-                    sd[names["output"]] = split_rows(pad_vocab(_cast(head, dt), padded),
-                                                     tp_size, tp)
+                if not meta.tied:
+                    sd[names["output"]] = vocab("lm_head")
                 elif pp_size > 1:
-                    sd[names["head_copy"]] = split_rows(
-                        pad_vocab(_cast(source.embed(), dt), padded), tp_size, tp)
+                    sd[names["head_copy"]] = vocab("embed")
             model = nest_legacy(sd) if target.fmt == "legacy" else sd
             rank_dir = it_dir / rank_dir_name(tp, pp, pp_size)
             rank_dir.mkdir(parents=True, exist_ok=True)

@@ -103,3 +103,42 @@ def fuse_gate_up(gate: torch.Tensor, up: torch.Tensor, tp: int, rank: int) -> to
 def unfuse_gate_up(shards: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     halves = [s.chunk(2, dim=0) for s in shards]
     return torch.cat([h[0] for h in halves]), torch.cat([h[1] for h in halves])
+
+
+# Canonical (HF-layout) parts by how TP splits them.
+ROW_PARTS = ("q", "k", "v", "q_bias", "k_bias", "v_bias", "gate", "up")
+COL_PARTS = ("o", "down")
+
+
+def rank_slice(parts: dict[str, torch.Tensor], tp: int, rank: int) -> dict[str, torch.Tensor]:
+    """What TP rank `rank` needs of a full layer, still in HF layout (q, k, v, gate, up ...).
+
+    Slicing q/k/v by rank and fusing them with groups/T gives exactly rank r's chunk of
+    the fused QKV, because each rank's query groups are contiguous.
+    """
+    out = {}
+    for k, t in parts.items():
+        if k in ROW_PARTS:
+            out[k] = split_rows(t, tp, rank)
+        elif k in COL_PARTS:
+            out[k] = split_cols(t, tp, rank)
+        else:
+            out[k] = t.clone()
+    return out
+
+
+def vocab_shard_range(padded: int, tp: int, rank: int) -> tuple[int, int]:
+    per = padded // tp
+    return rank * per, (rank + 1) * per
+
+
+def padded_shard(rows: torch.Tensor, last_row: torch.Tensor, start: int, stop: int,
+                 true_vocab: int) -> torch.Tensor:
+    """Rank rows [start, stop) of the padded matrix from the real rows it overlaps.
+
+    `rows` are real rows [start, min(stop, true_vocab)); padding repeats `last_row`.
+    """
+    extra = stop - max(start, true_vocab)
+    if extra <= 0:
+        return rows
+    return torch.cat([rows, last_row.reshape(1, -1).expand(extra, -1)], dim=0)

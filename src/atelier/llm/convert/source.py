@@ -14,6 +14,7 @@ from typing import Protocol
 import torch
 
 from atelier.llm.convert.meta import ModelMeta
+from atelier.llm.convert.sharding import rank_slice
 
 
 class CheckpointSource(Protocol):
@@ -36,3 +37,21 @@ class CheckpointSource(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def layer_shard(source: CheckpointSource, i: int, tp: int, rank: int) -> dict[str, torch.Tensor]:
+    """Layer i as TP rank `rank` needs it; sources that can read slices do so directly."""
+    fast = getattr(source, "layer_shard", None)
+    if fast is not None:
+        return fast(i, tp, rank)
+    return rank_slice(source.layer(i), tp, rank)
+
+
+def vocab_rows(source: CheckpointSource, which: str, start: int, stop: int) -> torch.Tensor:
+    """Rows [start, stop) of the (unpadded) embedding or head; `which` is embed|lm_head."""
+    fast = getattr(source, "vocab_rows", None)
+    if fast is not None:
+        return fast(which, start, stop)
+    full = source.embed() if which == "embed" else source.lm_head()
+    assert full is not None
+    return full[start:stop].clone()
