@@ -110,7 +110,7 @@ class HFSource:
 
     def get(self, name: str) -> torch.Tensor:
         try:
-            return self._handle(name).get_tensor(name)
+            return self._handle(name).get_tensor(name).clone()
         except AtelierError:
             raise
         except Exception as e:
@@ -189,7 +189,10 @@ class HFSource:
 
     def _slice(self, name: str, index: tuple[slice, ...]) -> torch.Tensor:
         try:
-            return self._handle(name).get_slice(name)[index].contiguous()
+            # clone: the slice may be a view of the file mapping, which would keep the
+            # mapping (and every page read through it) in our RSS
+            return self._handle(name).get_slice(name)[index].clone(
+                memory_format=torch.contiguous_format)
         except AtelierError:
             raise
         except Exception as e:

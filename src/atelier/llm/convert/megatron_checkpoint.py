@@ -1,5 +1,9 @@
 """Megatron checkpoints on disk: the folder layout, a lazy reader and a streaming writer.
 
+The writer lays each rank file out from the model's sizes (`rank_entries`) and streams
+its tensors into it (`torch_stream.save_streaming`), so memory holds one layer, not one
+rank file; the reader opens rank files with mmap for one layer at a time.
+
 Layout (Megatron-LM, MindSpeed-LLM): `latest_checkpointed_iteration.txt` holding an
 iteration number or `release`; `iter_0000001/` (or `release/`); one folder per rank,
 `mp_rank_{tp:02d}` when PP is 1, else `mp_rank_{tp:02d}_{pp:03d}`; in each,
@@ -15,7 +19,9 @@ keep one there; with PP = 1 tied models have no output weight.
 from __future__ import annotations
 
 import argparse
+import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -44,6 +50,7 @@ from atelier.llm.convert.sharding import (
     vocab_shard_range,
 )
 from atelier.llm.convert.source import CheckpointSource, layer_shard, vocab_rows
+from atelier.llm.convert.torch_stream import TensorSlot, save_streaming
 
 log = get_logger(__name__)
 TRACKER = "latest_checkpointed_iteration.txt"
@@ -276,8 +283,68 @@ def _vocab_shard(source: CheckpointSource, which: str, padded: int, tp_size: int
     return padded_shard(rows, last_row.to(rows.dtype), start, stop, true_vocab)
 
 
+def _rank_layer(source: CheckpointSource, meta: ModelMeta, i: int, tp_size: int,
+                tp: int) -> dict[str, torch.Tensor]:
+    """Layer i of TP rank `tp` under Megatron roles (qkv fused per group, fc1 = [gate; up])."""
+    part = {k: _cast(v, meta.dtype) for k, v in layer_shard(source, i, tp_size, tp).items()}
+    groups = meta.num_groups // tp_size
+    out = {"input_norm": part["input_norm"],
+           "qkv": fuse_qkv(part["q"], part["k"], part["v"], groups),
+           "proj": part["o"], "post_norm": part["post_norm"],
+           "fc1": torch.cat([part["gate"], part["up"]], dim=0), "fc2": part["down"]}
+    if meta.qkv_bias:
+        out["qkv_bias"] = fuse_qkv(part["q_bias"], part["k_bias"], part["v_bias"], groups)
+    return out
+
+
+Entry = tuple[str, tuple[int, ...], Callable[[], torch.Tensor]]
+
+
+def rank_entries(source: CheckpointSource, meta: ModelMeta, names: dict[str, str],
+                 stage_layers: range, tp_size: int, tp: int, first: bool, last: bool,
+                 pp_size: int, padded: int) -> list[Entry]:
+    """(name, shape, producer) of every tensor in one rank file, in writing order.
+
+    Shapes follow from the sizes alone, so the file can be laid out before any tensor
+    is read; producers of one layer share that layer, read once.
+    """
+    h, d, f = meta.hidden_size, meta.head_dim, meta.ffn_hidden_size
+    qkv_rows = (meta.num_heads + 2 * meta.num_groups) * d // tp_size
+    shapes = {"input_norm": (h,), "qkv": (qkv_rows, h), "qkv_bias": (qkv_rows,),
+              "proj": (h, meta.num_heads * d // tp_size), "post_norm": (h,),
+              "fc1": (2 * f // tp_size, h), "fc2": (h, f // tp_size)}
+    roles = ["input_norm", "qkv", *(["qkv_bias"] if meta.qkv_bias else []),
+             "proj", "post_norm", "fc1", "fc2"]
+    vocab_shape = (padded // tp_size, h)
+    held: dict[int, dict[str, torch.Tensor]] = {}
+
+    def layer_part(i: int, role: str) -> torch.Tensor:
+        if i not in held:
+            held.clear()  # one layer at a time
+            held[i] = _rank_layer(source, meta, i, tp_size, tp)
+        return held[i].pop(role)
+
+    def vocab(which: str) -> torch.Tensor:
+        return _cast(_vocab_shard(source, which, padded, tp_size, tp), meta.dtype)
+
+    entries: list[Entry] = []
+    if first:
+        entries.append((names["embed"], vocab_shape, functools.partial(vocab, "embed")))
+    for j, i in enumerate(stage_layers):
+        entries += [(names[r].format(i=j), shapes[r], functools.partial(layer_part, i, r))
+                    for r in roles]
+    if last:
+        entries.append((names["final_norm"], (h,),
+                        lambda: _cast(source.final_norm(), meta.dtype).clone()))
+        if not meta.tied:
+            entries.append((names["output"], vocab_shape, functools.partial(vocab, "lm_head")))
+        elif pp_size > 1:
+            entries.append((names["head_copy"], vocab_shape, functools.partial(vocab, "embed")))
+    return entries
+
+
 def write_megatron(source: CheckpointSource, out: Path, target: MegatronTarget) -> MegatronLayout:
-    """Write every rank file of `target` into `out`, one rank file in memory at a time."""
+    """Write every rank file of `target` into `out`, streaming each one tensor at a time."""
     meta = source.meta if target.dtype is None else replace(source.meta, dtype=target.dtype)
     check_tensor_parallel(target.tp, meta.num_heads, meta.num_groups, meta.ffn_hidden_size)
     layers = layer_partition(meta.num_layers, target.pp, target.layer_list)
@@ -288,46 +355,23 @@ def write_megatron(source: CheckpointSource, out: Path, target: MegatronTarget) 
     names = names_for(target.fmt, target.norms)
     it_dir = out / "iter_0000001"
     (out / TRACKER).write_text("1\n", "utf-8")
-    tp_size, pp_size, dt = target.tp, target.pp, meta.dtype
+    tp_size, pp_size = target.tp, target.pp
     start = 0
     for pp in range(pp_size):
-        last = pp == pp_size - 1
+        stage = range(start, start + layers[pp])
         for tp in range(tp_size):
-            sd: dict[str, torch.Tensor] = {}
-
-            def vocab(which: str, tp: int = tp) -> torch.Tensor:
-                return _cast(_vocab_shard(source, which, padded, tp_size, tp), dt)
-
-            if pp == 0:
-                sd[names["embed"]] = vocab("embed")
-            for j in range(layers[pp]):
-                part = {k: _cast(v, dt) for k, v in
-                        layer_shard(source, start + j, tp_size, tp).items()}
-                name = {role: names[role].format(i=j) for role in names}
-                groups = meta.num_groups // tp_size
-                sd[name["input_norm"]] = part["input_norm"]
-                sd[name["qkv"]] = fuse_qkv(part["q"], part["k"], part["v"], groups)
-                if meta.qkv_bias:
-                    sd[name["qkv_bias"]] = fuse_qkv(part["q_bias"], part["k_bias"],
-                                                    part["v_bias"], groups)
-                sd[name["proj"]] = part["o"]
-                sd[name["post_norm"]] = part["post_norm"]
-                sd[name["fc1"]] = torch.cat([part["gate"], part["up"]], dim=0)
-                sd[name["fc2"]] = part["down"]
-                del part
-            if last:
-                sd[names["final_norm"]] = _cast(source.final_norm(), dt).clone()
-                if not meta.tied:
-                    sd[names["output"]] = vocab("lm_head")
-                elif pp_size > 1:
-                    sd[names["head_copy"]] = vocab("embed")
-            model = nest_legacy(sd) if target.fmt == "legacy" else sd
+            entries = rank_entries(source, meta, names, stage, tp_size, tp, pp == 0,
+                                   pp == pp_size - 1, pp_size, padded)
+            slots = [TensorSlot(str(k), shape, meta.dtype)
+                     for k, (_, shape, _) in enumerate(entries)]
+            flat = {name: slot for (name, _, _), slot in zip(entries, slots, strict=True)}
+            model = nest_legacy(flat) if target.fmt == "legacy" else flat
             rank_dir = it_dir / rank_dir_name(tp, pp, pp_size)
             rank_dir.mkdir(parents=True, exist_ok=True)
-            torch.save({"args": args, "checkpoint_version": 3.0, "iteration": 1,
-                        "model": model}, rank_dir / RANK_FILES[0])
+            save_streaming(rank_dir / RANK_FILES[0],
+                           {"args": args, "checkpoint_version": 3.0, "iteration": 1,
+                            "model": model}, slots, [e[2] for e in entries])
             log.info("wrote %s", rank_dir.relative_to(out))
-            del sd, model
         start += layers[pp]
     return MegatronLayout(tp=tp_size, pp=pp_size, layer_list=layers, fmt=target.fmt,
                           norms=target.norms, padded_vocab=padded, iteration=1)
