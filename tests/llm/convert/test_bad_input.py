@@ -73,8 +73,7 @@ def test_missing_rank_is_named(hf_model, tmp_path: Path) -> None:
         mg2hf(tmp_path / "mg", tmp_path / "out")
 
 
-def test_failure_midway_leaves_nothing(hf_model, tmp_path: Path) -> None:
-    """A bad tensor in the last layer fails after rank files were written: no output."""
+def test_missing_tensor_fails_before_writing(hf_model, tmp_path: Path) -> None:
     from safetensors.torch import load_file, save_file
 
     hf = _copy(hf_model("llama"), tmp_path / "hf")
@@ -84,6 +83,40 @@ def test_failure_midway_leaves_nothing(hf_model, tmp_path: Path) -> None:
     with pytest.raises(AtelierError, match=r"model\.layers\.3\.mlp\.down_proj\.weight"):
         hf2mg(Hf2MgOptions(load_dir=hf, save_dir=tmp_path / "mg", pp=2))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
+
+
+def test_unmappable_tensor_is_refused(hf_model, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    hf = _copy(hf_model("llama"), tmp_path / "hf")
+    state = load_file(str(hf / "model.safetensors"))
+    state["model.layers.0.self_attn.o_proj.bias"] = torch.zeros(64)
+    save_file(state, str(hf / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(AtelierError, match=r"o_proj\.bias.*would lose them"):
+        hf2mg(Hf2MgOptions(load_dir=hf, save_dir=tmp_path / "mg"))
+
+
+def test_failure_midway_leaves_nothing(hf_model, tmp_path: Path, monkeypatch) -> None:
+    """An error after some rank files were written leaves neither output nor temporaries."""
+    from atelier.llm.convert.hf_checkpoint import HFSource
+
+    real = HFSource.layer
+
+    def failing(self, i):
+        if i == 3:
+            raise AtelierError("disk full (simulated)")
+        return real(self, i)
+
+    monkeypatch.setattr(HFSource, "layer", failing)
+    with pytest.raises(AtelierError, match="simulated"):
+        hf2mg(Hf2MgOptions(load_dir=hf_model("llama"), save_dir=tmp_path / "mg", tp=2, pp=2))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_megatron_dir_given_to_hf2mg(hf_model, tmp_path: Path) -> None:
+    hf2mg(Hf2MgOptions(load_dir=hf_model("llama"), save_dir=tmp_path / "mg"))
+    with pytest.raises(AtelierError, match=r"is a Megatron checkpoint.*use mg2hf or mg2mg"):
+        hf2mg(Hf2MgOptions(load_dir=tmp_path / "mg", save_dir=tmp_path / "x"))
 
 
 def test_non_empty_save_dir_needs_overwrite(hf_model, tmp_path: Path) -> None:

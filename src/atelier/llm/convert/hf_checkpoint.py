@@ -17,7 +17,6 @@ import torch
 from atelier.core.errors import AtelierError
 from atelier.core.log import get_logger
 from atelier.llm.convert.meta import ModelMeta, meta_from_hf_config
-from atelier.llm.convert.sharding import COL_PARTS, ROW_PARTS
 
 log = get_logger(__name__)
 INDEX = "model.safetensors.index.json"
@@ -40,6 +39,10 @@ class HFSource:
         if not self.folder.is_dir():
             raise AtelierError(f"--load-dir {self.folder}: not a folder")
         self.assets_dir: Path | None = self.folder
+        if not (self.folder / "config.json").is_file() and (
+                self.folder / "latest_checkpointed_iteration.txt").is_file():
+            raise AtelierError(f"--load-dir {self.folder} is a Megatron checkpoint, not a "
+                               "Hugging Face folder; use mg2hf or mg2mg")
         config = read_json(self.folder / "config.json")
         self._handles: dict[str, Any] = {}
         self._files = self._weight_map()
@@ -48,6 +51,7 @@ class HFSource:
         self.meta: ModelMeta = meta_from_hf_config(
             config, str(self.folder / "config.json"), self._dtype(embed_name))
         self.keys = self.meta.fam.keys
+        self._check_names()
         self._release()
         rows = embed_shape[0]
         if true_vocab_size is None:
@@ -83,6 +87,24 @@ class HFSource:
         for f in files:
             out.update(dict.fromkeys(self._open(f.name).keys(), f.name))
         return out
+
+    def _check_names(self) -> None:
+        """Fail before writing anything if a tensor is missing or would be dropped."""
+        expected = {name for name, _ in hf_plan(self.meta)}
+        present = set(self._files)
+        missing = sorted(expected - present)
+        if missing:
+            raise AtelierError(f"{self.folder}: tensor {missing[0]!r} not found in the weights"
+                               + (f" ({len(missing)} missing)" if len(missing) > 1 else ""))
+        ignorable = {self.keys["lm_head"]} if self.meta.tied else set()
+        extra = sorted(n for n in present - expected - ignorable
+                       if not n.endswith("rotary_emb.inv_freq"))
+        if extra:
+            raise AtelierError(
+                f"{self.folder}: {len(extra)} tensors have no place in the Megatron "
+                f"{self.meta.family} layout (e.g. {extra[0]!r}); converting would lose them. "
+                "Biases other than q/k/v (attention_bias on o_proj, mlp_bias) are not supported"
+            )
 
     def _open(self, filename: str) -> Any:
         from safetensors import safe_open
@@ -153,30 +175,6 @@ class HFSource:
                 if part.endswith("_bias") and not self.meta.qkv_bias:
                     continue
                 out[part] = self.get(template.format(i=i))
-        finally:
-            self._release()
-        return out
-
-    def layer_shard(self, i: int, tp: int, rank: int) -> dict[str, torch.Tensor]:
-        """Read only TP rank `rank`'s rows/columns of layer i (see sharding.rank_slice)."""
-        out = {}
-        try:
-            for part, template in self.keys.items():
-                if "{i}" not in template:
-                    continue
-                if part.endswith("_bias") and not self.meta.qkv_bias:
-                    continue
-                name = template.format(i=i)
-                shape = self._shape(name)
-                if part in ROW_PARTS:
-                    per = shape[0] // tp
-                    out[part] = self._slice(name, (slice(rank * per, (rank + 1) * per),))
-                elif part in COL_PARTS:
-                    per = shape[1] // tp
-                    out[part] = self._slice(name, (slice(None), slice(rank * per,
-                                                                       (rank + 1) * per)))
-                else:
-                    out[part] = self.get(name)
         finally:
             self._release()
         return out

@@ -1,8 +1,9 @@
 """Megatron checkpoints on disk: the folder layout, a lazy reader and a streaming writer.
 
-The writer lays each rank file out from the model's sizes (`rank_entries`) and streams
-its tensors into it (`torch_stream.save_streaming`), so memory holds one layer, not one
-rank file; the reader opens rank files with mmap for one layer at a time.
+The writer lays a stage's rank files out from the model's sizes (`stage_entries`) and
+streams tensors into all TP files of the stage side by side (`torch_stream`), so each
+input layer is read once and memory holds one layer, not one rank file; the reader opens
+rank files with mmap for one layer at a time.
 
 Layout (Megatron-LM, MindSpeed-LLM): `latest_checkpointed_iteration.txt` holding an
 iteration number or `release`; `iter_0000001/` (or `release/`); one folder per rank,
@@ -45,12 +46,13 @@ from atelier.llm.convert.sharding import (
     layer_partition,
     padded_shard,
     padded_vocab_size,
+    rank_slice,
     unfuse_gate_up,
     unfuse_qkv,
     vocab_shard_range,
 )
-from atelier.llm.convert.source import CheckpointSource, layer_shard, vocab_rows
-from atelier.llm.convert.torch_stream import TensorSlot, save_streaming
+from atelier.llm.convert.source import CheckpointSource, vocab_rows
+from atelier.llm.convert.torch_stream import StreamingTorchFile, TensorSlot
 
 log = get_logger(__name__)
 TRACKER = "latest_checkpointed_iteration.txt"
@@ -283,30 +285,35 @@ def _vocab_shard(source: CheckpointSource, which: str, padded: int, tp_size: int
     return padded_shard(rows, last_row.to(rows.dtype), start, stop, true_vocab)
 
 
-def _rank_layer(source: CheckpointSource, meta: ModelMeta, i: int, tp_size: int,
-                tp: int) -> dict[str, torch.Tensor]:
-    """Layer i of TP rank `tp` under Megatron roles (qkv fused per group, fc1 = [gate; up])."""
-    part = {k: _cast(v, meta.dtype) for k, v in layer_shard(source, i, tp_size, tp).items()}
+def _rank_layers(source: CheckpointSource, meta: ModelMeta, i: int,
+                 tp_size: int) -> list[dict[str, torch.Tensor]]:
+    """Layer i, read once, as each TP rank stores it (qkv fused per group, fc1 = [gate; up])."""
+    full = {k: _cast(v, meta.dtype) for k, v in source.layer(i).items()}
     groups = meta.num_groups // tp_size
-    out = {"input_norm": part["input_norm"],
-           "qkv": fuse_qkv(part["q"], part["k"], part["v"], groups),
-           "proj": part["o"], "post_norm": part["post_norm"],
-           "fc1": torch.cat([part["gate"], part["up"]], dim=0), "fc2": part["down"]}
-    if meta.qkv_bias:
-        out["qkv_bias"] = fuse_qkv(part["q_bias"], part["k_bias"], part["v_bias"], groups)
+    out = []
+    for tp in range(tp_size):
+        part = rank_slice(full, tp_size, tp)
+        rank = {"input_norm": part["input_norm"],
+                "qkv": fuse_qkv(part["q"], part["k"], part["v"], groups),
+                "proj": part["o"], "post_norm": part["post_norm"],
+                "fc1": torch.cat([part["gate"], part["up"]], dim=0), "fc2": part["down"]}
+        if meta.qkv_bias:
+            rank["qkv_bias"] = fuse_qkv(part["q_bias"], part["k_bias"], part["v_bias"], groups)
+        out.append(rank)
     return out
 
 
-Entry = tuple[str, tuple[int, ...], Callable[[], torch.Tensor]]
+Entry = tuple[str, tuple[int, ...], Callable[[int], torch.Tensor]]
 
 
-def rank_entries(source: CheckpointSource, meta: ModelMeta, names: dict[str, str],
-                 stage_layers: range, tp_size: int, tp: int, first: bool, last: bool,
-                 pp_size: int, padded: int) -> list[Entry]:
-    """(name, shape, producer) of every tensor in one rank file, in writing order.
+def stage_entries(source: CheckpointSource, meta: ModelMeta, names: dict[str, str],
+                  stage_layers: range, tp_size: int, first: bool, last: bool, pp_size: int,
+                  padded: int) -> list[Entry]:
+    """(name, shape per rank, producer(tp)) of every tensor in a stage's rank files.
 
-    Shapes follow from the sizes alone, so the file can be laid out before any tensor
-    is read; producers of one layer share that layer, read once.
+    All TP ranks of a stage hold the same names and shapes, so the files are laid out
+    before any tensor is read and written side by side; a layer is read once and held
+    until every rank has taken its part.
     """
     h, d, f = meta.hidden_size, meta.head_dim, meta.ffn_hidden_size
     qkv_rows = (meta.num_heads + 2 * meta.num_groups) * d // tp_size
@@ -316,15 +323,15 @@ def rank_entries(source: CheckpointSource, meta: ModelMeta, names: dict[str, str
     roles = ["input_norm", "qkv", *(["qkv_bias"] if meta.qkv_bias else []),
              "proj", "post_norm", "fc1", "fc2"]
     vocab_shape = (padded // tp_size, h)
-    held: dict[int, dict[str, torch.Tensor]] = {}
+    held: dict[int, list[dict[str, torch.Tensor]]] = {}
 
-    def layer_part(i: int, role: str) -> torch.Tensor:
+    def layer_part(i: int, role: str, tp: int) -> torch.Tensor:
         if i not in held:
             held.clear()  # one layer at a time
-            held[i] = _rank_layer(source, meta, i, tp_size, tp)
-        return held[i].pop(role)
+            held[i] = _rank_layers(source, meta, i, tp_size)
+        return held[i][tp].pop(role)
 
-    def vocab(which: str) -> torch.Tensor:
+    def vocab(which: str, tp: int) -> torch.Tensor:
         return _cast(_vocab_shard(source, which, padded, tp_size, tp), meta.dtype)
 
     entries: list[Entry] = []
@@ -335,7 +342,7 @@ def rank_entries(source: CheckpointSource, meta: ModelMeta, names: dict[str, str
                     for r in roles]
     if last:
         entries.append((names["final_norm"], (h,),
-                        lambda: _cast(source.final_norm(), meta.dtype).clone()))
+                        lambda tp: _cast(source.final_norm(), meta.dtype).clone()))
         if not meta.tied:
             entries.append((names["output"], vocab_shape, functools.partial(vocab, "lm_head")))
         elif pp_size > 1:
@@ -344,7 +351,7 @@ def rank_entries(source: CheckpointSource, meta: ModelMeta, names: dict[str, str
 
 
 def write_megatron(source: CheckpointSource, out: Path, target: MegatronTarget) -> MegatronLayout:
-    """Write every rank file of `target` into `out`, streaming each one tensor at a time."""
+    """Write every rank file of `target` into `out`; one stage's TP files side by side."""
     meta = source.meta if target.dtype is None else replace(source.meta, dtype=target.dtype)
     check_tensor_parallel(target.tp, meta.num_heads, meta.num_groups, meta.ffn_hidden_size)
     layers = layer_partition(meta.num_layers, target.pp, target.layer_list)
@@ -359,19 +366,25 @@ def write_megatron(source: CheckpointSource, out: Path, target: MegatronTarget) 
     start = 0
     for pp in range(pp_size):
         stage = range(start, start + layers[pp])
+        entries = stage_entries(source, meta, names, stage, tp_size, pp == 0,
+                                pp == pp_size - 1, pp_size, padded)
+        slots = [TensorSlot(str(k), shape, meta.dtype) for k, (_, shape, _) in enumerate(entries)]
+        flat = {name: slot for (name, _, _), slot in zip(entries, slots, strict=True)}
+        model = nest_legacy(flat) if target.fmt == "legacy" else flat
+        files = []
         for tp in range(tp_size):
-            entries = rank_entries(source, meta, names, stage, tp_size, tp, pp == 0,
-                                   pp == pp_size - 1, pp_size, padded)
-            slots = [TensorSlot(str(k), shape, meta.dtype)
-                     for k, (_, shape, _) in enumerate(entries)]
-            flat = {name: slot for (name, _, _), slot in zip(entries, slots, strict=True)}
-            model = nest_legacy(flat) if target.fmt == "legacy" else flat
             rank_dir = it_dir / rank_dir_name(tp, pp, pp_size)
             rank_dir.mkdir(parents=True, exist_ok=True)
-            save_streaming(rank_dir / RANK_FILES[0],
-                           {"args": args, "checkpoint_version": 3.0, "iteration": 1,
-                            "model": model}, slots, [e[2] for e in entries])
-            log.info("wrote %s", rank_dir.relative_to(out))
+            files.append(StreamingTorchFile(
+                rank_dir / RANK_FILES[0],
+                {"args": args, "checkpoint_version": 3.0, "iteration": 1, "model": model},
+                slots))
+        for _, _, produce in entries:
+            for tp, f in enumerate(files):
+                f.write(produce(tp))
+        for f in files:
+            f.close()
+        log.info("wrote pipeline stage %d (%d rank files)", pp, tp_size)
         start += layers[pp]
     return MegatronLayout(tp=tp_size, pp=pp_size, layer_list=layers, fmt=target.fmt,
                           norms=target.norms, padded_vocab=padded, iteration=1)

@@ -14,7 +14,6 @@ from typing import Protocol
 import torch
 
 from atelier.llm.convert.meta import ModelMeta
-from atelier.llm.convert.sharding import rank_slice
 
 
 class CheckpointSource(Protocol):
@@ -37,14 +36,6 @@ class CheckpointSource(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def layer_shard(source: CheckpointSource, i: int, tp: int, rank: int) -> dict[str, torch.Tensor]:
-    """Layer i as TP rank `rank` needs it; sources that can read slices do so directly."""
-    fast = getattr(source, "layer_shard", None)
-    if fast is not None:
-        return fast(i, tp, rank)
-    return rank_slice(source.layer(i), tp, rank)
 
 
 def vocab_rows(source: CheckpointSource, which: str, start: int, stop: int) -> torch.Tensor:

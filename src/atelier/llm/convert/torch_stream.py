@@ -79,28 +79,47 @@ def _writer(path: Path) -> Any:
         return torch._C.PyTorchFileWriter(str(path))
 
 
-def save_streaming(path: Path, obj: Any, slots: Iterable[TensorSlot],
-                   produce: Iterable[Callable[[], torch.Tensor]]) -> None:
-    """Save `obj` (holding `slots`) to `path`, calling `produce` in slot order for the bytes."""
-    buf = io.BytesIO()
-    _Pickler(buf, protocol=2).dump(obj)
-    data = buf.getvalue()
-    w = _writer(path)
-    w.write_record("data.pkl", data, len(data))
-    w.write_record(".format_version", "1", 1)
-    align = getattr(torch.serialization, "_get_storage_alignment", None)
-    if align is not None:
-        text = str(align())
-        w.write_record(".storage_alignment", text, len(text))
-    w.write_record("byteorder", sys.byteorder, len(sys.byteorder))
-    for slot, make in zip(slots, produce, strict=True):
-        t = make()
+class StreamingTorchFile:
+    """One `torch.save` file being written: the object first, then tensors in slot order.
+
+    Several can be open at once, so the TP ranks of a pipeline stage are written side
+    by side and every input layer is read once.
+    """
+
+    def __init__(self, path: Path, obj: Any, slots: list[TensorSlot]) -> None:
+        buf = io.BytesIO()
+        _Pickler(buf, protocol=2).dump(obj)
+        data = buf.getvalue()
+        self._slots = iter(slots)
+        self._w = _writer(path)
+        self._w.write_record("data.pkl", data, len(data))
+        self._w.write_record(".format_version", "1", 1)
+        align = getattr(torch.serialization, "_get_storage_alignment", None)
+        if align is not None:
+            text = str(align())
+            self._w.write_record(".storage_alignment", text, len(text))
+        self._w.write_record("byteorder", sys.byteorder, len(sys.byteorder))
+
+    def write(self, t: torch.Tensor) -> None:
+        slot = next(self._slots)
         if tuple(t.shape) != slot.shape or t.dtype != slot.dtype:
             raise RuntimeError(f"bug: storage {slot.key} planned {slot.shape} {slot.dtype}, "
                                f"produced {tuple(t.shape)} {t.dtype}")
         t = t.contiguous()
         if t.storage_offset() != 0 or t.untyped_storage().nbytes() != t.nbytes:
             t = t.clone()
-        w.write_record(f"data/{slot.key}", t.untyped_storage(), t.nbytes)
-        del t
-    w.write_end_of_file()
+        self._w.write_record(f"data/{slot.key}", t.untyped_storage(), t.nbytes)
+
+    def close(self) -> None:
+        if next(self._slots, None) is not None:
+            raise RuntimeError("bug: file closed before every planned tensor was written")
+        self._w.write_end_of_file()
+
+
+def save_streaming(path: Path, obj: Any, slots: list[TensorSlot],
+                   produce: Iterable[Callable[[], torch.Tensor]]) -> None:
+    """Save `obj` (holding `slots`) to `path`, calling `produce` in slot order for the bytes."""
+    f = StreamingTorchFile(path, obj, slots)
+    for make in produce:
+        f.write(make())
+    f.close()
