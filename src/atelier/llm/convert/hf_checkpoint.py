@@ -16,6 +16,7 @@ import torch
 
 from atelier.core.errors import AtelierError
 from atelier.core.log import get_logger
+from atelier.llm.convert.memory import release_freed_memory
 from atelier.llm.convert.meta import ModelMeta, meta_from_hf_config
 
 log = get_logger(__name__)
@@ -132,7 +133,9 @@ class HFSource:
 
     def get(self, name: str) -> torch.Tensor:
         try:
-            return self._handle(name).get_tensor(name).clone()
+            # A view of the file mapping: callers hold it for one layer only, and the
+            # mapping goes when the handle and the last such view are dropped.
+            return self._handle(name).get_tensor(name)
         except AtelierError:
             raise
         except Exception as e:
@@ -208,6 +211,7 @@ def hf_tensors(source: Any) -> Iterator[tuple[str, torch.Tensor]]:
     for i in range(source.meta.num_layers):
         for part, t in source.layer(i).items():
             yield keys[part].format(i=i), t
+        release_freed_memory()
     yield keys["final_norm"], source.final_norm()
     head = source.lm_head()
     if head is not None:

@@ -32,6 +32,7 @@ import torch
 from atelier.core.errors import AtelierError
 from atelier.core.log import get_logger
 from atelier.llm.convert.assets import ASSETS_DIRNAME
+from atelier.llm.convert.memory import release_freed_memory
 from atelier.llm.convert.meta import ModelMeta, megatron_args, meta_from_megatron_args
 from atelier.llm.convert.names import (
     canonical_legacy_name,
@@ -201,8 +202,9 @@ class MegatronSource:
     def _gather(self, pp: int, roles: list[tuple[str, int]]) -> dict[str, list[torch.Tensor]]:
         """Tensors of `roles` (role, local layer) from every TP rank of stage `pp`.
 
-        Rank files are opened with mmap for this call only and the tensors cloned, so
-        the mapping is dropped on return: touched pages of a mapped file count as RSS.
+        Rank files are opened with mmap; the returned tensors are views of the mapping,
+        which callers hold for one layer only, so touched pages (which count as RSS)
+        are unmapped once that layer is written.
         """
         names = {role: self.names[role].format(i=i) for role, i in roles}
         out: dict[str, list[torch.Tensor]] = {role: [] for role, _ in roles}
@@ -212,7 +214,7 @@ class MegatronSource:
             for role, name in names.items():
                 if name not in flat:
                     raise AtelierError(f"{path}: tensor {name!r} is missing")
-                out[role].append(flat[name].clone())
+                out[role].append(flat[name])
             del flat
         return out
 
@@ -328,6 +330,7 @@ def stage_entries(source: CheckpointSource, meta: ModelMeta, names: dict[str, st
     def layer_part(i: int, role: str, tp: int) -> torch.Tensor:
         if i not in held:
             held.clear()  # one layer at a time
+            release_freed_memory()
             held[i] = _rank_layers(source, meta, i, tp_size)
         return held[i][tp].pop(role)
 

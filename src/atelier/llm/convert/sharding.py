@@ -114,16 +114,18 @@ def rank_slice(parts: dict[str, torch.Tensor], tp: int, rank: int) -> dict[str, 
     """What TP rank `rank` needs of a full layer, still in HF layout (q, k, v, gate, up ...).
 
     Slicing q/k/v by rank and fusing them with groups/T gives exactly rank r's chunk of
-    the fused QKV, because each rank's query groups are contiguous.
+    the fused QKV, because each rank's query groups are contiguous. Row pieces and
+    replicated norms are views (fusing copies them anyway); column pieces are made
+    contiguous.
     """
     out = {}
     for k, t in parts.items():
         if k in ROW_PARTS:
-            out[k] = split_rows(t, tp, rank)
+            out[k] = t.chunk(tp, dim=0)[rank]
         elif k in COL_PARTS:
             out[k] = split_cols(t, tp, rank)
         else:
-            out[k] = t.clone()
+            out[k] = t
     return out
 
 
