@@ -206,7 +206,9 @@ def _convert(verbs: argparse._SubParsersAction) -> None:
         g.add_argument("--model-type", choices=["GPT"], default="GPT", help="only GPT")
         g.add_argument("--loader", default=None, help="e.g. llama2_hf, mg_mcore (inferred)")
         g.add_argument("--saver", default=None, help="e.g. mg_mcore, megatron (sets --format)")
-        g.add_argument("--save-model-type", default=None, help="inferred from the mode")
+        g.add_argument("--load-model-type", "--save-model-type", dest="model_kind", default=None,
+                       help="hf | mg, inferred from the mode")
+        g.add_argument("--megatron-path", default=None, help="not needed")
 
     def sharding(p: argparse.ArgumentParser, required: bool) -> None:
         g = p.add_argument_group("sharding")

@@ -25,7 +25,8 @@ def test_mindspeed_spellings_and_full_cycle(hf_model, tmp_path: Path, capsys) ->
     assert "decoder.layers.0.self_attention.linear_qkv.layer_norm_weight" in flat(
         load_rank(rank_path(mg2, 3, 1, 2))["model"])
     assert main(["llm", "convert", "mg2hf", "--load-dir", str(mg2), "--save-dir", str(out),
-                 "--hf-config-dir", str(hf), "--save-model-type", "huggingface"]) == 0
+                 "--hf-config-dir", str(hf), "--load-model-type", "mg",
+                 "--save-model-type", "hf"]) == 0
     assert_same_state(hf_state(hf), hf_state(out))
     capsys.readouterr()
     assert main(["llm", "convert", "inspect", str(mg2)]) == 0

@@ -18,6 +18,7 @@ from atelier.core.errors import AtelierError
 from atelier.core.log import get_logger
 from atelier.llm.convert.memory import release_freed_memory
 from atelier.llm.convert.meta import ModelMeta, meta_from_hf_config
+from atelier.llm.convert.overlap import BackgroundWriter
 
 log = get_logger(__name__)
 INDEX = "model.safetensors.index.json"
@@ -274,7 +275,7 @@ def write_safetensors_sharded(tensors: Iterator[tuple[str, torch.Tensor]], out: 
             weight_map[name] = final
         raw = json.dumps(header, separators=(",", ":")).encode()
         raw += b" " * (-len(raw) % 8)
-        with open(out / final, "wb") as fh:
+        with open(out / final, "wb") as fh, BackgroundWriter() as writer:
             fh.write(len(raw).to_bytes(8, "little"))
             fh.write(raw)
             for name, shape, _ in shard:
@@ -282,7 +283,7 @@ def write_safetensors_sharded(tensors: Iterator[tuple[str, torch.Tensor]], out: 
                 if got_name != name or list(t.shape) != shape or t.dtype != dtype:
                     raise RuntimeError(f"bug: expected {name} {shape} {dtype}, got {got_name} "
                                        f"{list(t.shape)} {t.dtype}")
-                fh.write(t.contiguous().view(torch.uint8).numpy().data)
+                writer.submit(fh.write, t.contiguous().view(torch.uint8).numpy().data)
     total = sum(nbytes for shard in shards for _, _, nbytes in shard)
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (out / INDEX).write_text(json.dumps(index, indent=2) + "\n", "utf-8")

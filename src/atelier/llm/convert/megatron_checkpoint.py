@@ -41,6 +41,7 @@ from atelier.llm.convert.names import (
     names_for,
     nest_legacy,
 )
+from atelier.llm.convert.overlap import BackgroundWriter
 from atelier.llm.convert.sharding import (
     check_tensor_parallel,
     fuse_qkv,
@@ -382,11 +383,12 @@ def write_megatron(source: CheckpointSource, out: Path, target: MegatronTarget) 
                 rank_dir / RANK_FILES[0],
                 {"args": args, "checkpoint_version": 3.0, "iteration": 1, "model": model},
                 slots))
-        for _, _, produce in entries:
-            for tp, f in enumerate(files):
-                f.write(produce(tp))
-        for f in files:
-            f.close()
+        with BackgroundWriter() as writer:
+            for _, _, produce in entries:
+                for tp, f in enumerate(files):
+                    writer.submit(f.write, produce(tp))
+            for f in files:
+                writer.submit(f.close)
         log.info("wrote pipeline stage %d (%d rank files)", pp, tp_size)
         start += layers[pp]
     return MegatronLayout(tp=tp_size, pp=pp_size, layer_list=layers, fmt=target.fmt,
