@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -175,6 +176,7 @@ def child(step: str, src: Path, dst: Path) -> None:
 
 
 def run_child(step: str, src: Path, dst: Path) -> dict:
+    os.sync()  # start each step without the previous step's dirty pages being flushed
     proc = subprocess.run([sys.executable, __file__, "--child", step, str(src), str(dst)],
                           check=True, capture_output=True, text=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])

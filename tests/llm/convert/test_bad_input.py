@@ -161,6 +161,15 @@ def test_not_a_megatron_checkpoint(tmp_path: Path) -> None:
         mg2hf(tmp_path / "empty", tmp_path / "out")
 
 
+def test_distributed_checkpoint_is_named(tmp_path: Path) -> None:
+    it = tmp_path / "mg" / "iter_0000010"
+    it.mkdir(parents=True)
+    (tmp_path / "mg" / "latest_checkpointed_iteration.txt").write_text("10")
+    (it / "__0_0.distcp").write_bytes(b"x")
+    with pytest.raises(AtelierError, match="torch_dist"):
+        mg2hf(tmp_path / "mg", tmp_path / "out")
+
+
 def test_cli_error_is_one_line_exit_2(hf_model, tmp_path: Path, capsys) -> None:
     hf = hf_model("mistral")
     capsys.readouterr()

@@ -108,6 +108,11 @@ def rank_files(it_dir: Path) -> dict[tuple[int, int], Path]:
             raise AtelierError(f"{p}: no {RANK_FILES[0]} inside")
         found[(int(m.group(1)), int(m.group(2) or 0))] = f
     if not found:
+        if any(p.suffix == ".distcp" or p.name == ".metadata" for p in it_dir.iterdir()):
+            raise AtelierError(
+                f"{it_dir}: a distributed checkpoint (--ckpt-format torch_dist), which Atelier "
+                "does not read; save it with Megatron's --ckpt-format torch (or "
+                "--ckpt-convert-format torch) first")
         raise AtelierError(f"{it_dir}: no mp_rank_* folders")
     tp = max(k[0] for k in found) + 1
     pp = max(k[1] for k in found) + 1
