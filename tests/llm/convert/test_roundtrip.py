@@ -112,3 +112,26 @@ def test_mg2mg_equals_direct(hf_model, tmp_path: Path, family, src, dst) -> None
             assert vars(b["args"]) == vars(c["args"])
     mg2hf(tmp_path / "b", tmp_path / "out")
     assert_same_state(hf_state(hf), hf_state(tmp_path / "out"))
+
+
+@pytest.mark.parametrize("family", ["llama", "llama31", "mistral", "qwen2", "yi"])
+def test_every_tp_pp_both_formats(hf_model, tmp_path: Path, family: str) -> None:
+    """The full grid T in {1,2,4} x P in {1,2,3} (uneven lists), legacy and mcore."""
+    from atelier.core.errors import AtelierError
+
+    hf = hf_model(family, 6)
+    want = hf_state(hf)
+    layer_lists = {1: None, 2: [4, 2], 3: [1, 3, 2]}
+    for tp in (1, 2, 4):
+        for pp in (1, 2, 3):
+            for fmt, norms in (("legacy", "local"), ("mcore", "te" if tp % 2 else "local")):
+                case = tmp_path / f"t{tp}p{pp}{fmt}"
+                opts = Hf2MgOptions(load_dir=hf, save_dir=case / "mg", tp=tp, pp=pp,
+                                    num_layer_list=layer_lists[pp], fmt=fmt, mcore_norms=norms)
+                if family == "mistral" and tp == 4:  # 2 query groups
+                    with pytest.raises(AtelierError, match="valid sizes: 1, 2"):
+                        hf2mg(opts)
+                    continue
+                hf2mg(opts)
+                mg2hf(case / "mg", case / "hf")
+                assert_same_state(want, hf_state(case / "hf"))
