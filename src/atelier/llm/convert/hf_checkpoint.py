@@ -143,9 +143,6 @@ class HFSource:
             raise AtelierError(f"{self.folder / self._files[name]}: cannot read {name!r} "
                                f"({e}); the file is corrupt or truncated") from None
 
-    def has(self, name: str) -> bool:
-        return name in self._files
-
     def _release(self) -> None:
         """Unmap the files: pages read through an open mapping would count as our RSS."""
         self._handles.clear()
