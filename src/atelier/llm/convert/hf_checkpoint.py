@@ -16,6 +16,7 @@ import torch
 
 from atelier.core.errors import AtelierError
 from atelier.core.log import get_logger
+from atelier.llm.convert.families import detect_family
 from atelier.llm.convert.memory import release_freed_memory
 from atelier.llm.convert.meta import ModelMeta, meta_from_hf_config
 from atelier.llm.convert.overlap import BackgroundWriter
@@ -46,9 +47,9 @@ class HFSource:
             raise AtelierError(f"--load-dir {self.folder} is a Megatron checkpoint, not a "
                                "Hugging Face folder; use mg2hf or mg2mg")
         config = read_json(self.folder / "config.json")
+        embed_name = detect_family(config, str(self.folder / "config.json")).keys["embed"]
         self._handles: dict[str, Any] = {}
         self._files = self._weight_map()
-        embed_name = "model.embed_tokens.weight"
         embed_shape = self._shape(embed_name)
         self.meta: ModelMeta = meta_from_hf_config(
             config, str(self.folder / "config.json"), self._dtype(embed_name))
