@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import shutil
 from pathlib import Path
 
@@ -88,7 +89,8 @@ def _as_other_writer(mg: Path, pp: int, tp: int, strip_hf_config: bool) -> None:
                 for a, b in renames:
                     k = k.replace(a, b)
                 model[k] = v
-                model[k.rsplit(".", 1)[0] + "._extra_state"] = None
+                # Transformer Engine keeps BytesIO here: not loadable with weights_only
+                model[k.rsplit(".", 1)[0] + "._extra_state"] = io.BytesIO(b"te")
             ck["model"] = model  # flat, as MindSpeed-LLM saves it
             if strip_hf_config:
                 for name in list(vars(ck["args"])):

@@ -157,7 +157,7 @@ class MegatronLayout:
 
 
 class MegatronSource:
-    """A Megatron checkpoint read lazily, one pipeline stage's rank files open at a time."""
+    """A Megatron checkpoint read lazily: one layer from the T rank files of its stage."""
 
     def __init__(self, load_dir: str | Path) -> None:
         self.load_dir = Path(load_dir)
