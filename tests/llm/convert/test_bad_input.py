@@ -156,6 +156,24 @@ def test_tokenizer_larger_than_embedding(hf_model, tmp_path: Path) -> None:
         hf2mg(Hf2MgOptions(load_dir=hf, save_dir=tmp_path / "mg", true_vocab_size=400))
 
 
+def test_sentencepiece_tokenizer_larger_than_embedding(hf_model, tmp_path: Path) -> None:
+    """Yi ships only tokenizer.model: its size is checked too."""
+    import sentencepiece
+
+    hf = _copy(hf_model("yi"), tmp_path / "hf")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (hf / name).unlink()
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(f"the quick brown fox {i} jumps over {i * 3}" for i in range(300)))
+    sentencepiece.SentencePieceTrainer.train(
+        input=str(text), model_prefix=str(hf / "tokenizer"), vocab_size=250,
+        model_type="bpe", minloglevel=2)
+    with pytest.raises(AtelierError, match=r"tokenizer\.model has 250 tokens but .* 200 rows"):
+        hf2mg(Hf2MgOptions(load_dir=hf, save_dir=tmp_path / "mg", true_vocab_size=200))
+    hf2mg(Hf2MgOptions(load_dir=hf, save_dir=tmp_path / "mg", true_vocab_size=250))
+    assert (tmp_path / "mg" / "hf_assets" / "tokenizer.model").is_file()
+
+
 def test_not_a_megatron_checkpoint(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(AtelierError, match="not a Megatron checkpoint"):

@@ -60,11 +60,36 @@ def has_tokenizer(folder: Path) -> bool:
                                                  "vocab.json"))
 
 
+def _sentencepiece_size(folder: Path) -> int | None:
+    """Pieces in `tokenizer.model` plus `added_tokens.json` ids (Llama 2, Yi, Mistral v1)."""
+    path = folder / "tokenizer.model"
+    try:
+        import sentencepiece
+    except ImportError:
+        return None
+    try:
+        size = sentencepiece.SentencePieceProcessor(model_file=str(path)).get_piece_size()
+    except (OSError, RuntimeError) as e:
+        raise AtelierError(f"{path}: not a readable sentencepiece model ({e})") from None
+    added = folder / "added_tokens.json"
+    if added.is_file():
+        try:
+            ids = json.loads(added.read_text("utf-8")).values()
+        except (OSError, ValueError) as e:
+            raise AtelierError(f"{added}: not readable JSON ({e})") from None
+        size = max([size, *(i + 1 for i in ids)])
+    return size
+
+
 def tokenizer_size(folder: Path) -> int | None:
-    """Highest token id + 1 in `tokenizer.json` (None when there is none to read)."""
+    """Highest token id + 1 of the tokenizer in `folder` (None when there is none to read).
+
+    `tokenizer.json` is read as JSON (no tokenizer library needed); a lone
+    `tokenizer.model` is read with sentencepiece when it is installed.
+    """
     path = folder / "tokenizer.json"
     if not path.is_file():
-        return None
+        return _sentencepiece_size(folder) if (folder / "tokenizer.model").is_file() else None
     try:
         data = json.loads(path.read_text("utf-8"))
     except (OSError, ValueError) as e:
@@ -79,9 +104,10 @@ def tokenizer_size(folder: Path) -> int | None:
 def check_tokenizer_fits(folder: Path, vocab: int, what: str) -> None:
     """A tokenizer with ids beyond the embedding's rows cannot work with this model."""
     n = tokenizer_size(folder)
+    name = "tokenizer.json" if (folder / "tokenizer.json").is_file() else "tokenizer.model"
     if n is not None and n > vocab:
         raise AtelierError(
-            f"{folder / 'tokenizer.json'} has {n} tokens but {what} has {vocab} rows; ids "
+            f"{folder / name} has {n} tokens but {what} has {vocab} rows; ids "
             f">= {vocab} would have no embedding. Pass --true-vocab-size {n} if the "
             f"embedding really has {n} rows, or --tokenizer-model with the model's own tokenizer"
         )
