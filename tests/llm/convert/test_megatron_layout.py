@@ -118,3 +118,20 @@ def test_reads_other_spellings(hf_model, tmp_path: Path, strip: bool) -> None:
         want = AutoModelForCausalLM.from_pretrained(hf)(ids).logits
         got = AutoModelForCausalLM.from_pretrained(tmp_path / "out")(ids).logits
     assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_megatron_core_builds_and_loads_it(hf_model, tmp_path: Path, family: str) -> None:
+    """megatron-core's own GPTModel (local spec), built from our args, loads our state dict
+    with nothing missing or unexpected (T=1, P=1: megatron-core runs on CPU here)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("megatron.core")
+    hf2mg(Hf2MgOptions(load_dir=hf_model(family), save_dir=tmp_path / "mg", fmt="mcore",
+                       mcore_norms="local"))
+    script = Path(__file__).with_name("megatron_core_load.py")
+    proc = subprocess.run([sys.executable, str(script), str(rank_path(tmp_path / "mg", 0, 0, 1))],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "missing=[] unexpected=[] shapes_ok=True"
