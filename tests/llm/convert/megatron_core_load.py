@@ -1,6 +1,7 @@
 """Run in a subprocess: build megatron-core's GPTModel from our args, load our rank file.
 
-Usage: python megatron_core_load.py RANK_FILE. Prints "missing=[...] unexpected=[...]".
+Usage: python megatron_core_load.py RANK_FILE... Prints one line per file:
+"missing=[...] unexpected=[...] shapes_ok=...".
 A separate process because megatron-core needs a (one-process, gloo) process group.
 """
 
@@ -13,16 +14,22 @@ import sys
 import torch
 
 
-def main(path: str) -> None:
+def main(paths: list[str]) -> None:
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", str(29500 + os.getpid() % 1000))
     torch.distributed.init_process_group("gloo", rank=0, world_size=1)
     from megatron.core import parallel_state
+
+    parallel_state.initialize_model_parallel(1, 1)
+    for path in paths:
+        check(path)
+
+
+def check(path: str) -> None:
     from megatron.core.models.gpt import GPTModel
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
     from megatron.core.transformer.transformer_config import TransformerConfig
 
-    parallel_state.initialize_model_parallel(1, 1)
     with torch.serialization.safe_globals([argparse.Namespace]):
         ck = torch.load(path, weights_only=True)
     a = ck["args"]
@@ -45,4 +52,4 @@ def main(path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1:])

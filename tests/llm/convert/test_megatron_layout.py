@@ -120,18 +120,22 @@ def test_reads_other_spellings(hf_model, tmp_path: Path, strip: bool) -> None:
     assert torch.equal(got, want)
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2"])
-def test_megatron_core_builds_and_loads_it(hf_model, tmp_path: Path, family: str) -> None:
+def test_megatron_core_builds_and_loads_it(hf_model, tmp_path: Path) -> None:
     """megatron-core's own GPTModel (local spec), built from our args, loads our state dict
-    with nothing missing or unexpected (T=1, P=1: megatron-core runs on CPU here)."""
+    with nothing missing or unexpected: untied Llama and tied, QKV-bias Qwen2 (T=1, P=1:
+    megatron-core runs on CPU here)."""
     import subprocess
     import sys
 
     pytest.importorskip("megatron.core")
-    hf2mg(Hf2MgOptions(load_dir=hf_model(family), save_dir=tmp_path / "mg", fmt="mcore",
-                       mcore_norms="local"))
+    files = []
+    for family in ("llama", "qwen2"):
+        hf2mg(Hf2MgOptions(load_dir=hf_model(family), save_dir=tmp_path / family, fmt="mcore",
+                           mcore_norms="local"))
+        files.append(str(rank_path(tmp_path / family, 0, 0, 1)))
     script = Path(__file__).with_name("megatron_core_load.py")
-    proc = subprocess.run([sys.executable, str(script), str(rank_path(tmp_path / "mg", 0, 0, 1))],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, str(script), *files], capture_output=True,
+                          text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip().splitlines()[-1] == "missing=[] unexpected=[] shapes_ok=True"
+    assert proc.stdout.strip().splitlines()[-2:] == [
+        "missing=[] unexpected=[] shapes_ok=True"] * 2
