@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from atelier.core.log import get_logger
 
@@ -189,6 +188,8 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 
 def _convert(verbs: argparse._SubParsersAction) -> None:
+    from pathlib import Path
+
     conv = verbs.add_parser(
         "convert",
         help="Hugging Face <-> Megatron checkpoints with TP/PP sharding",
