@@ -1,0 +1,108 @@
+"""mg2hf: a Megatron checkpoint -> a complete Hugging Face folder.
+
+Complete means `from_pretrained` works on it alone: config.json, generation_config.json,
+every tokenizer file, sharded safetensors with their index. Padded vocabulary rows are
+dropped. Configs and tokenizer come from --hf-config-dir, else from the `hf_assets/`
+folder hf2mg left in the checkpoint, else config.json is rebuilt from the Megatron args.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from atelier.core.atomic import atomic_dir
+from atelier.core.errors import AtelierError
+from atelier.core.log import get_logger
+from atelier.llm.convert.assets import (
+    check_tokenizer_fits,
+    copy_assets,
+    copy_tokenizer,
+    has_tokenizer,
+)
+from atelier.llm.convert.hf_checkpoint import (
+    hf_plan,
+    hf_tensors,
+    read_json,
+    write_safetensors_sharded,
+)
+from atelier.llm.convert.megatron_checkpoint import MegatronSource
+from atelier.llm.convert.meta import hf_config_from_meta, meta_from_hf_config
+from atelier.llm.convert.output_dir import check_save_dir
+
+log = get_logger(__name__)
+CHECKED_FIELDS = (
+    "num_layers",
+    "hidden_size",
+    "ffn_hidden_size",
+    "num_heads",
+    "num_groups",
+    "head_dim",
+    "tied",
+    "qkv_bias",
+)
+
+
+def _adopt_config(source: MegatronSource, config_dir: Path) -> None:
+    """Use an original config.json, after checking it describes this checkpoint."""
+    path = config_dir / "config.json"
+    given = meta_from_hf_config(read_json(path), str(path), source.meta.dtype)
+    for name in CHECKED_FIELDS:
+        have, want = getattr(source.meta, name), getattr(given, name)
+        if have != want:
+            raise AtelierError(
+                f"--hf-config-dir {path}: {name} is {want} but the Megatron "
+                f"checkpoint has {have}; pass the config of this model"
+            )
+    given.vocab_size = source.meta.vocab_size
+    source.meta = given
+
+
+def mg2hf(
+    load_dir: Path,
+    save_dir: Path,
+    *,
+    hf_config_dir: Path | None = None,
+    tokenizer_model: Path | None = None,
+    max_shard_bytes: int = 5 * 1024**3,
+    overwrite: bool = False,
+) -> list[str]:
+    """Convert; returns the names of the files written."""
+    replace = check_save_dir(save_dir, load_dir, overwrite)
+    source = MegatronSource(load_dir)
+    assets = hf_config_dir or source.assets_dir
+    if hf_config_dir is not None and not hf_config_dir.is_dir():
+        raise AtelierError(f"--hf-config-dir {hf_config_dir}: not a folder")
+    if assets is not None and (assets / "config.json").is_file():
+        _adopt_config(source, assets)
+    meta = source.meta
+    try:
+        with atomic_dir(save_dir, overwrite=replace) as tmp:
+            write_safetensors_sharded(
+                hf_tensors(source), tmp, hf_plan(meta), meta.dtype, max_shard_bytes
+            )
+            if assets is not None:
+                copy_assets(assets, tmp, skip=("config.json",))
+            if tokenizer_model is not None:
+                copy_tokenizer(tokenizer_model, tmp)
+            config = hf_config_from_meta(meta)
+            (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", "utf-8")
+            if not (tmp / "generation_config.json").is_file():
+                gen = {
+                    k: config[k]
+                    for k in ("bos_token_id", "eos_token_id", "pad_token_id")
+                    if config.get(k) is not None
+                }
+                (tmp / "generation_config.json").write_text(
+                    json.dumps({**gen, "_from_model_config": True}, indent=2) + "\n", "utf-8"
+                )
+            check_tokenizer_fits(tmp, meta.vocab_size, f"the embedding of {load_dir}")
+            if not has_tokenizer(tmp):
+                log.warning(
+                    "no tokenizer files found; pass --hf-config-dir ORIGINAL_HF or "
+                    "--tokenizer-model to include them"
+                )
+            written = sorted(p.name for p in tmp.iterdir())
+    finally:
+        source.close()
+    return written
