@@ -16,7 +16,9 @@ HANDLER_HELP = (
 
 
 def register(suites: argparse._SubParsersAction) -> None:
-    llm = suites.add_parser("llm", help="LLM data preprocessing and inspection")
+    llm = suites.add_parser(
+        "llm", help="LLM data (Megatron indexed datasets) and checkpoint conversion"
+    )
     verbs = llm.add_subparsers(dest="verb", metavar="VERB", required=True)
     _preprocess(verbs)
     _merge(verbs)
