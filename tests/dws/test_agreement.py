@@ -123,6 +123,21 @@ def test_page_ranges_give_identical_results(pg_dsn, mixed):
     assert any(s.nulls for s in one.keys)
 
 
+def test_no_spare_connection_falls_back_to_one_statement(pg_dsn, mixed):
+    from atelier.core.errors import AtelierError
+    from atelier.dws import catalog
+    from atelier.dws.sql import count_keys
+
+    def refuse():
+        raise AtelierError("cannot connect: too many clients already")
+
+    table, _ = mixed
+    with catalog.connect(pg_dsn) as conn:
+        info = catalog.describe(conn, table)
+        got = count_keys(conn, info, [("id",)], jobs=3, connect=refuse, min_pages_per_job=1)
+    assert got.jobs == 1 and got.rows == 3000
+
+
 @pytest.fixture(scope="module")
 def wide(pg_conn, pg_schema):
     from psycopg import sql

@@ -126,7 +126,11 @@ def count_keys(
     else:
         assert connect is not None
         queries = [_scan_query(info, keys, source, _range_sql(lo, hi)) for lo, hi in ranges]
-        results = _run_ranges(conn, connect, queries)
+        try:
+            results = _run_ranges(conn, connect, queries)
+        except _NoConnection:  # no more connections: one statement on this one
+            ranges = [(None, None)]
+            results = [conn.execute(_scan_query(info, keys, source)).fetchall()]
     for rows in results:
         for row in rows:
             k = next(i for i, b in enumerate(row[:nk]) if b is not None)
@@ -293,6 +297,10 @@ def _range_sql(lo: int | None, hi: int | None) -> sql.Composable:
     return sql.SQL("WHERE ") + sql.SQL(" AND ").join(conds) if conds else sql.SQL("")
 
 
+class _NoConnection(Exception):
+    """A range's connection could not be opened."""
+
+
 def _run_ranges(
     conn: Any,
     connect: Callable[[], AbstractContextManager[Any]],
@@ -306,7 +314,11 @@ def _run_ranges(
     lock = threading.Lock()
 
     def one(query: sql.Composed) -> list[tuple]:
-        with connect() as c:
+        with contextlib.ExitStack() as stack:
+            try:
+                c = stack.enter_context(connect())
+            except AtelierError as e:  # e.g. max_connections reached
+                raise _NoConnection(str(e)) from None
             with lock:
                 opened.append(c)
             c.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
