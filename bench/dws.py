@@ -3,6 +3,9 @@
 A 10M-row table with 5 candidate keys (one badly skewed, one low-cardinality, one good,
 a text key and a numeric key) is generated inside PostgreSQL with generate_series. Both
 paths run in the same process on the same server; they must agree bucket for bucket.
+The in-database path runs with the default page ranges and with one statement (they must
+agree exactly); the HyperLogLog distinct estimates are printed next to the exact
+`count(DISTINCT)` figures (`--exact-distinct`, computed here only to show the error).
 
     python bench/dws.py --dsn postgresql://...      (or with scripts/postgres.sh started)
 """
@@ -18,7 +21,7 @@ import numpy as np
 import psycopg
 
 from atelier.dws import hashing
-from atelier.dws.analyze import SkewConfig, skew
+from atelier.dws.analyze import SkewConfig, default_jobs, skew
 
 KEYS = [("bad",), ("low",), ("good",), ("name",), ("amount",)]
 
@@ -68,19 +71,51 @@ def main() -> None:
     ap.add_argument("--dsn", default=None, help="default: .pg/dsn from scripts/postgres.sh")
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--skip-client", action="store_true")
+    ap.add_argument("--skip-exact", action="store_true", help="no count(DISTINCT) comparison")
+    ap.add_argument("--jobs", type=int, default=None, help="page ranges (default min(4, CPUs))")
     a = ap.parse_args()
     dsn = a.dsn or (Path(__file__).resolve().parents[1] / ".pg" / "dsn").read_text().strip()
     t = time.perf_counter()
     make_table(dsn, a.rows)
     print(f"generate {a.rows:,} rows in PostgreSQL: {time.perf_counter() - t:.1f} s")
 
+    jobs = a.jobs or default_jobs()
     t = time.perf_counter()
-    rep = skew(SkewConfig(dsn=dsn, table="public.bench_skew", columns=KEYS, nodes=6))
+    rep = skew(SkewConfig(dsn=dsn, table="public.bench_skew", columns=KEYS, nodes=6, jobs=jobs))
     t_db = time.perf_counter() - t
-    print(f"in-database (buckets + distinct, 5 keys): {t_db:.1f} s")
+    print(f"in-database (buckets + HyperLogLog distinct, 5 keys, {jobs} page ranges): {t_db:.1f} s")
+    if jobs > 1:
+        t = time.perf_counter()
+        one = skew(SkewConfig(dsn=dsn, table="public.bench_skew", columns=KEYS, nodes=6, jobs=1))
+        print(f"in-database, one statement (--jobs 1): {time.perf_counter() - t:.1f} s")
+        same = all(
+            np.array_equal(x.stats.buckets, y.stats.buckets)
+            and np.array_equal(x.stats.registers, y.stats.registers)
+            for x, y in zip(rep.ranked, one.ranked, strict=True)
+        )
+        print(
+            f"  {jobs} ranges == 1 statement, bucket for bucket and register for register: {same}"
+        )
+    exact = {}
+    if not a.skip_exact:
+        t = time.perf_counter()
+        ex = skew(
+            SkewConfig(
+                dsn=dsn, table="public.bench_skew", columns=KEYS, nodes=6, exact_distinct=True
+            )
+        )
+        print(
+            f"in-database with --exact-distinct (count(DISTINCT), bench only): "
+            f"{time.perf_counter() - t:.1f} s"
+        )
+        exact = {r.stats.columns: r.stats.distinct for r in ex.ranked}
     for r in rep.ranked:
         s = r.stats
-        print(f"  {s.label:8s} skew {s.skew_ratio:7.1%}  distinct {s.distinct:>10,}  {s.verdict}")
+        line = f"  {s.label:8s} skew {s.skew_ratio:7.1%}  distinct≈ {s.distinct:>10,}"
+        if s.columns in exact:
+            n = exact[s.columns]
+            line += f"  exact {n:>10,}  error {(s.distinct - n) / n:+6.2%}"
+        print(f"{line}  {s.verdict}")
     print(f"  recommendation: {rep.recommendation.ddl or rep.recommendation.strategy}")
     if a.skip_client:
         return

@@ -41,6 +41,10 @@ def test_json_and_ddl(capsys, pg_dsn, pg_conn, pg_schema):
     keys = {tuple(k["key"]): k for k in out["keys"]}
     assert keys[("status",)]["verdict"] == "change key"
     assert sum(keys[("order_id",)]["rows_per_dn"]) == 20000
+    assert keys[("order_id",)]["distinct_exact"] is False
+    assert abs(keys[("order_id",)]["distinct"] - 20000) < 200  # HyperLogLog estimate
+    assert keys[("order_id",)]["distinct_estimate"] == keys[("order_id",)]["distinct"]
+    assert keys[("status",)]["distinct"] == 4
     assert out["recommendation"]["ddl"] == (
         f"ALTER TABLE {pg_schema}.facts DISTRIBUTE BY HASH(order_id);"
     )

@@ -88,7 +88,7 @@ def rank(keys: list[KeyStats], workload: Workload | None = None) -> list[Ranked]
         notes: list[str] = []
         low = k.distinct >= 0 and k.distinct < LOW_CARDINALITY_PER_DN * max(k.nodes, 1)
         if low:
-            notes.append(f"low cardinality ({k.distinct} distinct)")
+            notes.append(f"low cardinality ({k.distinct_text} distinct)")
         if k.null_share > SKEWED:
             notes.append(f"{k.null_share:.0%} NULL (all on one DN)")
         const = [c for c in k.columns if c.lower() in workload.constant]
@@ -171,7 +171,7 @@ def recommend(
         )
     cols = best.stats.columns
     ddl = f"ALTER TABLE {target} DISTRIBUTE BY HASH({', '.join(map(quote_ident, cols))});"
-    why = f"skew {best.stats.skew_ratio:.1%}, {best.stats.distinct:,} distinct" + (
+    why = f"skew {best.stats.skew_ratio:.1%}, {best.stats.distinct_text} distinct" + (
         f"; {'; '.join(best.notes)}" if best.notes else ""
     )
     if current is not None and tuple(current) == tuple(cols):

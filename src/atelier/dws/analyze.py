@@ -5,6 +5,7 @@ Each returns a plain report object; render.py turns it into a rich table or JSON
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,12 @@ class SkewConfig:
     statement_timeout: float = 300.0
     replicate_below: int = REPLICATE_BELOW
     types: dict[str, str] = field(default_factory=dict)  # offline type overrides
+    exact_distinct: bool = False  # count(DISTINCT) (a sort per key) instead of HyperLogLog
+    jobs: int | None = None  # concurrent page ranges; None: min(4, CPUs)
+
+
+def default_jobs() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 @dataclass
@@ -71,6 +78,8 @@ def _validate(cfg: SkewConfig) -> None:
         raise AtelierError(f"--nodes {cfg.nodes}: need at least 1 data node")
     if cfg.sample is not None and cfg.sample < 1:
         raise AtelierError(f"--sample {cfg.sample}: give a positive number of rows")
+    if cfg.jobs is not None and cfg.jobs < 1:
+        raise AtelierError(f"--jobs {cfg.jobs}: need at least 1")
     if cfg.statement_timeout <= 0:
         raise AtelierError("--statement-timeout must be positive (seconds)")
     if bool(cfg.file) == bool(cfg.dsn):
@@ -138,7 +147,15 @@ def skew(cfg: SkewConfig) -> SkewReport:
         version = catalog.version(conn)
         info = catalog.describe(conn, cfg.table or "")
         keys = check_keys(info, _candidates(cfg, info))
-        counted = count_keys(conn, info, keys, sample_rows=cfg.sample)
+        counted = count_keys(
+            conn,
+            info,
+            keys,
+            sample_rows=cfg.sample,
+            exact_distinct=cfg.exact_distinct,
+            jobs=cfg.jobs or default_jobs(),
+            connect=lambda: catalog.connect(cfg.dsn or "", cfg.statement_timeout),
+        )
     rows = counted.rows
     table_rows = round(rows / counted.sample_fraction) if counted.sample_fraction < 1 else rows
     flavor = catalog.flavor_of(version)
@@ -161,7 +178,7 @@ def _skew_file(cfg: SkewConfig) -> SkewReport:
                 raise AtelierError(
                     f"{Path(cfg.file or '').name} has no column {c!r}; columns: {listed}"
                 )
-    stats = count_keys_offline(table, pg, keys)
+    stats = count_keys_offline(table, pg, keys, exact_distinct=cfg.exact_distinct)
     return _finish(
         cfg, info, stats, table.num_rows, table.num_rows, 1.0, f"file {Path(cfg.file or '').name}"
     )
@@ -197,6 +214,7 @@ def scan(
     top: int = 50,
     sample: int | None = None,
     statement_timeout: float = 300.0,
+    jobs: int | None = None,
 ) -> list[ScanRow]:
     """Every hash-distributed table whose current key skews above `threshold`, largest first."""
     from psycopg import sql as psql
@@ -221,7 +239,14 @@ def scan(
             info = catalog.describe(conn, str(psql.Identifier(nsp, rel).as_string(conn)))
             if info.locator != "hash" or not info.current_key:
                 continue
-            counted = count_keys(conn, info, [tuple(info.current_key)], sample_rows=sample)
+            counted = count_keys(
+                conn,
+                info,
+                [tuple(info.current_key)],
+                sample_rows=sample,
+                jobs=jobs or default_jobs(),
+                connect=lambda: catalog.connect(dsn, statement_timeout),
+            )
             conn.rollback()  # one short read-only transaction per table
             if counted.rows == 0:
                 continue

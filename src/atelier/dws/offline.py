@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from atelier.core.errors import AtelierError
-from atelier.dws import hashing
+from atelier.dws import hashing, hll
 from atelier.dws.catalog import DISTRIBUTABLE, DISTRIBUTABLE_HELP, Column, TableInfo
 from atelier.dws.skew import KeyStats
 
@@ -127,10 +127,14 @@ def file_info(path: str | Path, table, pg: dict[str, str]) -> TableInfo:
     )
 
 
-def count_keys_offline(table, pg: dict[str, str], keys: list[tuple[str, ...]]) -> list[KeyStats]:
-    """Rows per bucket, NULL-key rows and distinct non-NULL values, per key."""
-    import pyarrow.compute as pc
+def count_keys_offline(
+    table, pg: dict[str, str], keys: list[tuple[str, ...]], exact_distinct: bool = False
+) -> list[KeyStats]:
+    """Rows per bucket, NULL-key rows and distinct non-NULL values, per key.
 
+    Distinct values are the HyperLogLog estimate from the same registers the database
+    path builds (hll.py); `exact_distinct` groups the key values instead.
+    """
     cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     out = []
     for key in keys:
@@ -143,18 +147,38 @@ def count_keys_offline(table, pg: dict[str, str], keys: list[tuple[str, ...]]) -
                     )
                 cache[c] = column_hash(table.column(c), pg[c])
         key_hash = hashing.combine([cache[c][0] for c in key])
-        buckets = np.bincount(hashing.bucket_of(key_hash), minlength=hashing.BUCKETS)
+        bucket = hashing.bucket_of(key_hash)
+        buckets = np.bincount(bucket, minlength=hashing.BUCKETS)
         any_null = np.zeros(table.num_rows, dtype=bool)
         for c in key:
             any_null |= cache[c][1]
-        sub = table.select(list(key)).filter(pc.invert(_mask(any_null)))
-        for c in key:
-            if pg[c] == "bpchar":  # char(n): 'a' and 'a  ' are the same value
-                i = sub.column_names.index(c)
-                sub = sub.set_column(i, c, pc.utf8_rtrim(sub.column(c), characters=" "))
-        distinct = sub.group_by(list(key)).aggregate([]).num_rows if sub.num_rows else 0
-        out.append(KeyStats(key, buckets.astype(np.int64), int(any_null.sum()), distinct))
+        regs = hll.registers(bucket, key_hash, ~any_null)
+        if exact_distinct:
+            distinct = _exact_distinct(table, pg, key, any_null)
+        else:
+            distinct = hll.estimate(regs)
+        out.append(
+            KeyStats(
+                key,
+                buckets.astype(np.int64),
+                int(any_null.sum()),
+                distinct,
+                registers=regs,
+                distinct_exact=exact_distinct,
+            )
+        )
     return out
+
+
+def _exact_distinct(table, pg: dict[str, str], key: tuple[str, ...], any_null) -> int:
+    import pyarrow.compute as pc
+
+    sub = table.select(list(key)).filter(pc.invert(_mask(any_null)))
+    for c in key:
+        if pg[c] == "bpchar":  # char(n): 'a' and 'a  ' are the same value
+            i = sub.column_names.index(c)
+            sub = sub.set_column(i, c, pc.utf8_rtrim(sub.column(c), characters=" "))
+    return sub.group_by(list(key)).aggregate([]).num_rows if sub.num_rows else 0
 
 
 def _mask(values: np.ndarray):

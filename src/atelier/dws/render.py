@@ -53,7 +53,7 @@ def skew_table(report: SkewReport, console: Console) -> None:
             f"{s.skew_ratio:.1%}",
             f"{s.max_over_avg:.2f}",
             f"{s.null_share:.1%}",
-            f"{s.distinct:,}" if s.distinct >= 0 else "-",
+            s.distinct_text,
             f"[{_STYLE[s.verdict]}]{s.verdict}[/]",
             "; ".join(r.notes),
         )

@@ -27,7 +27,9 @@ class KeyStats:
     columns: tuple[str, ...]
     buckets: np.ndarray  # int64[16384]: rows per hash bucket
     nulls: int  # rows with a NULL in any key column (they hash to 0)
-    distinct: int  # distinct non-NULL key values
+    distinct: int  # distinct non-NULL key values (the estimate unless distinct_exact)
+    registers: np.ndarray | None = None  # int8[16384]: HyperLogLog registers (hll.py)
+    distinct_exact: bool = True  # False: `distinct` is the HyperLogLog estimate
     current: bool = False
     nodes: int = 0
     per_node: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -74,6 +76,19 @@ class KeyStats:
     def label(self) -> str:
         return ", ".join(self.columns)
 
+    @property
+    def distinct_estimate(self) -> int | None:
+        from atelier.dws.hll import estimate
+
+        return estimate(self.registers) if self.registers is not None else None
+
+    @property
+    def distinct_text(self) -> str:
+        """`1,234` when exact, `≈1,234` when estimated, `-` when not computed."""
+        if self.distinct < 0:
+            return "-"
+        return f"{'' if self.distinct_exact else '≈'}{self.distinct:,}"
+
     def to_json(self) -> dict[str, Any]:
         return {
             "key": list(self.columns),
@@ -83,6 +98,8 @@ class KeyStats:
             "max_over_avg": round(self.max_over_avg, 6),
             "null_share": round(self.null_share, 6),
             "distinct": self.distinct,
+            "distinct_exact": self.distinct_exact,
+            "distinct_estimate": self.distinct_estimate,
             "verdict": self.verdict,
         }
 

@@ -1,22 +1,39 @@
 """In-database analysis: hash, bucket and count inside the server; only counts come back.
 
-One statement scans the table (or its TABLESAMPLE) once for every candidate key:
+One statement per page range scans the table once for every candidate key:
 
-1. the innermost subquery hashes each key column once with the server's own function
-   (hashint4, hashint8, hash_numeric, hashtext, hashbpchar, timestamp_hash, time_hash),
-   as an unsigned 32-bit value in an int8 (NULL -> 0);
-2. one fenced subquery level per extra key column folds composite keys: rotate-left-1 of
-   the running hash, XOR the next column's (`OFFSET 0` keeps PostgreSQL from inlining the
-   levels into each other, which would duplicate the hash calls);
-3. bucket = abs(signed hash) & 16383, and `GROUP BY GROUPING SETS ((b0), (b1), ..., ())`
-   counts rows per bucket per key, plus NULL-key rows in the grand-total set.
+1. the innermost subquery (fenced with `OFFSET 0`, so each hash is computed once although
+   the bucket and the HyperLogLog rank both use it) hashes each key column once with the
+   server's own function (hashint4, hashint8, hash_numeric, hashtext, hashbpchar,
+   timestamp_hash, time_hash) as a signed int4 (NULL -> 0);
+2. one fenced subquery level per extra key column folds composite keys in int4: rotate-left-1
+   of the running hash, `(x << 1) | ((x >> 31) & 1)`, XOR the next column's;
+3. bucket = abs(int4 hash) & 16383 (a CASE, no int8 cast, INT_MIN -> 0 as in C), plus
+   16384 for rows with a NULL key column (so they are counted apart, and left out of the
+   distinct estimate);
+   rho = 1 + leading zeros of bits 14..30 of the hash, as the one-hot constant
+   1 << (rho - 1) from a CASE ladder (~2 comparisons per row on average), three keys
+   packed per int8; `GROUP BY GROUPING SETS ((b0), (b1), ...)` returns per key and bucket
+   count(*) and bit_or(packed rho bits), whose highest bit is max(rho): the HyperLogLog
+   registers (hll.py). Aggregates run for every grouping set, so there are few of them:
+   count(*) and one bit_or per three keys, no FILTER and no grand-total set.
 
-A second statement counts distinct key values. Identifiers are always
-`psycopg.sql.Identifier`, values always bound parameters.
+PostgreSQL runs GROUPING SETS in one process, so the table is split into `jobs` ranges of
+pages (`ctid >= '(a,0)' AND ctid < '(b,0)'`, a TID range scan on PostgreSQL 14+), each range
+runs on its own read-only connection sharing the first connection's snapshot
+(`pg_export_snapshot`), and counts are summed and registers maxed client-side: the result
+is identical for any number of ranges. Exact distinct counts (`count(DISTINCT ...)`, one
+sort per key) are a second statement, only on request. Identifiers are always
+`psycopg.sql.Identifier`, values always literals or bound parameters.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,11 +41,10 @@ import numpy as np
 from psycopg import sql
 
 from atelier.core.errors import AtelierError
-from atelier.dws.catalog import DISTRIBUTABLE, DISTRIBUTABLE_HELP, TableInfo
+from atelier.dws import hll
+from atelier.dws.catalog import DISTRIBUTABLE, DISTRIBUTABLE_HELP, TableInfo, flavor_of
 from atelier.dws.hashing import BUCKETS
 from atelier.dws.skew import KeyStats
-
-U32 = sql.SQL("4294967295")
 
 _HASH = {
     "int4": "hashint4({})",
@@ -55,6 +71,7 @@ class Counted:
     keys: list[KeyStats]
     rows: int
     sample_fraction: float  # 1.0 when the whole table was read
+    jobs: int = 1  # page ranges scanned concurrently
 
 
 def check_keys(info: TableInfo, keys: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
@@ -80,32 +97,115 @@ def count_keys(
     keys: list[tuple[str, ...]],
     sample_rows: int | None = None,
     seed: int = 0,
-    distinct: bool = True,
+    exact_distinct: bool = False,
+    jobs: int = 1,
+    connect: Callable[[], AbstractContextManager[Any]] | None = None,
+    min_pages_per_job: int = 1024,
 ) -> Counted:
-    """Rows per bucket, NULL-key rows and distinct values for every key, in one scan."""
+    """Rows per bucket, NULL-key rows and distinct values (HyperLogLog) for every key.
+
+    `jobs` > 1 splits a full scan into that many page ranges run concurrently on
+    connections from `connect` (PostgreSQL 14+, ranges of at least `min_pages_per_job`
+    pages); a sampled scan is always one statement.
+    """
     fraction = 1.0
     if sample_rows:
         est = info.estimated_rows or _count(conn, info)
         fraction = min(1.0, sample_rows / est) if est else 1.0
     source = _source(info, fraction, seed)
+    ranges: list[tuple[int | None, int | None]] = [(None, None)]
+    if fraction >= 1.0 and jobs > 1 and connect is not None:
+        ranges = _page_ranges(conn, info, jobs, min_pages_per_job)
+    nk = len(keys)
+    counts = np.zeros((nk, BUCKETS), dtype=np.int64)
+    regs = np.zeros((nk, BUCKETS), dtype=np.int8)
+    null_counts = np.zeros(nk, dtype=np.int64)
+    total = 0
+    if len(ranges) == 1:
+        results = [conn.execute(_scan_query(info, keys, source)).fetchall()]
+    else:
+        assert connect is not None
+        queries = [_scan_query(info, keys, source, _range_sql(lo, hi)) for lo, hi in ranges]
+        try:
+            results = _run_ranges(conn, connect, queries)
+        except _NoConnection:  # no more connections: one statement on this one
+            ranges = [(None, None)]
+            results = [conn.execute(_scan_query(info, keys, source)).fetchall()]
+    for rows in results:
+        for row in rows:
+            k = next(i for i, b in enumerate(row[:nk]) if b is not None)
+            b, n = int(row[k]), int(row[nk])
+            if k == 0:
+                total += n
+            if b >= BUCKETS:  # rows with a NULL key column
+                null_counts[k] += n
+                counts[k, b - BUCKETS] += n
+                continue
+            counts[k, b] += n
+            bits = (int(row[nk + 1 + k // PACK]) >> (18 * (k % PACK))) & 0x3FFFF
+            regs[k, b] = max(int(regs[k, b]), bits.bit_length())
+    distincts = _distinct(conn, keys, source) if exact_distinct else None
+    stats = []
+    for k, key in enumerate(keys):
+        est = hll.estimate(regs[k])
+        stats.append(
+            KeyStats(
+                columns=key,
+                buckets=counts[k],
+                nulls=int(null_counts[k]),
+                distinct=distincts[k] if distincts else est,
+                registers=regs[k],
+                distinct_exact=distincts is not None,
+            )
+        )
+    return Counted(stats, total, fraction, len(ranges))
+
+
+PACK = 3  # keys per packed int8 register column: 3 x 18 one-hot bits
+
+
+def _rho_bit(x: sql.Composable, shift: int) -> sql.Composable:
+    """1 << (rho - 1 + shift), rho = 1 + leading zeros of bits 14..30 of int4 x (1..18).
+
+    A CASE ladder on x & 0x7FFFC000 (two comparisons on average) whose results are
+    constants, so `bit_or` of it per bucket keeps every rho seen and the highest bit is
+    max(rho): one aggregate carries the registers of three keys.
+    """
+    t = sql.SQL("({} & {})").format(x, sql.Literal(hll.RHO_MASK))
+    whens = [
+        sql.SQL("WHEN {} >= {} THEN {}").format(
+            t, sql.Literal(1 << (31 - rho)), sql.Literal(1 << (rho - 1 + shift))
+        )
+        for rho in range(1, hll.RHO_MAX)
+    ]
+    return sql.SQL("(CASE {} ELSE {} END)").format(
+        sql.SQL(" ").join(whens), sql.Literal(1 << (hll.RHO_MAX - 1 + shift))
+    )
+
+
+def _scan_query(
+    info: TableInfo,
+    keys: list[tuple[str, ...]],
+    source: sql.Composable,
+    where: sql.Composable | None = None,
+) -> sql.Composed:
+    """The GROUPING SETS statement, over the rows `where` selects (a page range)."""
     cols = list(dict.fromkeys(c for key in keys for c in key))
     col_id = {c: i for i, c in enumerate(cols)}
     types = {c.name: c.type for c in info.columns}
 
-    # level 0: one hash per column (unsigned, NULL -> 0) and a NULL flag per column
+    # level 0: one hash per column (int4, NULL -> 0) and a NULL flag per column
     items = []
     for c in cols:
         expr = sql.SQL(_HASH[DISTRIBUTABLE[types[c]]]).format(sql.Identifier(c))
-        items.append(
-            sql.SQL("(coalesce({}, 0)::int8 & {}) AS {}").format(
-                expr, U32, sql.Identifier(f"h{col_id[c]}")
-            )
-        )
+        items.append(sql.SQL("coalesce({}, 0) AS {}").format(expr, sql.Identifier(f"h{col_id[c]}")))
         items.append(
             sql.SQL("({} IS NULL) AS {}").format(sql.Identifier(c), sql.Identifier(f"z{col_id[c]}"))
         )
     names = [f"h{i}" for i in range(len(cols))] + [f"z{i}" for i in range(len(cols))]
-    query = sql.SQL("SELECT {} FROM {} OFFSET 0").format(sql.SQL(", ").join(items), source)
+    query = sql.SQL("SELECT {} FROM {} {} OFFSET 0").format(
+        sql.SQL(", ").join(items), source, where or sql.SQL("")
+    )
     running = {k: f"h{col_id[key[0]]}" for k, key in enumerate(keys)}
     for level in range(1, max(len(k) for k in keys)):
         new = {}
@@ -116,8 +216,8 @@ def count_keys(
                 nxt = sql.Identifier(f"h{col_id[key[level]]}")
                 name = f"r{k}_{level}"
                 items.append(
-                    sql.SQL("(((({r} << 1) & {m}) | ({r} >> 31)) # {n}) AS {a}").format(
-                        r=r, m=U32, n=nxt, a=sql.Identifier(name)
+                    sql.SQL("((({r} << 1) | (({r} >> 31) & 1)) # {n}) AS {a}").format(
+                        r=r, n=nxt, a=sql.Identifier(name)
                     )
                 )
                 new[k] = name
@@ -126,52 +226,117 @@ def count_keys(
         query = sql.SQL("SELECT {} FROM ({}) {} OFFSET 0").format(
             sql.SQL(", ").join(items), query, sql.Identifier(f"l{level}")
         )
-    buckets, nulls = [], []
+    outs, packs = [], []
     for k, key in enumerate(keys):
-        r = sql.Identifier(running[k])
-        buckets.append(
-            sql.SQL("(abs({r} - (({r} >> 31) << 32)) & {m}) AS {b}").format(
-                r=r, m=sql.Literal(BUCKETS - 1), b=sql.Identifier(f"b{k}")
+        x = sql.Identifier(running[k])
+        null = sql.SQL(" OR ").join(sql.Identifier(f"z{col_id[c]}") for c in key)
+        m = sql.Literal(BUCKETS - 1)
+        # abs(int4) & 16383 without abs(INT_MIN) overflowing: -(x & m) & m for negatives.
+        # Rows with a NULL key column get bucket + 16384, to count them apart; a
+        # one-column key's NULLs hash to 0, bucket 0.
+        bucket = sql.SQL("CASE WHEN {x} >= 0 THEN {x} & {m} ELSE (-({x} & {m})) & {m} END")
+        outs.append(
+            sql.SQL("({} + CASE WHEN {} THEN {} ELSE 0 END) AS {}").format(
+                bucket.format(x=x, m=m), null, sql.Literal(BUCKETS), sql.Identifier(f"b{k}")
             )
+            if len(key) > 1
+            else sql.SQL(
+                "(CASE WHEN {n} THEN {nb} WHEN {x} >= 0 THEN {x} & {m} "
+                "ELSE (-({x} & {m})) & {m} END) AS {b}"
+            ).format(n=null, nb=sql.Literal(BUCKETS), x=x, m=m, b=sql.Identifier(f"b{k}"))
         )
-        nulls.append(
-            sql.SQL("({}) AS {}").format(
-                sql.SQL(" OR ").join(sql.Identifier(f"z{col_id[c]}") for c in key),
-                sql.Identifier(f"n{k}"),
-            )
+        if k % PACK == 0:
+            packs.append([])
+        packs[-1].append(_rho_bit(x, 18 * (k % PACK)))
+    for g, bits in enumerate(packs):
+        outs.append(
+            sql.SQL("({}) AS {}").format(sql.SQL(" | ").join(bits), sql.Identifier(f"p{g}"))
         )
     b_ids = [sql.Identifier(f"b{k}") for k in range(len(keys))]
-    final = sql.SQL(
-        "SELECT {bs}, count(*), {nulls} FROM (SELECT {items} FROM ({inner}) s) t "
-        "GROUP BY GROUPING SETS ({sets}, ())"
+    return sql.SQL(
+        "SELECT {bs}, count(*), {regs} FROM (SELECT {items} FROM ({inner}) s) t "
+        "GROUP BY GROUPING SETS ({sets})"
     ).format(
         bs=sql.SQL(", ").join(b_ids),
-        nulls=sql.SQL(", ").join(
-            sql.SQL("count(*) FILTER (WHERE {})").format(sql.Identifier(f"n{k}"))
-            for k in range(len(keys))
+        regs=sql.SQL(", ").join(
+            sql.SQL("bit_or({})").format(sql.Identifier(f"p{g}")) for g in range(len(packs))
         ),
-        items=sql.SQL(", ").join(buckets + nulls),
+        items=sql.SQL(", ").join(outs),
         inner=query,
         sets=sql.SQL(", ").join(sql.SQL("({})").format(b) for b in b_ids),
     )
-    counts = np.zeros((len(keys), BUCKETS), dtype=np.int64)
-    null_counts = [0] * len(keys)
-    total = 0
-    nk = len(keys)
-    for row in conn.execute(final):
-        bs, n, ns = row[:nk], row[nk], row[nk + 1 :]
-        which = [i for i, b in enumerate(bs) if b is not None]
-        if not which:  # grand total
-            total = int(n)
-            null_counts = [int(x) for x in ns]
-        else:
-            counts[which[0], int(bs[which[0]])] = int(n)
-    distincts = _distinct(conn, keys, source) if distinct else [-1] * len(keys)
-    stats = [
-        KeyStats(columns=key, buckets=counts[k], nulls=null_counts[k], distinct=distincts[k])
-        for k, key in enumerate(keys)
-    ]
-    return Counted(stats, total, fraction)
+
+
+def _page_ranges(
+    conn: Any, info: TableInfo, jobs: int, min_pages: int
+) -> list[tuple[int | None, int | None]]:
+    """[(None, p1), (p1, p2), ..., (pk, None)]: open ends, so pages added meanwhile count."""
+    num, version = conn.execute(
+        "SELECT current_setting('server_version_num')::int, version()"
+    ).fetchone()
+    # TID range scans are PostgreSQL 14+; elsewhere each range would read the whole table
+    if num < 140000 or flavor_of(version) != "postgresql":
+        return [(None, None)]
+    pages = conn.execute(
+        "SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::int8",
+        [sql.Identifier(info.schema, info.name).as_string(conn)],
+    ).fetchone()[0]
+    k = max(1, min(jobs, int(pages) // max(1, min_pages)))
+    if k == 1:
+        return [(None, None)]
+    cuts = [int(pages) * i // k for i in range(1, k)]
+    return list(zip([None, *cuts], [*cuts, None], strict=True))
+
+
+def _range_sql(lo: int | None, hi: int | None) -> sql.Composable:
+    conds = []
+    if lo is not None:
+        conds.append(sql.SQL("ctid >= {}::tid").format(sql.Literal(f"({lo},0)")))
+    if hi is not None:
+        conds.append(sql.SQL("ctid < {}::tid").format(sql.Literal(f"({hi},0)")))
+    return sql.SQL("WHERE ") + sql.SQL(" AND ").join(conds) if conds else sql.SQL("")
+
+
+class _NoConnection(Exception):
+    """A range's connection could not be opened."""
+
+
+def _run_ranges(
+    conn: Any,
+    connect: Callable[[], AbstractContextManager[Any]],
+    queries: list[sql.Composed],
+) -> list[list[tuple]]:
+    """One connection per range, all reading the snapshot `conn` exports."""
+    import psycopg
+
+    snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+    opened: list[Any] = []
+    lock = threading.Lock()
+
+    def one(query: sql.Composed) -> list[tuple]:
+        with contextlib.ExitStack() as stack:
+            try:
+                c = stack.enter_context(connect())
+            except AtelierError as e:  # e.g. max_connections reached
+                raise _NoConnection(str(e)) from None
+            with lock:
+                opened.append(c)
+            c.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            c.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+            return c.execute(query).fetchall()
+
+    with ThreadPoolExecutor(max_workers=len(queries)) as pool:
+        futures = [pool.submit(one, q) for q in queries]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            with lock:
+                for c in opened:
+                    with contextlib.suppress(Exception):
+                        c.cancel_safe()
+            raise
 
 
 def _distinct(conn: Any, keys: list[tuple[str, ...]], source: sql.Composable) -> list[int]:
