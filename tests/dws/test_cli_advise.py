@@ -48,7 +48,15 @@ def test_json_and_ddl(capsys, pg_dsn, pg_conn, pg_schema):
     assert out["recommendation"]["ddl"] == (
         f"ALTER TABLE {pg_schema}.facts DISTRIBUTE BY HASH(order_id);"
     )
-    code = main(["dws", "skew", "--dsn", pg_dsn, "--table", f"{pg_schema}.facts", "--nodes", "4"])
+    base = ["dws", "skew", "--dsn", pg_dsn, "--table", f"{pg_schema}.facts", "--nodes", "4"]
+    code = main([*base, "--exact-distinct", "--jobs", "2", "--json"])
+    exact = {tuple(k["key"]): k for k in json.loads(capsys.readouterr().out)["keys"]}
+    assert code == 0 and exact[("order_id",)]["distinct"] == 20000
+    assert exact[("order_id",)]["distinct_exact"] is True
+    assert exact[("order_id",)]["rows_per_dn"] == keys[("order_id",)]["rows_per_dn"]
+    assert main([*base, "--jobs", "0"]) == 2
+    assert "--jobs 0: need at least 1" in capsys.readouterr().err
+    code = main(base)
     text = capsys.readouterr().out
     assert code == 0 and "REPLICATION" in text  # 20000 rows < 1M: a dimension-sized table
 

@@ -52,6 +52,17 @@ def register(suites: argparse._SubParsersAction) -> None:
         metavar="ROWS",
         help="recommend REPLICATION below this many rows (default 1000000)",
     )
+    p.add_argument(
+        "--exact-distinct",
+        action="store_true",
+        help="exact count(DISTINCT) per key (a sort each) instead of the HyperLogLog estimate",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="scan the table in this many page ranges at once (default min(4, CPUs))",
+    )
     _common(p)
     p.set_defaults(func=run_skew)
 
@@ -107,6 +118,8 @@ def run_skew(args: argparse.Namespace) -> int:
         statement_timeout=args.statement_timeout,
         replicate_below=args.replicate_below,
         types=types,
+        exact_distinct=args.exact_distinct,
+        jobs=args.jobs,
     )
     report = skew(cfg)
     if args.json:
