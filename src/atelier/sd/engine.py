@@ -211,6 +211,7 @@ class Engine:
 
         if self.state != "ready":
             raise EngineError(f"model is {self.state}" + (f": {self.error}" if self.error else ""))
+        t0 = time.perf_counter()
         seed = req.seed if req.seed is not None else secrets.randbelow(2**32)
         use_refiner = bool(req.refiner and self.refiner is not None and req.high_noise_frac < 1.0)
         self.base.scheduler = make_scheduler(req.sampler, self._base_sched)
@@ -227,7 +228,6 @@ class Engine:
                 pipe._interrupt = True
             return kwargs
 
-        t0 = time.perf_counter()
         images: list[GeneratedImage] = []
         base_name = model_name(self.settings.model) or "model"
         refiner_name = model_name(self.settings.refiner) if use_refiner else None

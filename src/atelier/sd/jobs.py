@@ -219,11 +219,11 @@ class JobQueue:
         job.result = result
         job.step = job.total
         seconds = time.perf_counter() - t0
-        with self._cv:
-            self._finish(job, "succeeded")
-        if self.metrics is not None:
+        if self.metrics is not None:  # before completion is signalled, so readers see it
             self.metrics.job_seconds.observe(seconds)
             self.metrics.images.inc(len(result.images))
+        with self._cv:
+            self._finish(job, "succeeded")
         log.info(
             '{"event": "job_done", "id": "%s", "images": %d, "seconds": %.3f}',
             job.id,
