@@ -73,14 +73,16 @@ def _diffusers_at_least(version: str) -> bool:
     return Version(installed("diffusers")) >= Version(version)
 
 
-def _quiet_loading() -> None:
-    """Loading bars belong to interactive notebooks, not to a service's log."""
+def quiet_libraries() -> None:
+    """Loading bars and import-time notices (e.g. transformers on a missing torchvision)
+    belong to notebooks, not to a service's log; call before importing pipelines."""
     import diffusers.utils.logging as dlog
     import transformers.utils.logging as tlog
 
     dlog.disable_progress_bar()
     tlog.disable_progress_bar()
     dlog.set_verbosity_error()
+    tlog.set_verbosity_error()
 
 
 class Engine:
@@ -120,6 +122,7 @@ class Engine:
         return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[name]
 
     def _load(self) -> None:
+        quiet_libraries()
         import torch
         from diffusers import (
             AutoencoderKL,
@@ -135,7 +138,6 @@ class Engine:
         # diffusers >= 0.36 names it `dtype`; older releases only know `torch_dtype`
         dtype_key = "dtype" if _diffusers_at_least("0.36") else "torch_dtype"
         kw: dict[str, Any] = {dtype_key: dtype, "local_files_only": True}
-        _quiet_loading()
         path = check_model_path(s.model, "--model")
         if path.is_dir():
             base = StableDiffusionXLPipeline.from_pretrained(str(path), **kw)

@@ -83,6 +83,9 @@ def assemble_sdxl(
 
 def build_tiny_sdxl(out_dir: str | Path, seed: int = 0) -> tuple[Path, Path]:
     """Save a tiny base and refiner as diffusers folders; return (base, refiner)."""
+    from atelier.sd.engine import quiet_libraries
+
+    quiet_libraries()
     import torch
     from diffusers import (
         AutoencoderKL,
