@@ -150,6 +150,18 @@ class VideoWriter:
         self.stream.pix_fmt = "yuv420p"
         self.stream.options = options if options is not None else {"preset": "fast", "crf": "20"}
         self.frames = 0
+        self.audio_stream = None
+        if audio_source is not None:
+            # Streams must all exist before the first packet is muxed (header time).
+            with _open(audio_source) as src:
+                if not src.streams.audio:
+                    self.container.close()
+                    raise AtelierError(f"{audio_source}: has no audio stream")
+                a = src.streams.audio[0]
+                self.audio_rate = a.rate or a.codec_context.sample_rate or 16000
+                self.audio_layout = "mono" if (a.codec_context.channels or 1) == 1 else "stereo"
+            self.audio_stream = self.container.add_stream("aac", rate=self.audio_rate)
+            self.audio_stream.layout = self.audio_layout
 
     def write(self, bgr: np.ndarray) -> None:
         import av
@@ -167,27 +179,26 @@ class VideoWriter:
         """Re-encode the source's first audio stream to AAC at its own rate and layout."""
         import av
 
-        with _open(self.audio_source) as src:
-            if not src.streams.audio:
-                raise AtelierError(f"{self.audio_source}: has no audio stream")
-            in_stream = src.streams.audio[0]
-            rate = in_stream.rate or 16000
-            layout = "mono" if (in_stream.codec_context.channels or 1) == 1 else "stereo"
-            out = self.container.add_stream("aac", rate=rate)
-            out.layout = layout
-            resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
-            pts = 0
-            for frame in src.decode(in_stream):
-                for chunk in resampler.resample(frame):
-                    chunk.pts = pts
-                    pts += chunk.samples
-                    for packet in out.encode(chunk):
-                        self.container.mux(packet)
-            for chunk in resampler.resample(None):
+        out = self.audio_stream
+        resampler = av.AudioResampler(format="fltp", layout=self.audio_layout, rate=self.audio_rate)
+        pts = 0
+
+        def encode(chunks: list) -> None:
+            nonlocal pts
+            for chunk in chunks:
                 chunk.pts = pts
                 pts += chunk.samples
                 for packet in out.encode(chunk):
                     self.container.mux(packet)
+
+        with _open(self.audio_source) as src:
+            in_stream = src.streams.audio[0]
+            try:
+                for frame in src.decode(in_stream):
+                    encode(resampler.resample(frame))
+            except av.FFmpegError as e:
+                raise AtelierError(f"{self.audio_source}: audio decoding failed ({e})") from e
+            encode(resampler.resample(None))
             for packet in out.encode(None):
                 self.container.mux(packet)
 
