@@ -156,16 +156,14 @@ def test_disc_state_dict_matches_official() -> None:
 
 
 def test_forward_shapes() -> None:
+    """Shapes only, one sample each: training and inference tests run the full paths."""
     torch.manual_seed(0)
-    g = Wav2Lip().eval()
     with torch.no_grad():
-        out = g(torch.randn(1, 5, 1, 80, 16), torch.rand(1, 6, 5, 96, 96))
-        assert out.shape == (1, 3, 5, 96, 96)
+        out = Wav2Lip().eval()(torch.randn(1, 1, 80, 16), torch.rand(1, 6, 96, 96))
+        assert out.shape == (1, 3, 96, 96)
         assert float(out.min()) >= 0 and float(out.max()) <= 1
-        single = g(torch.randn(2, 1, 80, 16), torch.rand(2, 6, 96, 96))
-        assert single.shape == (2, 3, 96, 96)
-        a, v = SyncNet_color().eval()(torch.randn(2, 1, 80, 16), torch.rand(2, 15, 48, 96))
-        assert a.shape == v.shape == (2, 512)
-        assert torch.allclose(a.norm(dim=1), torch.ones(2), atol=1e-5)
-        d = Wav2Lip_disc_qual().eval()(out)
-        assert d.shape == (5, 1)
+        a, v = SyncNet_color().eval()(torch.randn(1, 1, 80, 16), torch.rand(1, 15, 48, 96))
+        assert a.shape == v.shape == (1, 512)
+        assert torch.allclose(a.norm(dim=1), torch.ones(1), atol=1e-5)
+        d = Wav2Lip_disc_qual().eval()(torch.rand(1, 3, 2, 96, 96))
+        assert d.shape == (2, 1)

@@ -22,6 +22,8 @@ from atelier.core.progress import progress_bar
 
 log = get_logger(__name__)
 
+REPORT_NAME = "faces.json"
+
 
 @dataclasses.dataclass
 class PreprocessConfig:
@@ -92,6 +94,9 @@ def _process_one(video: Path, out_dir: Path, cfg: PreprocessConfig) -> VideoRepo
         if index == 0:
             raise AtelierError(f"{video}: no frames decoded")
         write_wav(tmp / "audio.wav", wav, cfg.sample_rate)
+        # Kept beside the crops (the official trainers read only *.jpg and audio.wav) so a
+        # resumed run still reports this video's gaps.
+        (tmp / REPORT_NAME).write_text(json.dumps(dataclasses.asdict(report)))
     return report
 
 
@@ -101,6 +106,16 @@ def _job(args: tuple[Path, Path, PreprocessConfig]) -> VideoReport:
         return _process_one(video, out_dir, cfg)
     except AtelierError as e:
         return VideoReport(name=f"{video.parent.name}/{video.stem}", error=str(e))
+
+
+def _earlier_report(out_dir: Path, name: str) -> VideoReport:
+    try:
+        saved = json.loads((out_dir / REPORT_NAME).read_text())
+        report = VideoReport(name, saved.get("frames", 0), list(saved.get("without_face", [])))
+    except (OSError, ValueError):
+        report = VideoReport(name)
+    report.skipped = True
+    return report
 
 
 def _clean_partials(root: Path) -> None:
@@ -139,7 +154,7 @@ def preprocess(cfg: PreprocessConfig) -> PreprocessReport:
     for video in videos:
         out_dir = out_root / video.parent.name / video.stem
         if out_dir.is_dir() and (out_dir / "audio.wav").is_file():
-            reports.append(VideoReport(name=f"{video.parent.name}/{video.stem}", skipped=True))
+            reports.append(_earlier_report(out_dir, f"{video.parent.name}/{video.stem}"))
         else:
             todo.append((video, out_dir, cfg))
     log.info("preprocess: %d video(s), %d already done", len(videos), len(videos) - len(todo))
