@@ -10,10 +10,12 @@ under a temporary name renamed into place when complete.
 from __future__ import annotations
 
 import dataclasses
+import queue
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -151,6 +153,46 @@ def _batches(
             faces, mels, idxs = [], [], []
 
 
+class _Background:
+    """Run `fn(item)` in one worker thread, in order, so encoding overlaps the model.
+
+    PyAV/x264 release the GIL while encoding; the bounded queue keeps memory flat. A
+    failure in the worker is re-raised in the caller at the next put or at exit.
+    """
+
+    def __init__(self, fn: Callable[[Any], None], depth: int = 64) -> None:
+        self.fn = fn
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="atelier-encode", daemon=True)
+
+    def _run(self) -> None:
+        while (item := self.queue.get()) is not _STOP:
+            if self.error is None:
+                try:
+                    self.fn(item)
+                except BaseException as e:  # handed to the caller
+                    self.error = e
+
+    def __call__(self, item: Any) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(item)
+
+    def __enter__(self) -> _Background:
+        self.thread.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        self.queue.put(_STOP)
+        self.thread.join()
+        if exc_type is None and self.error is not None:
+            raise self.error
+
+
+_STOP = object()
+
+
 def infer(cfg: InferConfig) -> InferResult:
     import cv2
     import torch
@@ -192,6 +234,7 @@ def infer(cfg: InferConfig) -> InferResult:
     with (
         atomic_file(out_path) as tmp,
         VideoWriter(tmp, fps, w, h, audio_source=cfg.audio, container_format=fmt) as out,
+        _Background(out.write) as write,
         progress_bar("lip-sync", total=len(chunks), unit="frames") as bar,
         torch.inference_mode(),
     ):
@@ -202,7 +245,7 @@ def infer(cfg: InferConfig) -> InferResult:
                 y1, y2, x1, x2 = boxes[0 if static else idx]
                 frame = frames[idx].copy()
                 frame[y1:y2, x1:x2] = cv2.resize(p, (x2 - x1, y2 - y1))
-                out.write(frame)
+                write(frame)
             bar.advance(0, len(idxs))
     seconds = time.perf_counter() - started
     log.info("wrote %s: %d frames at %.3f fps in %.1f s", out_path, len(chunks), fps, seconds)
