@@ -52,12 +52,12 @@ def test_syncnet_overfits_a_fixed_batch(preprocessed: Path, tiny_hp: HParams) ->
 
     torch.manual_seed(0)
     ds = SyncDataset(read_filelist(preprocessed, "train", None), tiny_hp, seed=0)
-    items = [ds[0] for _ in range(2)]
+    items = [ds[0] for _ in range(4)]
     batch = tuple(torch.stack(t) for t in zip(*items, strict=True))
     model = SyncNet_color()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    losses = [syncnet_step(model, opt, batch, torch.device("cpu")) for _ in range(5)]
-    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = [syncnet_step(model, opt, batch, torch.device("cpu")) for _ in range(6)]
+    assert all(np.isfinite(losses)) and losses[-1] < 0.8 * losses[0], losses
 
 
 def test_train_syncnet_checkpoints_and_resume(

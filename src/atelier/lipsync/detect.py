@@ -44,19 +44,29 @@ class HaarDetector:
                 "install 'opencv-python-headless>=4.8,<5' or use --detector s3fd)"
             )
         self.max_side = max_side
+        self.roi_side = 240  # tracking windows are searched at this size at most
+        self.last: Box | None = None
+        self.last_shape: tuple[int, int] | None = None
 
-    def _one(self, frame: np.ndarray) -> Box | None:
+    def _one(self, frame: np.ndarray, roi: Box | None = None) -> Box | None:
+        """Largest face in `frame`, searched only inside `roi` (x1, y1, x2, y2) when given."""
         import cv2
 
+        ox = oy = 0
+        if roi is not None:
+            ox, oy = roi[0], roi[1]
+            frame = frame[roi[1] : roi[3], roi[0] : roi[2]]
         h, w = frame.shape[:2]
-        scale = min(1.0, self.max_side / max(h, w))
+        limit = self.max_side if roi is None else self.roi_side
+        scale = min(1.0, limit / max(h, w))
         gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         if scale < 1.0:
-            gray = cv2.resize(
-                gray, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA
-            )
+            size = (round(w * scale), round(h * scale))
+            gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
         gray = cv2.equalizeHist(gray)
-        min_side = max(20, int(0.08 * min(gray.shape)))
+        # Inside a tracking window the face fills a good part of it: skip tiny scales.
+        frac = 0.08 if roi is None else 0.25
+        min_side = max(20, int(frac * min(gray.shape)))
         found = self.cascade.detectMultiScale(
             gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side)
         )
@@ -65,12 +75,35 @@ class HaarDetector:
         x, y, bw, bh = max(found, key=lambda b: b[2] * b[3])
         x, y, bw, bh = (v / scale for v in (x, y, bw, bh))
         top, bottom, left, right = HAAR_TO_S3FD
-        x1, x2 = x - left * bw, x + bw + right * bw
-        y1, y2 = y - top * bh, y + bh + bottom * bh
-        return _clip_box((x1, y1, x2, y2), h, w)
+        x1, x2 = ox + x - left * bw, ox + x + bw + right * bw
+        y1, y2 = oy + y - top * bh, oy + y + bh + bottom * bh
+        return _clip_box((x1, y1, x2, y2), 10**9, 10**9)  # detect() clips to the frame
+
+    def _window(self, box: Box, h: int, w: int) -> Box:
+        """The previous face box grown by 60% on each side: where to look next frame."""
+        x1, y1, x2, y2 = box
+        mx, my = 0.6 * (x2 - x1), 0.6 * (y2 - y1)
+        return _clip_box((x1 - mx, y1 - my, x2 + mx, y2 + my), h, w)
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[Box | None]:
-        return [self._one(f) for f in frames]
+        """Track across calls: search near the last face first, the whole frame if lost.
+
+        The window only narrows the search (every frame is still detected, nothing is
+        propagated), so a wrong window costs a full-frame pass, never a wrong box.
+        """
+        out: list[Box | None] = []
+        for frame in frames:
+            h, w = frame.shape[:2]
+            box = None
+            if self.last is not None and self.last_shape == (h, w):
+                box = self._one(frame, self._window(self.last, h, w))
+            if box is None:
+                box = self._one(frame)
+            if box is not None:
+                box = _clip_box(box, h, w)
+                self.last, self.last_shape = box, (h, w)
+            out.append(box)
+        return out
 
 
 class S3FDDetector:
