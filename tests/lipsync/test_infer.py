@@ -72,3 +72,18 @@ def test_infer_clear_errors(w2l_ckpt: Path, tmp_path: Path) -> None:
     with pytest.raises(AtelierError, match="no face detected"):
         infer(InferConfig(w2l_ckpt, blank, speech, tmp_path / "o.mp4", device="cpu"))
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_inference_optimisation_keeps_outputs() -> None:
+    from atelier.lipsync.infer import optimize_for_inference
+
+    torch.manual_seed(0)
+    model = Wav2Lip().eval()
+    for p in model.modules():  # non-trivial BatchNorm statistics
+        if isinstance(p, torch.nn.BatchNorm2d):
+            p.running_mean.uniform_(-0.1, 0.1)
+            p.running_var.uniform_(0.5, 2.0)
+    fast = optimize_for_inference(model)
+    x, a = torch.rand(2, 6, 96, 96), torch.randn(2, 1, 80, 16)
+    with torch.no_grad():
+        assert torch.allclose(model(a, x), fast(a, x), atol=1e-4)
