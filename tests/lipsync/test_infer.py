@@ -87,3 +87,15 @@ def test_inference_optimisation_keeps_outputs() -> None:
     x, a = torch.rand(2, 6, 96, 96), torch.randn(2, 1, 80, 16)
     with torch.no_grad():
         assert torch.allclose(model(a, x), fast(a, x), atol=1e-4)
+
+
+def test_resize_rotate_crop_follow_official_order(tmp_path: Path) -> None:
+    import numpy as np
+
+    from atelier.lipsync.infer import _prepare
+
+    frame = np.zeros((120, 200, 3), np.uint8)
+    cfg = InferConfig(tmp_path / "c.pth", tmp_path / "f.mp4", tmp_path / "a.wav",
+                      resize_factor=2, rotate=True, crop=(10, -1, 5, 40))  # fmt: skip
+    # resize 200x120 -> 100x60, rotate -> 60 wide x 100 high, then crop rows 10: and cols 5:40
+    assert _prepare(frame, cfg).shape == (90, 35, 3)
