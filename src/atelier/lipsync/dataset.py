@@ -49,8 +49,21 @@ class _Base:
         self.min_len = min_len
         self.hp = hp
         self.rng = random.Random(seed)
+        self._make_caches()
+
+    def _make_caches(self) -> None:
         self._mel = functools.lru_cache(maxsize=64)(self._load_mel)
         self._frames = functools.lru_cache(maxsize=256)(self._list_frames)
+
+    def __getstate__(self) -> dict:
+        # Spawned loader workers (macOS, Windows) pickle the dataset; caches stay behind.
+        state = self.__dict__.copy()
+        del state["_mel"], state["_frames"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._make_caches()
 
     def __len__(self) -> int:
         # Official: one item per video. Items are drawn at random anyway, so a tiny set is
