@@ -99,3 +99,28 @@ def test_resize_rotate_crop_follow_official_order(tmp_path: Path) -> None:
                       resize_factor=2, rotate=True, crop=(10, -1, 5, 40))  # fmt: skip
     # resize 200x120 -> 100x60, rotate -> 60 wide x 100 high, then crop rows 10: and cols 5:40
     assert _prepare(frame, cfg).shape == (90, 35, 3)
+
+
+def test_infer_reads_compressed_audio_without_ffmpeg(w2l_ckpt: Path, tmp_path: Path) -> None:
+    """An .m4a (AAC) voice track, decoded and re-muxed by PyAV alone."""
+    import av
+    import numpy as np
+
+    from atelier.lipsync.synthetic import speech_like
+
+    m4a = tmp_path / "speech.m4a"
+    wav = speech_like(0.5)
+    with av.open(str(m4a), "w", format="ipod") as c:
+        s = c.add_stream("aac", rate=16000)
+        s.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(wav[None, :], format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 16000, 0
+        for packet in [*s.encode(frame), *s.encode(None)]:
+            c.mux(packet)
+    assert abs(read_audio(m4a, 16000).size / 16000 - 0.5) < 0.1
+    img = tmp_path / "face.png"
+    cv2.imwrite(str(img), moving_face_frames(1, 240, 180)[0])
+    out = tmp_path / "from_m4a.mp4"
+    result = infer(InferConfig(w2l_ckpt, img, m4a, out, device="cpu"))
+    info = describe(out)
+    assert info["frames"] == result.frames and np.isclose(info["audio_seconds"], 0.5, atol=0.1)
