@@ -14,10 +14,12 @@ def register(suites: argparse._SubParsersAction) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     from atelier.dws.demo import run as dws_demo
+    from atelier.lipsync.demo import run as lipsync_demo
     from atelier.llm.demo import run as llm_demo
     from atelier.sd.demo import run as sd_demo
 
     llm_demo(args.out, workers=args.workers)
     sd_demo(args.out)
+    lipsync_demo(args.out)
     dws_demo(args.out)
     return 0

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from atelier import __version__
 from atelier.cli import demo as demo_cli
 from atelier.cli import dws as dws_cli
+from atelier.cli import lipsync as lipsync_cli
 from atelier.cli import llm as llm_cli
 from atelier.cli import sd as sd_cli
 from atelier.core.errors import AtelierError
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     suites = parser.add_subparsers(dest="suite", metavar="SUITE", required=True)
     llm_cli.register(suites)
     sd_cli.register(suites)
+    lipsync_cli.register(suites)
     dws_cli.register(suites)
     demo_cli.register(suites)
     return parser

@@ -1,0 +1,114 @@
+"""Face boxes: Haar on a real face, missing-frame interpolation, official pads/smoothing, S3FD."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from atelier.core.errors import AtelierError
+from atelier.lipsync.detect import (
+    HaarDetector,
+    S3FDDetector,
+    fill_missing,
+    nms,
+    pad_boxes,
+    smooth_boxes,
+)
+from atelier.lipsync.models.s3fd import s3fd
+from atelier.lipsync.synthetic import moving_face_frames
+
+# Official net_s3fd.py, transcribed: name cin cout k (every conv has weight + bias).
+S3FD_CONVS = """
+conv1_1 3 64 3
+conv1_2 64 64 3
+conv2_1 64 128 3
+conv2_2 128 128 3
+conv3_1 128 256 3
+conv3_2 256 256 3
+conv3_3 256 256 3
+conv4_1 256 512 3
+conv4_2 512 512 3
+conv4_3 512 512 3
+conv5_1 512 512 3
+conv5_2 512 512 3
+conv5_3 512 512 3
+fc6 512 1024 3
+fc7 1024 1024 1
+conv6_1 1024 256 1
+conv6_2 256 512 3
+conv7_1 512 128 1
+conv7_2 128 256 3
+conv3_3_norm_mbox_conf 256 4 3
+conv3_3_norm_mbox_loc 256 4 3
+conv4_3_norm_mbox_conf 512 2 3
+conv4_3_norm_mbox_loc 512 4 3
+conv5_3_norm_mbox_conf 512 2 3
+conv5_3_norm_mbox_loc 512 4 3
+fc7_mbox_conf 1024 2 3
+fc7_mbox_loc 1024 4 3
+conv6_2_mbox_conf 512 2 3
+conv6_2_mbox_loc 512 4 3
+conv7_2_mbox_conf 256 2 3
+conv7_2_mbox_loc 256 4 3
+"""
+S3FD_NORMS = {"conv3_3_norm": (256, 10.0), "conv4_3_norm": (512, 8.0), "conv5_3_norm": (512, 5.0)}
+
+
+def test_s3fd_state_dict_matches_official() -> None:
+    expected: dict[str, tuple[int, ...]] = {}
+    for line in S3FD_CONVS.strip().splitlines():
+        name, cin, cout, k = line.split()
+        expected[f"{name}.weight"] = (int(cout), int(cin), int(k), int(k))
+        expected[f"{name}.bias"] = (int(cout),)
+    for name, (c, _) in S3FD_NORMS.items():
+        expected[f"{name}.weight"] = (c,)
+    net = s3fd()
+    actual = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    assert actual == expected
+    for name, (_, scale) in S3FD_NORMS.items():
+        assert torch.all(net.state_dict()[f"{name}.weight"] == scale)
+
+
+def test_s3fd_detection_path_runs_on_random_weights(tmp_path) -> None:
+    torch.manual_seed(0)
+    path = tmp_path / "s3fd.pth"
+    torch.save(s3fd().state_dict(), path)  # the official file is a bare state dict
+    det = S3FDDetector(path, device="cpu")
+    frames = moving_face_frames(2, 64, 64)
+    raw = det.raw(frames)
+    assert len(raw) == 2 and all(r.ndim == 2 and r.shape[1] == 5 for r in raw)
+    boxes = det.detect(frames)
+    assert len(boxes) == 2
+
+
+def test_nms_keeps_best_and_drops_overlaps() -> None:
+    dets = np.array([[0, 0, 10, 10, 0.6], [1, 1, 10, 10, 0.9], [50, 50, 60, 60, 0.7]], float)
+    assert nms(dets, 0.3).tolist() == [1, 2]
+
+
+def test_haar_finds_the_moving_face_and_reports_blank_frames() -> None:
+    frames = moving_face_frames(12, 320, 240, no_face=[4, 5])
+    boxes = HaarDetector().detect(frames)
+    assert [i for i, b in enumerate(boxes) if b is None] == [4, 5]
+    x1, y1, x2, y2 = boxes[0]
+    assert 30 < x2 - x1 < 120 and 30 < y2 - y1 < 150  # a face-sized box near the centre
+    assert 80 < (x1 + x2) / 2 < 240 and 40 < (y1 + y2) / 2 < 200
+
+
+def test_fill_missing_interpolates_and_errors_when_no_face() -> None:
+    filled = fill_missing([None, (0, 0, 10, 10), None, (10, 20, 30, 40), None])
+    assert filled.missing == [0, 2, 4]
+    assert filled.boxes.tolist() == [
+        [0, 0, 10, 10], [0, 0, 10, 10], [5, 10, 20, 25], [10, 20, 30, 40], [10, 20, 30, 40]
+    ]  # fmt: skip
+    with pytest.raises(AtelierError, match="no face detected"):
+        fill_missing([None, None])
+
+
+def test_official_pads_and_smoothing() -> None:
+    boxes = np.array([[5, 5, 50, 50], [10, 10, 60, 60]])
+    assert pad_boxes(boxes, (0, 10, 0, 0), 55, 100).tolist() == [[5, 5, 50, 55], [10, 10, 60, 55]]
+    seq = np.array([[0, 0, 0, 0], [10, 10, 10, 10], [20, 20, 20, 20], [30, 30, 30, 30]])
+    # window 2: forward mean, the last window reuses the already-smoothed element
+    assert smooth_boxes(seq, 2)[:, 0].tolist() == [5, 15, 25, 27]
