@@ -149,10 +149,13 @@ class HFSource:
         except AtelierError:
             raise
         except Exception as e:
-            raise AtelierError(
-                f"{self.folder / self._files[name]}: cannot read {name!r} "
-                f"({e}); the file is corrupt or truncated"
-            ) from None
+            raise self._unreadable(name, e) from None
+
+    def _unreadable(self, name: str, e: Exception) -> AtelierError:
+        return AtelierError(
+            f"{self.folder / self._files[name]}: cannot read {name!r} "
+            f"({e}); the file is corrupt or truncated"
+        )
 
     def _release(self) -> None:
         """Unmap the files: pages read through an open mapping would count as our RSS."""
@@ -209,10 +212,7 @@ class HFSource:
         except AtelierError:
             raise
         except Exception as e:
-            raise AtelierError(
-                f"{self.folder / self._files[name]}: cannot read {name!r} "
-                f"({e}); the file is corrupt or truncated"
-            ) from None
+            raise self._unreadable(name, e) from None
 
     def close(self) -> None:
         self._handles.clear()
