@@ -16,7 +16,8 @@ from atelier.llm.convert.assets import (
     copy_tokenizer,
 )
 from atelier.llm.convert.hf_checkpoint import HFSource
-from atelier.llm.convert.megatron_checkpoint import MegatronLayout, MegatronTarget, write_megatron
+from atelier.llm.convert.megatron_checkpoint import MegatronLayout
+from atelier.llm.convert.megatron_writer import MegatronTarget, write_megatron
 from atelier.llm.convert.output_dir import check_save_dir
 
 FORMATS = ("legacy", "mcore")

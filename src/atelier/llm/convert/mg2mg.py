@@ -10,12 +10,8 @@ import torch
 from atelier.core.atomic import atomic_dir
 from atelier.llm.convert.assets import ASSETS_DIRNAME
 from atelier.llm.convert.hf2mg import check_format
-from atelier.llm.convert.megatron_checkpoint import (
-    MegatronLayout,
-    MegatronSource,
-    MegatronTarget,
-    write_megatron,
-)
+from atelier.llm.convert.megatron_checkpoint import MegatronLayout, MegatronSource
+from atelier.llm.convert.megatron_writer import MegatronTarget, write_megatron
 from atelier.llm.convert.output_dir import check_save_dir
 
 
