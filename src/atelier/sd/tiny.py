@@ -51,60 +51,13 @@ def write_clip_tokenizer(out: Path) -> Path:
     return out
 
 
-def assemble_sdxl(
-    unet: Any, refiner_unet: Any, vae: Any, enc1: Any, enc2: Any, tokenizer: Any, scheduler: Any
-) -> tuple[Any, Any]:
-    """SDXL base + refiner pipelines from components; the refiner shares encoder 2 and the
-    VAE, the ensemble-of-experts layout of the published refiner."""
-    from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+def tiny_configs(vocab: int) -> dict[str, dict[str, Any]]:
+    """Configs in the shape of configs/sdxl.json, small enough to run in a second on a CPU.
 
-    base = StableDiffusionXLPipeline(
-        vae=vae,
-        text_encoder=enc1,
-        text_encoder_2=enc2,
-        tokenizer=tokenizer,
-        tokenizer_2=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-    )
-    refiner = StableDiffusionXLImg2ImgPipeline(
-        vae=vae,
-        text_encoder=None,
-        text_encoder_2=enc2,
-        tokenizer=None,
-        tokenizer_2=tokenizer,
-        unet=refiner_unet,
-        scheduler=scheduler,
-        requires_aesthetics_score=True,
-        force_zeros_for_empty_prompt=True,
-    )
-    return base, refiner
-
-
-def build_tiny_sdxl(out_dir: str | Path, seed: int = 0) -> tuple[Path, Path]:
-    """Save a tiny base and refiner as diffusers folders; return (base, refiner)."""
-    from atelier.sd.engine import quiet_libraries
-
-    quiet_libraries()
-    import torch
-    from diffusers import (
-        AutoencoderKL,
-        EulerDiscreteScheduler,
-        UNet2DConditionModel,
-    )
-    from transformers import (
-        CLIPTextConfig,
-        CLIPTextModel,
-        CLIPTextModelWithProjection,
-        CLIPTokenizer,
-    )
-
-    out = Path(out_dir)
-    torch.manual_seed(seed)
-    tok_dir = write_clip_tokenizer(out / "_clip_tokenizer")
-    tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir))
-    vocab = len(tokenizer)
-    text_cfg = dict(
+    The base UNet sees both encoders' states (32 + 32) and 6 time ids; the refiner sees
+    encoder 2 only and 5 ids (aesthetic score instead of the crop/target size pair).
+    """
+    text = dict(
         bos_token_id=vocab - 2,
         eos_token_id=vocab - 1,
         pad_token_id=vocab - 1,
@@ -117,9 +70,7 @@ def build_tiny_sdxl(out_dir: str | Path, seed: int = 0) -> tuple[Path, Path]:
         hidden_act="gelu",
         projection_dim=32,
     )
-    enc1 = CLIPTextModel(CLIPTextConfig(**text_cfg))
-    enc2 = CLIPTextModelWithProjection(CLIPTextConfig(**text_cfg))
-    unet_common = dict(
+    unet = dict(
         block_out_channels=(32, 64),
         layers_per_block=1,
         sample_size=32,
@@ -134,31 +85,54 @@ def build_tiny_sdxl(out_dir: str | Path, seed: int = 0) -> tuple[Path, Path]:
         transformer_layers_per_block=(1, 1),
         norm_num_groups=8,
     )
-    # base: both encoders' states (32 + 32) and 6 time ids; refiner: encoder 2 and 5 ids
-    unet = UNet2DConditionModel(
-        **unet_common, cross_attention_dim=64, projection_class_embeddings_input_dim=80
-    )
-    refiner_unet = UNet2DConditionModel(
-        **unet_common, cross_attention_dim=32, projection_class_embeddings_input_dim=72
-    )
-    vae = AutoencoderKL(
-        block_out_channels=[32, 64],
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
-        latent_channels=4,
-        sample_size=128,
-        norm_num_groups=8,
-    )
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        steps_offset=1,
-        timestep_spacing="leading",
-    )
-    base, refiner = assemble_sdxl(unet, refiner_unet, vae, enc1, enc2, tokenizer, scheduler)
+    return {
+        "base_unet": {
+            **unet,
+            "cross_attention_dim": 64,
+            "projection_class_embeddings_input_dim": 80,
+        },
+        "refiner_unet": {
+            **unet,
+            "cross_attention_dim": 32,
+            "projection_class_embeddings_input_dim": 72,
+        },
+        "vae": dict(
+            block_out_channels=[32, 64],
+            in_channels=3,
+            out_channels=3,
+            down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+            up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+            latent_channels=4,
+            sample_size=128,
+            norm_num_groups=8,
+        ),
+        "text_encoder": text,
+        "text_encoder_2": text,
+        "scheduler": dict(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            steps_offset=1,
+            timestep_spacing="leading",
+        ),
+    }
+
+
+def build_tiny_sdxl(out_dir: str | Path, seed: int = 0) -> tuple[Path, Path]:
+    """Save a tiny base and refiner as diffusers folders; return (base, refiner)."""
+    from atelier.sd.engine import quiet_libraries
+
+    quiet_libraries()
+    import torch
+    from transformers import CLIPTokenizer
+
+    from atelier.sd.architectures import build_sdxl
+
+    out = Path(out_dir)
+    torch.manual_seed(seed)
+    tok_dir = write_clip_tokenizer(out / "_clip_tokenizer")
+    vocab = len(CLIPTokenizer.from_pretrained(str(tok_dir)))
+    base, refiner = build_sdxl(tiny_configs(vocab), tok_dir)
     base_dir, refiner_dir = out / "base", out / "refiner"
     base.save_pretrained(str(base_dir))
     refiner.save_pretrained(str(refiner_dir))
