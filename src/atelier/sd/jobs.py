@@ -83,7 +83,6 @@ class JobQueue:
         self._cv = threading.Condition()
         self.current: Job | None = None
         self._step_seconds: float | None = None  # running average, for ETAs
-        self._counter = itertools.count()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="atelier-sd-worker", daemon=True)
         self._thread.start()

@@ -14,11 +14,10 @@ from rich.table import Table
 from rich.text import Text
 
 from atelier.core.errors import AtelierError
+from atelier.llm.data.handlers import IGNORE
 from atelier.llm.data.indexed import IndexedReader, exists
-from atelier.llm.data.merge import _keys_of
+from atelier.llm.data.merge import dataset_keys
 from atelier.llm.data.tokenizer import Backend, TokenizerSpec, load_tokenizer
-
-IGNORE = -100
 
 
 @dataclass
@@ -37,7 +36,7 @@ class DatasetSummary:
 def find_datasets(prefix: str) -> dict[str, IndexedReader]:
     if exists(prefix):
         return {"data": IndexedReader.open(prefix)}
-    keys = _keys_of(prefix)
+    keys = dataset_keys(prefix)
     if not keys:
         raise AtelierError(
             f"{prefix}: no dataset here; give the --output-prefix used for preprocess "

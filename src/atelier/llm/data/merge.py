@@ -18,7 +18,7 @@ from atelier.llm.data.indexed import IndexedReader, IndexedWriter, bin_path, exi
 SUFFIX = "_document"
 
 
-def _keys_of(prefix: str) -> list[str]:
+def dataset_keys(prefix: str) -> list[str]:
     """Keys of a preprocess output prefix: `{prefix}_{key}_document.idx` files."""
     found = glob.glob(glob.escape(prefix) + "_*" + SUFFIX + ".idx")
     keys = [f[len(prefix) + 1 : -len(SUFFIX + ".idx")] for f in found]
@@ -38,7 +38,7 @@ def plan_merge(inputs: list[str], output_prefix: str) -> dict[str, list[str]]:
     plan: dict[str, list[str]] = {}
     first_keys: list[str] | None = None
     for p in inputs:
-        keys = _keys_of(p)
+        keys = dataset_keys(p)
         if not keys:
             raise AtelierError(
                 f"--input {p}: neither a dataset prefix ({p}.bin/.idx) nor a preprocess "

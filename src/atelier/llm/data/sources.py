@@ -14,7 +14,7 @@ import io
 import json
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
@@ -46,7 +46,8 @@ def suffix_of(path: str | Path) -> str | None:
 @dataclass(frozen=True)
 class SourceFile:
     path: str
-    fmt: str  # jsonl | json | parquet | csv | text | arrow
+    # jsonl (also a .json of JSON lines) | json (an array) | parquet | csv | text | arrow
+    fmt: str
     compressed: bool
     size: int
 
@@ -89,7 +90,10 @@ def resolve_inputs(spec: str) -> list[SourceFile]:
             known = ", ".join(s for s, _ in SUFFIX_FORMATS)
             raise AtelierError(f"{f}: unknown input format; use one of {known}")
         fmt = dict(SUFFIX_FORMATS)[suffix]
-        out.append(SourceFile(str(f), fmt, suffix.endswith(".gz"), f.stat().st_size))
+        src = SourceFile(str(f), fmt, suffix.endswith(".gz"), f.stat().st_size)
+        if fmt == "json" and not _is_json_array(src):  # decided once, by peeking at the file
+            src = replace(src, fmt="jsonl")
+        out.append(src)
     return out
 
 
@@ -114,7 +118,7 @@ def _is_json_array(src: SourceFile) -> bool:
 
 
 def line_format(src: SourceFile) -> bool:
-    return src.fmt in ("jsonl", "text") or (src.fmt == "json" and not _is_json_array(src))
+    return src.fmt in ("jsonl", "text")
 
 
 def count_records(src: SourceFile) -> int:
