@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from atelier.core.flags import Int
+
 
 def register(suites: argparse._SubParsersAction) -> None:
     p = suites.add_parser("demo", help="run each suite on bundled sample data")
     p.add_argument("--out", default="out/demo", help="where outputs go (default out/demo)")
-    p.add_argument("--workers", type=int, default=2, help="worker processes for preprocessing")
+    p.add_argument(
+        "--workers", type=Int(1, 64), default=2, help="worker processes for preprocessing"
+    )
     p.set_defaults(func=run_demo)
 
 

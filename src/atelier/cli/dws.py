@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from atelier.core.flags import NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_INT, Float, Int
+
 
 def register(suites: argparse._SubParsersAction) -> None:
     dws = suites.add_parser("dws", help="distribution-skew advisor for MPP warehouses")
@@ -24,10 +26,10 @@ def register(suites: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--columns", help="candidate keys, e.g. a,b,(c,d); default every distributable column"
     )
-    p.add_argument("--nodes", type=int, default=6, help="data nodes (DNs) (default 6)")
+    p.add_argument("--nodes", type=Int(1, 4096), default=6, help="data nodes (DNs) (default 6)")
     p.add_argument(
         "--sample",
-        type=int,
+        type=POSITIVE_INT,
         default=None,
         metavar="ROWS",
         help="analyze about ROWS rows (TABLESAMPLE SYSTEM) instead of the table",
@@ -47,7 +49,7 @@ def register(suites: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--replicate-below",
-        type=int,
+        type=NON_NEGATIVE_INT,
         default=1_000_000,
         metavar="ROWS",
         help="recommend REPLICATION below this many rows (default 1000000)",
@@ -59,7 +61,7 @@ def register(suites: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--jobs",
-        type=int,
+        type=Int(1, 64),
         default=None,
         help="scan the table in this many page ranges at once (default min(4, CPUs))",
     )
@@ -71,13 +73,15 @@ def register(suites: argparse._SubParsersAction) -> None:
     s.add_argument("--schema", default=None, help="only this schema (default: all user schemas)")
     s.add_argument(
         "--threshold",
-        type=float,
+        type=NON_NEGATIVE_FLOAT,
         default=0.05,
         help="(max-min)/avg above which a table is listed (default 0.05)",
     )
-    s.add_argument("--top", type=int, default=50, help="at most this many tables (default 50)")
-    s.add_argument("--nodes", type=int, default=6, help="data nodes (DNs) (default 6)")
-    s.add_argument("--sample", type=int, default=None, metavar="ROWS")
+    s.add_argument(
+        "--top", type=POSITIVE_INT, default=50, help="at most this many tables (default 50)"
+    )
+    s.add_argument("--nodes", type=Int(1, 4096), default=6, help="data nodes (DNs) (default 6)")
+    s.add_argument("--sample", type=POSITIVE_INT, default=None, metavar="ROWS")
     _common(s)
     s.set_defaults(func=run_scan)
 
@@ -85,7 +89,7 @@ def register(suites: argparse._SubParsersAction) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--statement-timeout",
-        type=float,
+        type=Float(0, 86400 * 7, lo_open=True),
         default=300.0,
         metavar="SECONDS",
         help="cancel any statement running longer (default 300)",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from atelier.core.flags import POSITIVE_FLOAT, POSITIVE_INT, SEED, Float, Int
+
 
 def _bool(text: str) -> bool:
     return text.strip().lower() in ("1", "true", "yes", "on")
@@ -21,14 +23,16 @@ def _hparam_flags(p: argparse.ArgumentParser, train_wav2lip: bool) -> None:
         metavar="KEY=VALUE",
         help="override one hyperparameter, e.g. --set eval_interval=1000 (repeatable)",
     )
-    g.add_argument("--batch-size", "--batch_size", type=int, help="training batch size")
-    g.add_argument("--lr", type=float, help="learning rate")
-    g.add_argument("--eval-interval", type=int, help="steps between evals")
-    g.add_argument("--checkpoint-interval", type=int, help="steps between checkpoints")
-    g.add_argument("--workers", type=int, help="DataLoader workers (hparams num_workers: 16)")
-    g.add_argument("--max-steps", type=int, help="stop (and save) at this global step")
+    g.add_argument("--batch-size", "--batch_size", type=Int(1, 1 << 16), help="training batch size")
+    g.add_argument("--lr", type=POSITIVE_FLOAT, help="learning rate")
+    g.add_argument("--eval-interval", type=POSITIVE_INT, help="steps between evals")
+    g.add_argument("--checkpoint-interval", type=POSITIVE_INT, help="steps between checkpoints")
+    g.add_argument(
+        "--workers", type=Int(0, 256), help="DataLoader workers (hparams num_workers: 16)"
+    )
+    g.add_argument("--max-steps", type=POSITIVE_INT, help="stop (and save) at this global step")
     g.add_argument("--device", default="auto", help="auto | cuda | npu | cpu | mps")
-    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--seed", type=SEED, default=None)
     g.add_argument(
         "--filelists-dir", type=Path, help="where train.txt/val.txt are (DATA_ROOT/filelists)"
     )
@@ -46,12 +50,19 @@ def register(suites: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--detector", choices=["opencv", "s3fd"], default="opencv")
     p.add_argument("--s3fd-path", "--s3fd_path", type=Path, help="s3fd.pth (for --detector s3fd)")
-    p.add_argument("--batch-size", "--batch_size", type=int, default=32, help="detection batch")
-    p.add_argument("--workers", type=int, default=1, help="videos processed in parallel")
+    p.add_argument(
+        "--batch-size", "--batch_size", type=Int(1, 1 << 16), default=32, help="detection batch"
+    )
+    p.add_argument("--workers", type=Int(1, 256), default=1, help="videos processed in parallel")
     p.add_argument("--device", default="auto")
     p.add_argument("--make-filelists", action="store_true", help="write filelists/train,val.txt")
-    p.add_argument("--val-ratio", type=float, default=0.05, help="share of videos for val.txt")
-    p.add_argument("--seed", type=int, default=0, help="split seed")
+    p.add_argument(
+        "--val-ratio",
+        type=Float(0, 1, hi_open=True),
+        default=0.05,
+        help="share of videos for val.txt",
+    )
+    p.add_argument("--seed", type=SEED, default=0, help="split seed")
     p.add_argument("--filelists-dir", type=Path, help="default PREPROCESSED_ROOT/filelists")
     p.set_defaults(func=run_preprocess)
 
@@ -80,13 +91,19 @@ def register(suites: argparse._SubParsersAction) -> None:
     p.add_argument("--audio", type=Path, required=True, help="wav/mp3/m4a or a video's audio")
     p.add_argument("--outfile", type=Path, default=Path("results/result_voice.mp4"))
     p.add_argument("--static", nargs="?", const=True, default=False, type=_bool)
-    p.add_argument("--fps", type=float, default=25.0, help="for a still image")
-    p.add_argument("--pads", nargs=4, type=int, default=[0, 10, 0, 0], metavar="N")
-    p.add_argument("--face-det-batch-size", "--face_det_batch_size", type=int, default=16)
-    p.add_argument("--wav2lip-batch-size", "--wav2lip_batch_size", type=int, default=128)
-    p.add_argument("--resize-factor", "--resize_factor", type=int, default=1)
-    p.add_argument("--crop", nargs=4, type=int, default=[0, -1, 0, -1], metavar="N")
-    p.add_argument("--box", nargs=4, type=int, default=[-1, -1, -1, -1], metavar="N")
+    p.add_argument(
+        "--fps", type=Float(0, 1000, lo_open=True), default=25.0, help="for a still image"
+    )
+    p.add_argument("--pads", nargs=4, type=Int(-4096, 4096), default=[0, 10, 0, 0], metavar="N")
+    p.add_argument(
+        "--face-det-batch-size", "--face_det_batch_size", type=Int(1, 1 << 16), default=16
+    )
+    p.add_argument(
+        "--wav2lip-batch-size", "--wav2lip_batch_size", type=Int(1, 1 << 16), default=128
+    )
+    p.add_argument("--resize-factor", "--resize_factor", type=Int(1, 64), default=1)
+    p.add_argument("--crop", nargs=4, type=Int(-1, 1 << 16), default=[0, -1, 0, -1], metavar="N")
+    p.add_argument("--box", nargs=4, type=Int(-1, 1 << 16), default=[-1, -1, -1, -1], metavar="N")
     p.add_argument("--rotate", action="store_true")
     p.add_argument("--nosmooth", action="store_true")
     p.add_argument("--detector", choices=["opencv", "s3fd"], default="opencv")

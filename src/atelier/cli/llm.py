@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from atelier.cli import llm_convert
+from atelier.core.flags import NON_NEGATIVE_INT, POSITIVE_INT, Int
 from atelier.core.log import get_logger
 
 log = get_logger(__name__)
@@ -109,7 +110,7 @@ def _preprocess(verbs: argparse._SubParsersAction) -> None:
     g.add_argument("--append-eod", action="store_true", help="append EOS after each document")
     g.add_argument(
         "--seq-length",
-        type=int,
+        type=Int(1, 1 << 24),
         default=None,
         help="skip samples longer than this (row length with --pack)  [env SEQ_LEN]",
     )
@@ -118,15 +119,19 @@ def _preprocess(verbs: argparse._SubParsersAction) -> None:
         action="store_true",
         help="pack instruction samples greedily into rows of exactly --seq-length",
     )
-    g.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    g.add_argument("--workers", type=Int(1, 1024), default=1, help="worker processes (default 1)")
     g.add_argument(
         "--log-interval",
-        type=int,
+        type=POSITIVE_INT,
         default=1000,
         help="log progress every N documents when stderr is not a terminal",
     )
-    g.add_argument("--shard", type=int, default=0, help="process slice I of --num-shards")
-    g.add_argument("--num-shards", type=int, default=1, help="number of slices (default 1)")
+    g.add_argument(
+        "--shard", type=NON_NEGATIVE_INT, default=0, help="process slice I of --num-shards"
+    )
+    g.add_argument(
+        "--num-shards", type=Int(1, 1 << 20), default=1, help="number of slices (default 1)"
+    )
     g = p.add_argument_group("output")
     g.add_argument(
         "--output-prefix", default=None, help="output path prefix  [env PROCESSED_DATA_PREFIX]"
@@ -135,7 +140,7 @@ def _preprocess(verbs: argparse._SubParsersAction) -> None:
     g.add_argument("--streaming", action="store_true", help="input is always streamed")
     g.add_argument("--dataset-impl", choices=["mmap"], default="mmap", help="only mmap exists")
     g.add_argument("--cache-dir", default=None, help="no cache is needed")
-    g.add_argument("--n-subs", type=int, default=None, help="use --workers instead")
+    g.add_argument("--n-subs", type=Int(1, 1024), default=None, help="use --workers instead")
     p.set_defaults(func=run_preprocess)
 
 
@@ -217,7 +222,7 @@ def _inspect(verbs: argparse._SubParsersAction) -> None:
         description="PREFIX is the --output-prefix given to preprocess, or a dataset prefix.",
     )
     p.add_argument("prefix", metavar="PREFIX")
-    p.add_argument("--sample", type=int, default=0, help="index of the sample to show")
+    p.add_argument("--sample", type=NON_NEGATIVE_INT, default=0, help="index of the sample to show")
     _tokenizer_flags(p)
     p.set_defaults(func=run_inspect)
 

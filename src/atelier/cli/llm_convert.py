@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from atelier.core.flags import Int
+
 
 def register(verbs: argparse._SubParsersAction) -> None:
     from pathlib import Path
@@ -45,7 +47,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
             "--tensor-model-parallel-size",
             "--target-tensor-parallel-size",
             dest="tp",
-            type=int,
+            type=Int(1, 1024),
             default=None if required else 1,
             required=required,
             help="tensor parallel size T",
@@ -55,7 +57,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
             "--pipeline-model-parallel-size",
             "--target-pipeline-parallel-size",
             dest="pp",
-            type=int,
+            type=Int(1, 1024),
             default=None if required else 1,
             required=required,
             help="pipeline parallel size P",
@@ -67,7 +69,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
         )
         g.add_argument(
             "--make-vocab-size-divisible-by",
-            type=int,
+            type=Int(1, 1 << 20),
             default=None,
             help="pad the vocabulary to a multiple of this times T (default 128)",
         )
@@ -103,7 +105,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--true-vocab-size",
-        type=int,
+        type=Int(1, 1 << 31),
         default=None,
         help="vocabulary rows to keep (default: config.json vocab_size)",
     )
@@ -125,7 +127,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
         "--target-tensor-parallel-size",
         "--target-pipeline-parallel-size",
         dest="_ignored",
-        type=int,
+        type=Int(1, 1),
         choices=[1],
         default=1,
         help=argparse.SUPPRESS,

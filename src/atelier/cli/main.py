@@ -17,11 +17,12 @@ from atelier.cli import lipsync as lipsync_cli
 from atelier.cli import llm as llm_cli
 from atelier.cli import sd as sd_cli
 from atelier.core.errors import AtelierError
+from atelier.core.flags import OneLineParser
 from atelier.core.log import setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="atelier",
         description="LLM data and checkpoints, SDXL serving, Wav2Lip and MPP skew advice.",
     )

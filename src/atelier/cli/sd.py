@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from atelier.core.flags import PORT_OR_ZERO, Int
+
 
 def register(suites: argparse._SubParsersAction) -> None:
     sd = suites.add_parser("sd", help="SDXL text-to-image online service")
@@ -24,7 +26,7 @@ def register(suites: argparse._SubParsersAction) -> None:
         help="diffusers SDXL folder (configs, tokenizers) for single-file checkpoints",
     )
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8183)
+    p.add_argument("--port", type=PORT_OR_ZERO, default=8183)
     p.add_argument("--listen", action="store_true", help="listen on all interfaces")
     p.add_argument(
         "--app-code",
@@ -35,8 +37,8 @@ def register(suites: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default="auto", help="fp16 | bf16 | fp32 (auto: fp16 on GPU/NPU)")
     p.add_argument("--attention", default="sdpa", help="sdpa | flash | math")
     p.add_argument("--compile", action="store_true", help="torch.compile the UNets")
-    p.add_argument("--max-queue", type=int, default=16, help="waiting jobs before 429")
-    p.add_argument("--max-size", type=int, default=2048, help="largest width/height")
+    p.add_argument("--max-queue", type=Int(1, 100_000), default=16, help="waiting jobs before 429")
+    p.add_argument("--max-size", type=Int(64, 8192), default=2048, help="largest width/height")
     p.set_defaults(func=run_serve)
 
 
