@@ -127,23 +127,28 @@ def _as_other_writer(mg: Path, pp: int, tp: int, strip_hf_config: bool) -> None:
     (mg / "latest_checkpointed_iteration.txt").write_text("release")
 
 
-@pytest.mark.parametrize("strip", [False, True])
-def test_reads_other_spellings(hf_model, tmp_path: Path, strip: bool) -> None:
+def _assert_converts_back_exactly(hf: Path, mg: Path, out: Path) -> None:
+    """mg2hf gives the original tensors, and transformers computes the same logits."""
     from transformers import AutoModelForCausalLM
 
+    mg2hf(mg, out)
+    assert_same_state(hf_state(hf), hf_state(out))
+    ids = torch.tensor([[1, 5, 9, 200, 7]])
+    with torch.no_grad():
+        want = AutoModelForCausalLM.from_pretrained(hf)(ids).logits
+        got = AutoModelForCausalLM.from_pretrained(out)(ids).logits
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("strip", [False, True])
+def test_reads_other_spellings(hf_model, tmp_path: Path, strip: bool) -> None:
     hf = hf_model("llama")
     mg = tmp_path / "mg"
     hf2mg(Hf2MgOptions(load_dir=hf, save_dir=mg, tp=2, pp=2, fmt="legacy"))
     _as_other_writer(mg, 2, 2, strip)
     if strip:
         shutil.rmtree(mg / "hf_assets")
-    mg2hf(mg, tmp_path / "out")
-    assert_same_state(hf_state(hf), hf_state(tmp_path / "out"))
-    ids = torch.tensor([[1, 5, 9, 200, 7]])
-    with torch.no_grad():
-        want = AutoModelForCausalLM.from_pretrained(hf)(ids).logits
-        got = AutoModelForCausalLM.from_pretrained(tmp_path / "out")(ids).logits
-    assert torch.equal(got, want)
+    _assert_converts_back_exactly(hf, mg, tmp_path / "out")
 
 
 def test_megatron_core_builds_and_loads_it(hf_model, tmp_path: Path) -> None:
@@ -177,8 +182,6 @@ def test_megatron_core_builds_and_loads_it(hf_model, tmp_path: Path) -> None:
 
 def test_foreign_qwen3_checkpoint_is_rebuilt_as_qwen3(hf_model, tmp_path: Path) -> None:
     """Args without Atelier's fields: qk_layernorm in the args makes it a Qwen3 again."""
-    from transformers import AutoModelForCausalLM
-
     hf = hf_model("qwen3")
     mg = tmp_path / "mg"
     hf2mg(Hf2MgOptions(load_dir=hf, save_dir=mg, tp=2))
@@ -191,10 +194,4 @@ def test_foreign_qwen3_checkpoint_is_rebuilt_as_qwen3(hf_model, tmp_path: Path) 
                 delattr(ck["args"], name)
         torch.save(ck, path)
     shutil.rmtree(mg / "hf_assets")
-    mg2hf(mg, tmp_path / "out")
-    assert_same_state(hf_state(hf), hf_state(tmp_path / "out"))
-    ids = torch.tensor([[1, 5, 9, 200, 7]])
-    with torch.no_grad():
-        want = AutoModelForCausalLM.from_pretrained(hf)(ids).logits
-        got = AutoModelForCausalLM.from_pretrained(tmp_path / "out")(ids).logits
-    assert torch.equal(got, want)
+    _assert_converts_back_exactly(hf, mg, tmp_path / "out")
