@@ -99,3 +99,31 @@ def test_in_memory_bad_input_names_parameters(hf_model) -> None:
     broken = {k: v for k, v in ranks[0].items() if "q_layernorm" not in k}
     with pytest.raises(AtelierError, match=r"rank_states\[0\]\[0\]: tensor .*q_layernorm"):
         megatron_ranks_to_hf([broken], meta)
+
+
+def test_meta_from_hf_config_defaults_for_the_trainer(hf_model) -> None:
+    import json
+
+    import torch
+
+    from atelier.llm.convert import meta_from_hf_config
+
+    config = json.loads((hf_model("qwen3") / "config.json").read_text())
+    meta = meta_from_hf_config(config)
+    assert (meta.family, meta.head_dim, meta.qk_norm, meta.dtype) == (
+        "qwen3",
+        16,
+        True,
+        torch.float32,
+    )
+    assert [p.role for p in meta.fam.parts_for(meta)] == [
+        "input_norm",
+        "qkv",
+        "q_norm",
+        "k_norm",
+        "proj",
+        "post_norm",
+        "fc1",
+        "fc2",
+    ]
+    assert meta_from_hf_config({**config, "torch_dtype": "bfloat16"}).dtype == torch.bfloat16
