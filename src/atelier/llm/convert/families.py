@@ -30,8 +30,11 @@ Public API (stable; the trainer builds its decoder from it):
   `family_for_args(args)` (a checkpoint Atelier did not write).
 
 The in-memory conversions built on the table are in `state_dicts.py`
-(`hf_to_megatron_rank`, `megatron_ranks_to_hf`, `reshard`, `StateDictSource`);
-`meta.meta_from_hf_config` / `meta.megatron_args` turn configs into sizes and back.
+(`hf_to_megatron_rank`, `source_to_megatron_rank`, `megatron_ranks_to_hf`, `reshard`,
+`HFStateSource`, and `StateDictSource` from `megatron_state.py`);
+`meta.meta_from_hf_config` / `meta.megatron_args` turn configs into a `ModelMeta` (sizes,
+`tied`/`untied`, `qkv_bias`, `qk_norm`, rope) and back. All of these are exported by
+`atelier.llm.convert`.
 
 Megatron-core parameter names (mcore local) are what the trainer's modules are named:
 `embedding.word_embeddings.weight`, `decoder.layers.N.input_layernorm.weight`,
