@@ -130,7 +130,7 @@ def parse_blend(data_path: str | Sequence[str]) -> tuple[list[str], list[float] 
     return prefixes, weights
 
 
-_SPLIT = re.compile(r"^\s*[0-9.eE+]+(\s*[,/]\s*[0-9.eE+]+){0,2}\s*$")
+_SPLIT = re.compile(r"^\s*[0-9.]+(\s*[,/]\s*[0-9.]+){0,2}\s*$")  # no exponents, as megatron-core
 
 
 def split_weights(split: str) -> list[float]:
