@@ -94,7 +94,9 @@ def test_vocab_check(tmp_path):
     assert top < VOCAB
 
 
-@pytest.mark.parametrize("split", ["", "a,b", "1,2,3,4", "0,0,0", "-1,2", "9;1", "1,,2", "1e3,1", "."])
+@pytest.mark.parametrize(
+    "split", ["", "a,b", "1,2,3,4", "0,0,0", "-1,2", "9;1", "1,,2", "1e3,1", "."]
+)
 def test_split_malformed(split):
     with pytest.raises(AtelierError, match="split"):
         split_weights(split)
