@@ -56,3 +56,24 @@ def test_resume_from_consumed_samples_continues_exactly(tmp_path):
 def test_bad_sampler_arguments(args, match):
     with pytest.raises(AtelierError, match=match):
         micro_batches(*args)
+
+
+def test_data_loader_gives_the_collated_micro_batches(tmp_path):
+    from atelier.llm.train.data import collate, data_loader
+
+    p = tmp_path / "c_text_document"
+    write_pretraining(p, seed=1, n_docs=80)
+    train, _, _ = build_datasets(DataSpec(str(p), "1", 8, 3, eod_id=EOD), [30, 0, 0])
+    loader = data_loader(train, 0, consumed_samples=8, micro_batch_size=2, dp_rank=1, dp_size=2)
+    expected = list(train.micro_batches(8, 2, 1, 2))
+    assert len(loader) == len(expected)
+    for _ in range(2):  # re-iterable, like an epoch of a torch DataLoader
+        got = list(loader)
+        assert len(got) == len(expected)
+        for batch, idx in zip(got, expected, strict=True):
+            ref = collate([train[i] for i in idx], 0)
+            assert batch.keys() == ref.keys()
+            for key in ref:
+                assert batch[key].equal(ref[key])
+    with pytest.raises(AtelierError, match="consumed_samples 999"):
+        data_loader(train, 0, 999, 2)
