@@ -10,7 +10,8 @@ import pytest
 from atelier.core.errors import AtelierError
 from atelier.llm.train.data import DataSpec, build_datasets, check_positions, check_vocab
 from atelier.llm.train.data.spec import parse_blend, split_weights
-from tests.llm.train.data.helpers import EOD, VOCAB, write_instruction, write_pretraining
+
+from .helpers import EOD, VOCAB, write_instruction, write_pretraining
 
 
 def _one_line(excinfo) -> str:

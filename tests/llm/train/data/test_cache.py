@@ -7,7 +7,8 @@ import pytest
 
 from atelier.llm.train.data import DataSpec, build_datasets
 from atelier.llm.train.data import pretrain as pretrain_module
-from tests.llm.train.data.helpers import EOD, write_instruction, write_pretraining
+
+from .helpers import EOD, write_instruction, write_pretraining
 
 
 def _files(folder):

@@ -20,7 +20,8 @@ import pytest
 from atelier.llm.train.data import DataSpec, build_datasets, collate
 from atelier.llm.train.data.instruction import shuffle_rows
 from atelier.llm.train.data.spec import legacy_split_ranges
-from tests.llm.train.data.helpers import EOD, PAD, write_instruction
+
+from .helpers import EOD, PAD, write_instruction
 
 GOLD = json.loads((Path(__file__).parent / "mindspeed_golden.json").read_text())
 
@@ -155,8 +156,9 @@ def test_packed_rows_keep_samples_apart(tmp_path, hf_tokenizer_dir):
     """`preprocess --pack` rows, read with both resets, train each sample as if alone."""
     from atelier.llm.assets.build import demo_texts
     from atelier.llm.data.tokenizer import TokenizerSpec, load_tokenizer
-    from tests.conftest import write_jsonl
-    from tests.llm.data.helpers import run
+
+    from ....conftest import write_jsonl
+    from ...data.helpers import run
 
     texts = demo_texts()
     records = [{"instruction": texts[i % len(texts)][: 20 + 7 * (i % 5)], "input": "",

@@ -9,7 +9,8 @@ import pytest
 
 from atelier.core.errors import AtelierError
 from atelier.llm.train.data import DataSpec, build_datasets, micro_batches
-from tests.llm.train.data.helpers import EOD, write_pretraining
+
+from .helpers import EOD, write_pretraining
 
 GOLD = json.loads((Path(__file__).parent / "mindspeed_golden.json").read_text())["sampler"]
 
