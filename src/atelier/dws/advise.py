@@ -212,8 +212,10 @@ def recommend(
     if best is not None:
         rec = _hash_or_keep(best, ranked, current, hash_ddl(best.stats.columns))
         rec.reason = (
-            f"no allowed key is even, and ROUNDROBIN cannot have {cons} (no distribution column "
-            f"to contain); least skewed allowed key: {rec.reason}"
+            f"no key that {cons} allows is even, and ROUNDROBIN is ruled out by them (it has "
+            f"no distribution column for them to contain): {best.stats.label} is the least "
+            f"skewed allowed key (skew {best.stats.skew_ratio:.1%}, {best.stats.distinct_text} "
+            "distinct)"
         )
         return rec
     shared = common_columns(constraints)

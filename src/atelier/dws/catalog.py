@@ -287,9 +287,16 @@ def list_tables(conn: Any, schema: str | None) -> list[tuple[int, str, int]]:
         "SELECT count(*) FROM pg_attribute WHERE attrelid = 'pg_catalog.pg_class'::regclass "
         "AND attname = 'relispartition'",
     )
+    # a partitioned table's own size is 0: count its partitions (PostgreSQL 12+)
+    size = (
+        "CASE WHEN c.relkind = 'p' THEN (SELECT coalesce(sum(pg_total_relation_size(p.relid)), 0)"
+        " FROM pg_partition_tree(c.oid) p) ELSE pg_total_relation_size(c.oid) END"
+        if _one(conn, "SELECT count(*) FROM pg_proc WHERE proname = 'pg_partition_tree'")
+        else "pg_total_relation_size(c.oid)"
+    )
     rows = conn.execute(
         "SELECT c.oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname), "
-        "pg_total_relation_size(c.oid) FROM pg_class c "
+        f"{size} FROM pg_class c "
         "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') "
         + ("AND NOT c.relispartition " if has_partitions else "")
         + "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "

@@ -275,11 +275,12 @@ def _page_ranges(
         "SELECT current_setting('server_version_num')::int, version()"
     ).fetchone()
     # TID range scans are PostgreSQL 14+; elsewhere each range would read the whole table
-    if num < 140000 or flavor_of(version) != "postgresql":
+    if num < 140000 or flavor_of(version) != "postgresql" or info.oid is None:
         return [(None, None)]
+    # by oid: no name is parsed again (a partitioned parent has 0 pages: one statement)
     pages = conn.execute(
-        "SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::int8",
-        [sql.Identifier(info.schema, info.name).as_string(conn)],
+        "SELECT pg_relation_size(%s::oid::regclass) / current_setting('block_size')::int8",
+        [info.oid],
     ).fetchone()[0]
     k = max(1, min(jobs, int(pages) // max(1, min_pages)))
     if k == 1:
