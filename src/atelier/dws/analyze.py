@@ -14,6 +14,7 @@ from atelier.core.errors import AtelierError
 from atelier.dws import catalog
 from atelier.dws.advise import REPLICATE_BELOW, Ranked, Recommendation, rank, recommend
 from atelier.dws.constraints import UniqueConstraint, common_columns
+from atelier.dws.identifiers import parse_qualified
 from atelier.dws.skew import KeyStats
 from atelier.dws.workload import Workload, read_workload
 
@@ -85,6 +86,8 @@ def _validate(cfg: SkewConfig) -> None:
         raise AtelierError("give either --dsn (with --table) or --file")
     if cfg.dsn and not cfg.table:
         raise AtelierError("--table schema.table is required with --dsn")
+    if cfg.table:
+        parse_qualified(cfg.table)  # a malformed name fails before connecting
     if cfg.dsn and (cfg.primary_key or cfg.unique):
         raise AtelierError(
             "--primary-key/--unique are for --file; with --dsn the constraints come from the "

@@ -126,9 +126,13 @@ def connect(dsn: str, statement_timeout: float = 300.0) -> Iterator[Any]:
         conn = psycopg.connect(dsn, connect_timeout=10, autocommit=False)
     except psycopg.OperationalError as e:
         first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        raise AtelierError(f"cannot connect to {redact(dsn)}: {first}") from None
+        raise AtelierError(f"cannot connect to {redact(dsn)}: {redact(first)}") from None
     except psycopg.ProgrammingError as e:
-        raise AtelierError(f"--dsn {redact(dsn)}: {e}") from None
+        # libpq could not parse it, so which part is the password is unknown: not echoed
+        raise AtelierError(
+            f"--dsn: not a connection string libpq can read ({_without(first_line(e), dsn)}); "
+            "use postgresql://user:password@host:port/db or host=... dbname=... user=..."
+        ) from None
     try:
         conn.read_only = True
         with conn.cursor() as cur:
@@ -166,6 +170,11 @@ def translate_errors(statement_timeout: float) -> Iterator[None]:
         ) from None
     except psycopg.OperationalError as e:
         raise AtelierError(f"database connection failed: {first_line(e)}") from None
+
+
+def _without(message: str, dsn: str) -> str:
+    """libpq quotes the bad string back: keep the message, drop the string."""
+    return redact(message.replace(dsn, "<dsn>"))
 
 
 def first_line(e: BaseException) -> str:

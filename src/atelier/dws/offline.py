@@ -170,8 +170,15 @@ def column_hash(col, pg_type: str) -> tuple[np.ndarray, np.ndarray]:
         us = _converted(col, lambda c: c.cast(pa.timestamp("us", tz=tz))).cast(pa.int64())
         h = hashing.hashint8(pc.fill_null(us, 0).to_numpy() - _EPOCH_2000_US)
     elif family == "time":
-        t = _converted(col, lambda c: c.cast(pa.time64("us")))
-        us = pc.fill_null(t.cast(pa.int64()), 0).to_numpy()
+
+        def micros(c):
+            if pa.types.is_string(c.type) or pa.types.is_large_string(c.type):
+                # Arrow has no string -> time cast: parse as a time on 2000-01-01
+                day = pc.binary_join_element_wise("2000-01-01 ", pc.utf8_trim_whitespace(c), "")
+                return pc.subtract(day.cast(pa.timestamp("us")).cast(pa.int64()), _EPOCH_2000_US)
+            return c.cast(pa.time64("us")).cast(pa.int64())
+
+        us = pc.fill_null(_converted(col, micros), 0).to_numpy()
         h = hashing.hashint8(us)
     else:  # pragma: no cover - DISTRIBUTABLE and this list move together
         raise AssertionError(family)
