@@ -98,19 +98,28 @@ def _validate(cfg: SkewConfig) -> None:
 def _candidates(cfg: SkewConfig, info: catalog.TableInfo) -> list[tuple[str, ...]]:
     keys = list(cfg.columns or [])
     if not keys:
-        keys = [(c.name,) for c in info.columns if c.distributable]
-        if not keys:
+        # columns the user may not SELECT are left out (they would fail the whole scan)
+        keys = [(c.name,) for c in info.columns if c.distributable and c.readable]
+        if not keys and any(c.distributable for c in info.columns):
             raise AtelierError(
-                f"{info.qualified} has no column that can be a distribution key; "
-                f"distributable types: {catalog.DISTRIBUTABLE_HELP}"
+                f"permission denied for every distributable column of {info.qualified}: the "
+                "advisor needs SELECT on the key columns (GRANT SELECT ON ... TO the --dsn user)"
+            )
+        if not keys:
+            listed = ", ".join(f"{c.name} ({c.type})" for c in info.columns[:20])
+            raise AtelierError(
+                f"{info.qualified} has no column that can be a distribution key (columns: "
+                f"{listed}); distributable types: {catalog.DISTRIBUTABLE_HELP}"
             )
         # the widest key every constraint allows (e.g. a composite primary key) is a
         # candidate too: always allowed, and usually even
         shared = common_columns(info.constraints)
         if shared and len(shared) > 1 and all(info.column(c).distributable for c in shared):
             keys.append(shared)
-    if info.current_key and tuple(info.current_key) not in keys:
-        keys.insert(0, tuple(info.current_key))
+    readable = {c.name for c in info.columns if c.readable}
+    current = tuple(info.current_key or ())
+    if current and current not in keys and set(current) <= readable:
+        keys.insert(0, current)
     return keys
 
 

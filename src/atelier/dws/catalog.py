@@ -32,6 +32,20 @@ DISTRIBUTABLE = {
     "timestamptz": "timestamptz",
     "time": "time",
 }
+# spellings a user may give to --type, as the catalog names them
+TYPE_ALIASES = {
+    "smallint": "int2",
+    "integer": "int4",
+    "int": "int4",
+    "bigint": "int8",
+    "decimal": "numeric",
+    "char": "bpchar",
+    "character": "bpchar",
+    "character varying": "varchar",
+    "timestamp without time zone": "timestamp",
+    "timestamp with time zone": "timestamptz",
+    "time without time zone": "time",
+}
 DISTRIBUTABLE_HELP = (
     "smallint, integer, bigint, numeric/decimal, text, varchar, char(n), date, time, "
     "timestamp, timestamptz"
@@ -43,6 +57,7 @@ class Column:
     name: str
     type: str  # pg_type.typname (of the base type for a domain)
     quoted: str = ""  # as DDL prints it: the server's quote_ident(), else identifiers.py's
+    readable: bool = True  # the --dsn user may SELECT it (column privileges)
 
     def __post_init__(self) -> None:
         self.quoted = self.quoted or quote_ident(self.name)
@@ -229,10 +244,11 @@ def describe_oid(conn: Any, oid: int) -> TableInfo:
         )
     # a domain hashes as its base type (one level of domain over domain is resolved too)
     cols = [
-        Column(n, t, q)
-        for n, t, q in conn.execute(
+        Column(n, t, q, bool(r))
+        for n, t, q, r in conn.execute(
             "SELECT a.attname, CASE WHEN t.typtype = 'd' THEN coalesce(CASE WHEN b.typtype = 'd' "
-            "THEN bb.typname END, b.typname) ELSE t.typname END, quote_ident(a.attname) "
+            "THEN bb.typname END, b.typname) ELSE t.typname END, quote_ident(a.attname), "
+            "has_column_privilege(a.attrelid, a.attnum, 'SELECT') "
             "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
             "LEFT JOIN pg_type b ON b.oid = t.typbasetype "
             "LEFT JOIN pg_type bb ON bb.oid = b.typbasetype "

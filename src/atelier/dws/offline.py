@@ -18,7 +18,13 @@ import numpy as np
 
 from atelier.core.errors import AtelierError
 from atelier.dws import hashing, hll
-from atelier.dws.catalog import DISTRIBUTABLE, DISTRIBUTABLE_HELP, Column, TableInfo
+from atelier.dws.catalog import (
+    DISTRIBUTABLE,
+    DISTRIBUTABLE_HELP,
+    TYPE_ALIASES,
+    Column,
+    TableInfo,
+)
 from atelier.dws.skew import KeyStats
 
 _EPOCH_2000_US = 946_684_800_000_000
@@ -32,6 +38,7 @@ def read_table(path: str | Path, types: dict[str, str] | None = None):
     import pyarrow.parquet as pq
 
     path = Path(path)
+    types = {n: TYPE_ALIASES.get(t, t) for n, t in (types or {}).items()}
     if not path.exists():
         raise AtelierError(f"--file {path}: no such file")
     suffix = path.suffix.lower()
@@ -46,7 +53,7 @@ def read_table(path: str | Path, types: dict[str, str] | None = None):
             texts = [
                 f.name
                 for f in table.schema
-                if DISTRIBUTABLE.get((types or {}).get(f.name, ""), "") in ("text", "bpchar")
+                if DISTRIBUTABLE.get(types.get(f.name, ""), "") in ("text", "bpchar")
                 and not pa.types.is_string(f.type)
             ]
             if floats or texts:  # exact decimal text, not binary floats: numeric hashes digits
@@ -56,13 +63,22 @@ def read_table(path: str | Path, types: dict[str, str] | None = None):
                     column_types={n: pa.string() for n in floats + texts},
                 )
                 table = pacsv.read_csv(path, convert_options=conv)
-                types = {**{n: "numeric" for n in floats}, **(types or {})}
+                types = {**{n: "numeric" for n in floats}, **types}
         else:
             raise AtelierError(f"--file {path}: expected a .parquet or .csv file")
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:
         raise AtelierError(f"--file {path}: cannot read: {str(e).splitlines()[0]}") from None
+    names = table.column_names
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup is not None:
+        raise AtelierError(
+            f"--file {path}: column {dup!r} appears {names.count(dup)} times; rename all but one"
+        )
+    for i, f in enumerate(table.schema):  # dictionary-encoded (e.g. pandas categoricals)
+        if pa.types.is_dictionary(f.type):
+            table = table.set_column(i, f.name, table.column(i).cast(f.type.value_type))
     pg = {f.name: _pg_type(f.type) for f in table.schema}
-    for name, t in (types or {}).items():
+    for name, t in types.items():
         if name not in pg:
             raise AtelierError(f"--type {name}={t}: {path.name} has no column {name!r}")
         if t not in DISTRIBUTABLE:
@@ -88,6 +104,8 @@ def _pg_type(t) -> str:
         return "timestamptz" if t.tz else "timestamp"
     if pa.types.is_time(t):
         return "time"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return "bytea"  # a csv column that is not UTF-8 text
     return str(t)
 
 
