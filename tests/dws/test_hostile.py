@@ -363,3 +363,28 @@ def test_offline_file_oddities(capsys, tmp_path):
     aliased.write_text("a\n1\n2\n")
     out = _json(capsys, "skew", "--file", str(aliased), "--type", "a=integer")
     assert out["keys"][0]["key"] == ["a"]
+
+
+def test_table_dropped_during_scan_is_skipped(pg_dsn, pg_conn, pg_schema, monkeypatch):
+    from atelier.dws import analyze, catalog
+
+    schema = f"{pg_schema}_drop"
+    pg_conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    pg_conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    t = sql.Identifier(schema, "vanishing")
+    pg_conn.execute(sql.SQL("CREATE TABLE {} (k int4)").format(t))
+    listed = catalog.list_tables
+
+    def list_then_drop(conn, schema):
+        rows = listed(conn, schema)
+        pg_conn.execute(sql.SQL("DROP TABLE {}").format(t))  # another session drops it
+        return rows
+
+    monkeypatch.setattr(catalog, "list_tables", list_then_drop)
+    try:
+        report = analyze.scan(pg_dsn, schema=schema)
+        assert [why for _, why in report.skipped] == [
+            next(why for _, why in report.skipped if "no longer exists" in why)
+        ]
+    finally:
+        pg_conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))

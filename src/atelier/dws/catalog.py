@@ -235,6 +235,8 @@ def describe_oid(conn: Any, oid: int) -> TableInfo:
         "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s",
         [oid],
     ).fetchone()
+    if row is None:  # dropped between listing and reading (scan)
+        raise AtelierError(f"relation {oid} no longer exists (dropped meanwhile)")
     schema, name, q_schema, q_name, kind, reltuples = row
     if kind not in ("r", "p", "m", "f"):
         what = {"v": "a view", "S": "a sequence", "i": "an index", "c": "a composite type"}
