@@ -218,7 +218,7 @@ def test_inspect_shows_counts_histogram_and_masked_sample(tmp_path, hf_tokenizer
             ["--prompt-type", "nope", "--handler-name", "AlpacaStyleInstructionHandler"],
             "--prompt-type nope: unknown; known:",
         ),
-        (["--workers", "0"], "--workers 0: must be at least 1"),
+        (["--workers", "0"], "argument --workers: 0 is below the minimum (allowed: 1 to 1024)"),
         (["--shard", "3", "--num-shards", "2"], "need 0 <= I < N"),
         (
             [

@@ -41,7 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error already printed in one line (2)
+        return e.code if isinstance(e.code, int) else 2
     setup_logging(args.log_level)
     try:
         return int(args.func(args) or 0)
