@@ -310,7 +310,7 @@ def scan(
                     raise  # the connection is gone: connect() turns it into one line
                 conn.rollback()
                 why = (
-                    f"ran past --statement-timeout {statement_timeout:g}s (try --sample ROWS)"
+                    catalog.timeout_message(statement_timeout)
                     if isinstance(e, psycopg.errors.QueryCanceled)
                     else catalog.first_line(e)
                 )

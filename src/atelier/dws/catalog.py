@@ -174,10 +174,7 @@ def translate_errors(statement_timeout: float) -> Iterator[None]:
     try:
         yield
     except psycopg.errors.QueryCanceled:
-        raise AtelierError(
-            f"a statement ran past --statement-timeout {statement_timeout:g}s; raise it, or "
-            "use --sample ROWS to analyze a sample of the table"
-        ) from None
+        raise AtelierError(timeout_message(statement_timeout)) from None
     except psycopg.errors.InsufficientPrivilege as e:
         raise AtelierError(
             f"{first_line(e)}: the advisor needs SELECT on the table (GRANT SELECT ON ... TO "
@@ -190,6 +187,13 @@ def translate_errors(statement_timeout: float) -> Iterator[None]:
 def _without(message: str, dsn: str) -> str:
     """libpq quotes the bad string back: keep the message, drop the string."""
     return redact(message.replace(dsn, "<dsn>"))
+
+
+def timeout_message(statement_timeout: float) -> str:
+    return (
+        f"a statement ran past --statement-timeout {statement_timeout:g}s; raise it, or use "
+        "--sample ROWS to analyze a sample of the table"
+    )
 
 
 def first_line(e: BaseException) -> str:
