@@ -111,6 +111,14 @@ def test_constraints_without_a_common_column(capsys, pg_dsn, pg_conn, pg_schema)
     assert all(not k["allowed"] for k in out["keys"])  # no column is in both
     assert rec["strategy"] == "change-constraint" and rec["key"] == ["id"]
     assert "ADD CONSTRAINT two_keys_email_key UNIQUE (email, id)" in rec["ddl"]
+    # too few rows for any key to be even: nothing to widen towards, say so
+    small = _make(
+        pg_conn, pg_schema, "two_small", "id int4 PRIMARY KEY, email text UNIQUE",
+        "SELECT g, 'u' || g FROM generate_series(1, 30) g",
+    )  # fmt: skip
+    rec = _skew(capsys, pg_dsn, small)["recommendation"]
+    assert rec["strategy"] == "change-constraint" and rec["key"] is None and rec["ddl"] is None
+    assert "no distributable column in common" in rec["reason"]
 
 
 def test_unique_index_include_and_expression(capsys, pg_dsn, pg_conn, pg_schema):

@@ -14,7 +14,7 @@ which constraint would have to change, and how.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,7 +69,8 @@ def rank(
     """Best first: allowed by the constraints, even, high cardinality, not constant-filtered;
     then among those (skew differences below 5% are noise, not a reason): joined/grouped on,
     the current key, within the primary key, fewer columns, more distinct values (by order
-    of magnitude), integer types, and only last the lower skew."""
+    of magnitude), integer types, and only last the lower skew. Keys that are not even are
+    ordered by skew first (the least skewed is the fallback)."""
     workload = workload or Workload()
     types = types or {}
     pk = primary_key(constraints)
@@ -84,7 +85,7 @@ def rank(
             notes.append(f"low cardinality ({k.distinct_text} distinct)")
         if k.null_share > SKEWED:
             notes.append(f"{k.null_share:.0%} NULL (all on one DN)")
-        const = [c for c in k.columns if c.lower() in workload.constant or c in workload.constant]
+        const = [c for c in k.columns if _in(c, workload.constant)]
         if const:
             notes.append(f"filtered to constants in the workload ({', '.join(const)})")
         used = [c for c in k.columns if _in(c, workload.preferred)]
@@ -109,13 +110,14 @@ def rank(
         key=lambda r: (
             not r.allowed,
             r.penalty,
+            r.stats.skew_ratio if r.penalty >= 2 else 0.0,  # a fallback: least skewed first
             -sum(_in(c, workload.preferred) for c in r.stats.columns) / len(r.stats.columns),
             not r.stats.current,  # a good current key needs no redistribution
             not r.in_primary_key,
             len(r.stats.columns),
             -math.floor(math.log10(max(r.stats.distinct, 1))),
             max(_TYPE_CLASS.get(types.get(c, ""), 3) for c in r.stats.columns),
-            r.stats.skew_ratio if r.penalty >= 2 else 0.0,  # even keys: skew is noise
+            r.stats.skew_ratio,  # among even keys only the last word: below 5% it is noise
             r.stats.label,
         )
     )
@@ -243,7 +245,10 @@ def _hash_or_keep(
 
 
 def _change_constraint(
-    info: TableInfo, even: Ranked, best: Ranked | None, hash_ddl
+    info: TableInfo,
+    even: Ranked,
+    best: Ranked | None,
+    hash_ddl: Callable[[tuple[str, ...]], str],
 ) -> Recommendation:
     """The even key the constraints forbid, and how they would have to change to allow it."""
     key = even.stats.columns
@@ -276,6 +281,11 @@ def _change_constraint(
         f"HASH({even.stats.label}) is even (skew {even.stats.skew_ratio:.1%}) but the "
         f"distribution key must be contained in every primary key/unique constraint: widen "
         f"{'; '.join(widened)}, which then enforces uniqueness only of the wider column set"
+        + (
+            " (and a primary key makes the added columns NOT NULL)"
+            if any(c.kind == "PRIMARY KEY" for c in even.forbidden_by)
+            else ""
+        )
         + fallback,
         "no key the constraints allow is even",
     )

@@ -292,7 +292,8 @@ def default_key(info: TableInfo) -> tuple[tuple[str, ...] | None, str]:
     conversion guide, U0000008)."""
     for c in sorted(info.constraints, key=lambda c: c.kind != "PRIMARY KEY"):
         if c.columns and info.column(c.columns[0]).distributable:
-            return (c.columns[0],), f"first column of the {c.kind.lower()}"
+            what = {"UNIQUE": "unique constraint"}.get(c.kind, c.kind.lower())
+            return (c.columns[0],), f"first column of the {what}"
     first = next((c.name for c in info.columns if c.distributable), None)
     return ((first,) if first else None), "first distributable column"
 
