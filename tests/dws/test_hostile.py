@@ -388,3 +388,36 @@ def test_table_dropped_during_scan_is_skipped(pg_dsn, pg_conn, pg_schema, monkey
         ]
     finally:
         pg_conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def test_wide_table_counted_in_batches(capsys, pg_dsn, pg_conn, pg_schema, monkeypatch):
+    """Past the 1664-entry target-list limit: keys go in several statements, same counts."""
+    from atelier.dws import catalog
+    from atelier.dws import sql as dsql
+
+    t = sql.Identifier(pg_schema, "wide")
+    cols = sql.SQL(", ").join(
+        sql.SQL("{} int4").format(sql.Identifier(f"c{i}")) for i in range(900)
+    )
+    vals = sql.SQL(", ").join(sql.SQL("g + {}").format(sql.Literal(i)) for i in range(900))
+    pg_conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(t))
+    pg_conn.execute(sql.SQL("CREATE TABLE {} ({})").format(t, cols))
+    pg_conn.execute(
+        sql.SQL("INSERT INTO {} SELECT {} FROM generate_series(1, 50) g").format(t, vals)
+    )
+    keys = [("c0",), ("c1",), ("c2", "c3"), ("c4",), ("c3", "c5")]
+    with catalog.connect(pg_dsn) as conn:
+        info = catalog.describe(conn, f"{pg_schema}.wide")
+        one = dsql.count_keys(conn, info, keys)
+        monkeypatch.setattr(dsql, "MAX_COLUMNS_PER_SCAN", 2)
+        assert len(dsql._batches(keys)) == 4
+        split = dsql.count_keys(conn, info, keys)
+        monkeypatch.undo()
+    assert one.rows == split.rows == 50
+    for a, b in zip(one.keys, split.keys, strict=True):
+        assert (a.buckets == b.buckets).all() and (a.registers == b.registers).all()
+    out = _json(
+        capsys, "skew", "--dsn", pg_dsn, "--table", f"{pg_schema}.wide", "--columns",
+        ",".join(f"c{i}" for i in range(0, 900, 9)),
+    )  # fmt: skip
+    assert len(out["keys"]) == 100 and {sum(k["rows_per_dn"]) for k in out["keys"]} == {50}

@@ -181,7 +181,10 @@ def translate_errors(statement_timeout: float) -> Iterator[None]:
             "the --dsn user)"
         ) from None
     except psycopg.OperationalError as e:
-        raise AtelierError(f"database connection failed: {first_line(e)}") from None
+        # class 08 is the connection; others (e.g. 54: a program limit) are the statement's
+        lost = (getattr(e, "sqlstate", None) or "08").startswith("08")
+        what = "database connection failed" if lost else "the server refused the statement"
+        raise AtelierError(f"{what}: {first_line(e)}") from None
 
 
 def _without(message: str, dsn: str) -> str:
