@@ -9,6 +9,7 @@ advisor is given ever runs as SQL.
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from psycopg import sql
@@ -16,7 +17,8 @@ from psycopg import sql
 from atelier.core.errors import AtelierError
 from tests.dws.cli import one_line_error, run
 
-ODD_SCHEMA = "Sch ema"
+# one per xdist worker, like pg_schema: a space in it, and the worker's name
+ODD_SCHEMA = f"Sch ema {os.environ.get('PYTEST_XDIST_WORKER', 'master')}"
 ODD_TABLE = 'We"ird; Tab'
 
 
@@ -105,9 +107,10 @@ def test_quoted_names_with_quotes_semicolons_and_spaces(capsys, pg_dsn, scan_sch
         f'ALTER TABLE {scan_schema}."We""ird; Tab" DISTRIBUTE BY REPLICATION;'
     )
     # an odd schema as well, and an odd name that exists in both
-    out = _json(capsys, "skew", "--dsn", pg_dsn, "--table", '"Sch ema"."We""ird; Tab"')
-    assert out["table"] == '"Sch ema"."We""ird; Tab"' and out["rows"] == 1
-    out = _json(capsys, "scan", "--dsn", pg_dsn, "--schema", '"Sch ema"', "--threshold", "0")
+    odd = f'"{ODD_SCHEMA}"."We""ird; Tab"'
+    out = _json(capsys, "skew", "--dsn", pg_dsn, "--table", odd)
+    assert out["table"] == odd and out["rows"] == 1
+    out = _json(capsys, "scan", "--dsn", pg_dsn, "--schema", f'"{ODD_SCHEMA}"', "--threshold", "0")
     assert out["scanned"] == 1
 
 
