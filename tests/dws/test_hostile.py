@@ -424,3 +424,10 @@ def test_wide_table_counted_in_batches(capsys, pg_dsn, pg_conn, pg_schema, monke
         ",".join(f"c{i}" for i in range(0, 900, 9)),
     )  # fmt: skip
     assert len(out["keys"]) == 100 and {sum(k["rows_per_dn"]) for k in out["keys"]} == {50}
+
+
+def test_tiny_statement_timeout_is_not_no_timeout(pg_dsn):
+    from atelier.dws.catalog import connect
+
+    with connect(pg_dsn, statement_timeout=0.0001) as conn:  # 0 ms would disable it
+        assert conn.execute("SHOW statement_timeout").fetchone()[0] == "1ms"

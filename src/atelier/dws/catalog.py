@@ -153,7 +153,8 @@ def connect(dsn: str, statement_timeout: float = 300.0) -> Iterator[Any]:
         with conn.cursor() as cur:
             cur.execute(
                 "SELECT set_config('statement_timeout', %s, false)",
-                [f"{int(statement_timeout * 1000)}ms"],
+                # at least 1 ms: 0 would mean no timeout at all
+                [f"{max(1, round(statement_timeout * 1000))}ms"],
             )
             # timestamptz hashes via timestamp_hash(v::timestamp): identity only in UTC
             cur.execute("SELECT set_config('TimeZone', 'UTC', false)")
