@@ -79,6 +79,8 @@ def cases(dsn: str, tmp: Path) -> list[tuple[str, list[str], str, str]]:
         ("unquoted odd name", ["skew", "--dsn", dsn, "--table", f"{S}.a b;c"], "err", ""),
         ("unterminated quote", ["skew", "--dsn", dsn, "--table", '"abc'], "err", "quote"),
         ("three parts", ["skew", "--dsn", dsn, "--table", "a.b.c"], "err", "3 parts"),
+        ("undecodable --table", ["skew", "--dsn", dsn, "--table", "x.\udcff"], "err", "UTF-8"),
+        ("undecodable --schema", ["scan", "--dsn", dsn, "--schema", "\udcff"], "err", "UTF-8"),
         ("scan permission denied", ["scan", "--dsn", dsn, "--schema", S], "ok",
          "skipped sweep_dws.secret: permission denied"),
         ("skew permission denied", ["skew", "--dsn", dsn, "--table", f"{S}.secret"], "err",

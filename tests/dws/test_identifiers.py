@@ -35,6 +35,8 @@ def test_parse_qualified(spec, parts):
         ("Sch ema.t", "unexpected 'e'"),
         ('"a"b', "unexpected 'b'"),
         ("", "expected a name"),
+        ("x.\udcff", "not valid UTF-8"),  # an undecodable argv byte
+        ("a\0b", "NUL"),
     ],
 )
 def test_parse_qualified_refuses(spec, why):

@@ -63,6 +63,15 @@ _PART = re.compile(r'\s*(?:"((?:[^"]|"")*)"|([^".\s]+))\s*')
 
 def parse_qualified(spec: str, flag: str = "--table", max_parts: int = 2) -> list[Ident]:
     """`a.b`, `"A b"."c""d"` -> Idents; errors name the flag and the position."""
+    try:
+        spec.encode("utf-8")
+    except UnicodeEncodeError as e:  # undecodable bytes in argv arrive as surrogates
+        raise AtelierError(
+            f"{flag} {spec!a}: not valid UTF-8 text (position {e.start}); names in "
+            "the catalog are UTF-8"
+        ) from None
+    if "\0" in spec:
+        raise AtelierError(f"{flag} {spec!r}: contains a NUL character")
     parts: list[Ident] = []
     pos = 0
     while True:
