@@ -431,3 +431,11 @@ def test_tiny_statement_timeout_is_not_no_timeout(pg_dsn):
 
     with connect(pg_dsn, statement_timeout=0.0001) as conn:  # 0 ms would disable it
         assert conn.execute("SHOW statement_timeout").fetchone()[0] == "1ms"
+
+
+@pytest.mark.parametrize("flag", [["--sample", "10"], ["--jobs", "2"], ["--table", "t"]])
+def test_database_flags_refused_with_file(capsys, tmp_path, flag):
+    f = tmp_path / "t.csv"
+    f.write_text("k\n1\n")
+    line = one_line_error(*run(capsys, "skew", "--file", str(f), *flag)[::2])
+    assert f"{flag[0]} is for --dsn" in line

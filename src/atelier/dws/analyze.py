@@ -86,6 +86,9 @@ def _validate(cfg: SkewConfig) -> None:
         raise AtelierError("give either --dsn (with --table) or --file")
     if cfg.dsn and not cfg.table:
         raise AtelierError("--table schema.table is required with --dsn")
+    if cfg.file and (cfg.sample or cfg.jobs or cfg.table):
+        flag = "--sample" if cfg.sample else "--jobs" if cfg.jobs else "--table"
+        raise AtelierError(f"{flag} is for --dsn; --file is always read whole, as one table")
     if cfg.table:
         parse_qualified(cfg.table)  # a malformed name fails before connecting
     if cfg.dsn and (cfg.primary_key or cfg.unique):
