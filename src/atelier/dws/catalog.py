@@ -12,7 +12,7 @@ import difflib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from atelier.core.errors import AtelierError
 from atelier.dws.constraints import UniqueConstraint
@@ -232,7 +232,6 @@ def describe(conn: Any, table: str) -> TableInfo:
             if oid is not None:
                 return describe_oid(conn, oid)
     _unknown_table(conn, schema, name)
-    raise AssertionError  # pragma: no cover - _unknown_table always raises
 
 
 def describe_oid(conn: Any, oid: int) -> TableInfo:
@@ -468,7 +467,7 @@ def _schemas(conn: Any) -> str:
     )
 
 
-def _unknown_table(conn: Any, schema: Ident, name: Ident) -> None:
+def _unknown_table(conn: Any, schema: Ident, name: Ident) -> NoReturn:
     shown_name = f"{quote_ident(schema.text)}.{quote_ident(name.text)}"
     nsp = None
     for sp in schema.spellings():
