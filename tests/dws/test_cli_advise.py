@@ -7,7 +7,8 @@ import json
 from psycopg import sql
 
 from atelier.cli.main import main
-from atelier.dws.advise import quote_ident, read_workload
+from atelier.dws.identifiers import quote_ident
+from atelier.dws.workload import read_workload
 
 
 def test_json_and_ddl(capsys, pg_dsn, pg_conn, pg_schema):
@@ -61,7 +62,7 @@ def test_json_and_ddl(capsys, pg_dsn, pg_conn, pg_schema):
     assert code == 0 and "REPLICATION" in text  # 20000 rows < 1M: a dimension-sized table
 
     code = main(["dws", "scan", "--dsn", pg_dsn, "--schema", pg_schema, "--nodes", "4", "--json"])
-    listed = json.loads(capsys.readouterr().out)
+    listed = json.loads(capsys.readouterr().out)["tables"]
     assert code == 0
     assert any(r["table"] == f"{pg_schema}.facts" and r["key"] == ["status"] for r in listed)
 
