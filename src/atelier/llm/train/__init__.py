@@ -1,0 +1,1 @@
+"""LLM training: Atelier's own trainer on Megatron datasets and checkpoints."""
