@@ -1,0 +1,353 @@
+"""What `load` names, and putting it into a training model.
+
+`load` may be a Megatron checkpoint (from hf2mg, Megatron-LM, MindSpeed-LLM or an earlier
+`atelier llm train`; the latest iteration or `ckpt_step`) or a Hugging Face folder, which
+is converted in memory. The model's shape comes from it (`LoadSource.meta`), so the engine
+builds the model after `resolve_load`. Weights go in one tensor at a time:
+- a Megatron checkpoint with the run's TP, mcore names and the run's vocabulary padding
+  is read directly, each rank its own `mp_rank_XX` file (mmap);
+- anything else (another TP or PP, legacy or TE names, a Hugging Face folder) is read
+  through the converter's lazy sources and cut for the run's TP exactly as hf2mg would
+  write it, in memory.
+A folder this trainer wrote also carries `train_state/` for an exact resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from atelier.core.errors import AtelierError
+from atelier.core.log import get_logger
+from atelier.llm.convert.megatron_checkpoint import (
+    MegatronSource,
+    iteration_dir,
+    load_rank_file,
+    rank_dir_name,
+)
+from atelier.llm.convert.meta import ModelMeta
+from atelier.llm.convert.names import flatten, names_for
+from atelier.llm.convert.sharding import check_tensor_parallel, padded_vocab_size
+from atelier.llm.train.checkpoint.layout import (
+    TRAIN_STATE,
+    SaveRecord,
+    iter_dir_name,
+    resumable_checkpoint,
+)
+from atelier.llm.train.checkpoint.rank_file import rank_file_tensors
+from atelier.llm.train.checkpoint.ranks import Ranks
+from atelier.llm.train.checkpoint.shards import TP_DIM, assign_tp_local, tp_local_shape
+from atelier.llm.train.checkpoint.train_state import load_train_state
+
+log = get_logger(__name__)
+
+
+@dataclass
+class LoadSource:
+    """A checkpoint to start from, opened lazily (nothing but metadata read yet)."""
+
+    kind: str  # "megatron" | "huggingface"
+    folder: Path  # the folder as given
+    it_dir: Path | None  # Megatron: the iteration folder holding mp_rank_*
+    iteration: int  # 0 for Hugging Face folders
+    meta: ModelMeta
+    tp: int
+    pp: int
+    fmt: str
+    norms: str
+    padded_vocab: int
+    args: argparse.Namespace | None
+    record: SaveRecord | None = None  # present when atelier llm train wrote it
+    assets_dir: Path | None = None  # config/tokenizer files to carry into an HF export
+    source: Any = field(default=None, repr=False)
+
+    @property
+    def has_train_state(self) -> bool:
+        return (
+            self.record is not None
+            and self.it_dir is not None
+            and (self.it_dir / TRAIN_STATE).is_dir()
+        )
+
+    @property
+    def consumed_train_samples(self) -> int:
+        if self.record is not None:
+            return self.record.consumed_train_samples
+        return int(getattr(self.args, "consumed_train_samples", 0) or 0)
+
+    def close(self) -> None:
+        if self.source is not None:
+            self.source.close()
+
+
+def _open_megatron(folder: Path, it_dir: Path) -> LoadSource:
+    src = MegatronSource(it_dir)
+    lay = src.layout
+    iteration = lay.iteration if isinstance(lay.iteration, int) else 0
+    assets = folder / "hf_assets"
+    return LoadSource(
+        kind="megatron",
+        folder=folder,
+        it_dir=it_dir,
+        iteration=int(iteration),
+        meta=src.meta,
+        tp=lay.tp,
+        pp=lay.pp,
+        fmt=lay.fmt,
+        norms=lay.norms,
+        padded_vocab=lay.padded_vocab,
+        args=src.args,
+        record=SaveRecord.read(it_dir),
+        assets_dir=assets if assets.is_dir() else None,
+        source=src,
+    )
+
+
+def _open_hf(folder: Path) -> LoadSource:
+    from atelier.llm.convert.hf_checkpoint import HFSource
+
+    src = HFSource(folder)
+    return LoadSource(
+        kind="huggingface",
+        folder=folder,
+        it_dir=None,
+        iteration=0,
+        meta=src.meta,
+        tp=1,
+        pp=1,
+        fmt="huggingface",
+        norms="",
+        padded_vocab=src.meta.vocab_size,
+        args=None,
+        assets_dir=folder,
+        source=src,
+    )
+
+
+def resolve_load(
+    load: Path | None, *, save: Path | None = None, ckpt_step: int | None = None
+) -> LoadSource | None:
+    """The checkpoint a run starts from.
+
+    A `save` folder holding a checkpoint this trainer wrote wins over `load`: a job that
+    was preempted and started again with the same command resumes where it stopped.
+    """
+    if save is not None and ckpt_step is None:
+        mine = resumable_checkpoint(save)
+        if mine is not None:
+            if load is None or mine.parent.resolve() != load.resolve():
+                log.info("resuming from %s (the latest checkpoint in save)", mine)
+            return _open_megatron(save, mine)
+    if load is None:
+        return None
+    if not load.exists():
+        raise AtelierError(
+            f"load {load}: no such folder; pass the folder hf2mg wrote, a Megatron "
+            "checkpoint or a Hugging Face model folder"
+        )
+    if not load.is_dir():
+        raise AtelierError(f"load {load}: is a file; pass the checkpoint folder")
+    if not any(load.iterdir()):
+        raise AtelierError(
+            f"load {load}: the folder is empty; convert the model there first "
+            "(atelier llm convert hf2mg --save-dir ...) or point load at it"
+        )
+    if (load / "config.json").is_file():
+        if ckpt_step is not None:
+            raise AtelierError(f"ckpt_step {ckpt_step}: load {load} is a Hugging Face folder")
+        return _open_hf(load)
+    if ckpt_step is not None:
+        it_dir = load / iter_dir_name(ckpt_step)
+        if not it_dir.is_dir():
+            have = sorted(p.name for p in load.glob("iter_*"))
+            raise AtelierError(
+                f"ckpt_step {ckpt_step}: {it_dir} does not exist; saved iterations: "
+                f"{', '.join(have) or 'none'}"
+            )
+    else:
+        try:
+            it_dir = iteration_dir(load)
+        except AtelierError as e:
+            raise AtelierError(
+                str(e).replace("--load-dir", "load")
+                + "; or a Hugging Face folder (with config.json)"
+            ) from None
+    return _open_megatron(load, it_dir)
+
+
+# Shape fields a run may also give; they must agree with what the checkpoint holds.
+SHAPE_FIELDS = {
+    "num_layers": "num_layers",
+    "hidden_size": "hidden_size",
+    "ffn_hidden_size": "ffn_hidden_size",
+    "num_attention_heads": "num_heads",
+    "num_query_groups": "num_groups",
+    "max_position_embeddings": "max_positions",
+}
+
+
+def check_shape_agrees(given: dict[str, int | None], src: LoadSource) -> None:
+    """A shape value given for the run that differs from the checkpoint is an error."""
+    where = src.it_dir or src.folder
+    for name, meta_name in SHAPE_FIELDS.items():
+        value = given.get(name)
+        have = getattr(src.meta, meta_name)
+        if value is not None and value != have:
+            raise AtelierError(
+                f"{name} {value} differs from the checkpoint's {have} ({where}); drop it or "
+                "load the checkpoint of that model"
+            )
+
+
+def check_run_fits(src: LoadSource, *, tp: int, seq_length: int) -> None:
+    m = src.meta
+    check_tensor_parallel(tp, m.num_heads, m.num_groups, m.ffn_hidden_size)
+    if seq_length > m.max_positions:
+        raise AtelierError(
+            f"seq_length {seq_length} is longer than the model's max_position_embeddings "
+            f"{m.max_positions} ({src.it_dir or src.folder}); use at most {m.max_positions}"
+        )
+
+
+def _direct_file(src: LoadSource, ranks: Ranks, padded: int) -> Path | None:
+    """This rank's own file, when it can be read as is (same TP, one stage, mcore local)."""
+    if src.kind != "megatron" or src.it_dir is None:
+        return None
+    if (src.tp, src.pp, src.fmt, src.norms) != (ranks.tp, 1, "mcore", "local"):
+        return None
+    if src.padded_vocab != padded:
+        return None
+    return src.it_dir / rank_dir_name(ranks.tp_rank, 0, 1) / "model_optim_rng.pt"
+
+
+def _converted_tensors(src: LoadSource, ranks: Ranks, padded: int) -> dict[str, Any]:
+    """name -> producer of this rank's tensor, cut from any source as hf2mg would write it."""
+    from atelier.llm.convert.megatron_writer import stage_entries
+
+    names = names_for("mcore", "local")
+    entries = stage_entries(
+        src.source,
+        src.meta,
+        names,
+        range(src.meta.num_layers),
+        ranks.tp,
+        True,
+        True,
+        1,
+        padded,
+    )
+    return {name: functools.partial(produce, ranks.tp_rank) for name, _, produce in entries}
+
+
+def load_weights(
+    src: LoadSource,
+    model: torch.nn.Module,
+    ranks: Ranks,
+    *,
+    divisible_by: int = 128,
+    tp_dim: str = TP_DIM,
+) -> None:
+    """Fill every parameter of `model` from `src`; names and shapes must match exactly."""
+    padded = padded_vocab_size(src.meta.vocab_size, divisible_by, ranks.tp)
+    targets = rank_file_tensors(model, tied=src.meta.tied, pp_size=ranks.pp)
+    path = _direct_file(src, ranks, padded)
+    if path is not None:
+        flat = flatten(load_rank_file(path)["model"])
+        flat = {k: v for k, v in flat.items() if not k.endswith("._extra_state")}
+        tensors: dict[str, Any] = {k: functools.partial(lambda v: v, v) for k, v in flat.items()}
+        where = str(path)
+    else:
+        tensors = _converted_tensors(src, ranks, padded)
+        where = str(src.it_dir or src.folder)
+        if src.tp != ranks.tp and src.kind == "megatron":
+            log.info("resharding %s from TP=%d to TP=%d in memory", where, src.tp, ranks.tp)
+    want = {name for name, _ in targets}
+    extra = sorted(set(tensors) - want)
+    missing = sorted(want - set(tensors))
+    if missing or extra:
+        raise AtelierError(
+            f"{where}: does not match the model"
+            + (f"; missing {missing[:3]}" if missing else "")
+            + (f"; unexpected {extra[:3]}" if extra else "")
+            + f" (family {src.meta.family})"
+        )
+    for name, param in targets:
+        t = tensors.pop(name)()
+        shape = tp_local_shape(param, tp_dim)
+        if tuple(t.shape) != shape:
+            raise AtelierError(
+                f"{where}: {name} has shape {tuple(t.shape)} but this TP rank of the model "
+                f"needs {shape}"
+            )
+        assign_tp_local(param, t, tp_dim)
+        del t
+
+
+@dataclass
+class Resumed:
+    """Where a run continues: the iteration, samples consumed so far, the engine's state."""
+
+    iteration: int
+    consumed_train_samples: int
+    loop_state: dict[str, Any] | None  # None: start the loop fresh at `iteration`
+
+
+def resume_state(
+    src: LoadSource,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ranks: Ranks,
+    *,
+    finetune: bool = False,
+    no_load_optim: bool = False,
+    no_load_rng: bool = False,
+    device_type: str = "cpu",
+) -> Resumed:
+    """After `load_weights`: restore what an exact resume needs, as far as `src` holds it.
+
+    `finetune` keeps the weights only and starts at iteration 0 (Megatron's --finetune). A
+    checkpoint without Atelier's `train_state/` (hf2mg, Megatron-LM) starts at its
+    iteration with a fresh optimizer, as Megatron does with --no-load-optim.
+    """
+    if finetune:
+        return Resumed(0, 0, None)
+    if not src.has_train_state:
+        if src.kind == "megatron" and src.iteration:
+            log.info(
+                "%s holds weights only (no train_state/): continuing at iteration %d with a "
+                "fresh optimizer",
+                src.it_dir,
+                src.iteration,
+            )
+        return Resumed(src.iteration, src.consumed_train_samples, None)
+    assert src.record is not None and src.it_dir is not None
+    rec = src.record
+    if not no_load_optim and rec.tp != ranks.tp:
+        raise AtelierError(
+            f"{src.it_dir}: saved with TP={rec.tp}, this run has TP={ranks.tp}; the optimizer "
+            "state follows the TP layout, so pass no_load_optim (--no-load-optim) to continue "
+            "with these weights and a fresh optimizer, or finetune"
+        )
+    load_rng = not no_load_rng
+    if load_rng and rec.world_size != ranks.world:
+        log.info(
+            "RNG state not restored: saved by %d ranks, this run has %d",
+            rec.world_size,
+            ranks.world,
+        )
+        load_rng = False
+    loop = load_train_state(
+        src.it_dir / TRAIN_STATE,
+        model,
+        None if no_load_optim else optimizer,
+        ranks,
+        load_rng=load_rng,
+        device_type=device_type,
+    )
+    # Megatron's --no-load-optim skips the scheduler too; iteration and samples still count
+    return Resumed(rec.iteration, rec.consumed_train_samples, None if no_load_optim else loop)
