@@ -56,7 +56,7 @@ def run(scenario: str, load: Path, save: Path, tp: int, dp: int, mesh, extra: li
     vocab = src.meta.vocab_size
     if scenario == "save1":
         args = checkpoint_args(src.meta, tp=tp)
-        req = SaveRequest(save, 1, 0, args, src.meta.dtype, src.meta.tied, {})
+        req = SaveRequest(save, 1, 0, args, src.meta.dtype, src.meta, {})
         save_checkpoint(req, model, opt, ranks)
         return {}
     if scenario == "resume":
@@ -64,7 +64,7 @@ def run(scenario: str, load: Path, save: Path, tp: int, dp: int, mesh, extra: li
         losses = [step(model, opt, vocab) for _ in range(2)]
         args = checkpoint_args(src.meta, tp=tp, iteration=2, consumed_train_samples=4)
         loop = {"iteration": 2, "scheduler": {"last": 2}}
-        req = SaveRequest(save, 2, 4, args, torch.float32, src.meta.tied, loop, keep=1)
+        req = SaveRequest(save, 2, 4, args, torch.float32, src.meta, loop, keep=1)
         save_checkpoint(req, model, opt, ranks)
         losses += [step(model, opt, vocab) for _ in range(3)]
         torch.manual_seed(999)  # the resumed run must not depend on the RNG it starts with

@@ -15,6 +15,7 @@ A folder this trainer wrote also carries `train_state/` for an exact resume.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ from atelier.llm.convert.megatron_checkpoint import (
     rank_dir_name,
 )
 from atelier.llm.convert.meta import ModelMeta
-from atelier.llm.convert.names import flatten, names_for
+from atelier.llm.convert.names import flatten
 from atelier.llm.convert.sharding import check_tensor_parallel, padded_vocab_size
 from atelier.llm.train.checkpoint.layout import (
     TRAIN_STATE,
@@ -85,8 +86,18 @@ class LoadSource:
             self.source.close()
 
 
+@contextlib.contextmanager
+def _as_load():
+    """The converter's readers name their parameter `load_dir`; here it is `load`."""
+    try:
+        yield
+    except AtelierError as e:
+        raise AtelierError(str(e).replace("load_dir ", "load ")) from None
+
+
 def _open_megatron(folder: Path, it_dir: Path) -> LoadSource:
-    src = MegatronSource(it_dir)
+    with _as_load():
+        src = MegatronSource(it_dir)
     lay = src.layout
     iteration = lay.iteration if isinstance(lay.iteration, int) else 0
     assets = folder / "hf_assets"
@@ -111,7 +122,8 @@ def _open_megatron(folder: Path, it_dir: Path) -> LoadSource:
 def _open_hf(folder: Path) -> LoadSource:
     from atelier.llm.convert.hf_checkpoint import HFSource
 
-    src = HFSource(folder)
+    with _as_load():
+        src = HFSource(folder)
     return LoadSource(
         kind="huggingface",
         folder=folder,
@@ -170,13 +182,8 @@ def resolve_load(
                 f"{', '.join(have) or 'none'}"
             )
     else:
-        try:
+        with _as_load():
             it_dir = iteration_dir(load)
-        except AtelierError as e:
-            raise AtelierError(
-                str(e).replace("--load-dir", "load")
-                + "; or a Hugging Face folder (with config.json)"
-            ) from None
     return _open_megatron(load, it_dir)
 
 
@@ -225,23 +232,12 @@ def _direct_file(src: LoadSource, ranks: Ranks, padded: int) -> Path | None:
     return src.it_dir / rank_dir_name(ranks.tp_rank, 0, 1) / "model_optim_rng.pt"
 
 
-def _converted_tensors(src: LoadSource, ranks: Ranks, padded: int) -> dict[str, Any]:
+def _converted_tensors(src: LoadSource, ranks: Ranks, divisible_by: int) -> dict[str, Any]:
     """name -> producer of this rank's tensor, cut from any source as hf2mg would write it."""
-    from atelier.llm.convert.megatron_writer import stage_entries
+    from atelier.llm.convert.state_dicts import source_to_megatron_rank
 
-    names = names_for("mcore", "local")
-    entries = stage_entries(
-        src.source,
-        src.meta,
-        names,
-        range(src.meta.num_layers),
-        ranks.tp,
-        True,
-        True,
-        1,
-        padded,
-    )
-    return {name: functools.partial(produce, ranks.tp_rank) for name, _, produce in entries}
+    state = source_to_megatron_rank(src.source, ranks.tp, ranks.tp_rank, divisible_by=divisible_by)
+    return {name: functools.partial(state.pop, name) for name in list(state)}
 
 
 def load_weights(
@@ -254,7 +250,7 @@ def load_weights(
 ) -> None:
     """Fill every parameter of `model` from `src`; names and shapes must match exactly."""
     padded = padded_vocab_size(src.meta.vocab_size, divisible_by, ranks.tp)
-    targets = rank_file_tensors(model, tied=src.meta.tied, pp_size=ranks.pp)
+    targets = rank_file_tensors(model, src.meta, ranks.pp)
     path = _direct_file(src, ranks, padded)
     if path is not None:
         flat = flatten(load_rank_file(path)["model"])
@@ -262,7 +258,7 @@ def load_weights(
         tensors: dict[str, Any] = {k: functools.partial(lambda v: v, v) for k, v in flat.items()}
         where = str(path)
     else:
-        tensors = _converted_tensors(src, ranks, padded)
+        tensors = _converted_tensors(src, ranks, divisible_by)
         where = str(src.it_dir or src.folder)
         if src.tp != ranks.tp and src.kind == "megatron":
             log.info("resharding %s from TP=%d to TP=%d in memory", where, src.tp, ranks.tp)

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 
 from atelier.llm.convert.megatron_checkpoint import RANK_FILES, rank_dir_name
-from atelier.llm.convert.names import LAYER_ROLES, MCORE_LOCAL
+from atelier.llm.convert.meta import ModelMeta
 from atelier.llm.convert.torch_stream import StreamingTorchFile, TensorSlot
 from atelier.llm.train.checkpoint.ranks import Ranks
 from atelier.llm.train.checkpoint.shards import TP_DIM, tp_local, tp_local_shape
@@ -26,8 +26,6 @@ from atelier.llm.train.checkpoint.shards import TP_DIM, tp_local, tp_local_shape
 CHECKPOINT_VERSION = 3.0
 # Wrappers that prefix parameter names (torch.compile, activation checkpointing, FSDP1).
 _WRAPPER = re.compile(r"(?:^|\.)(?:_orig_mod|_checkpoint_wrapped_module|_fsdp_wrapped_module)\.")
-_LAYER = re.compile(r"^decoder\.layers\.(\d+)\.(.+)$")
-_ROLE_SUFFIX = [MCORE_LOCAL[r].split("{i}.", 1)[1] for r in LAYER_ROLES]
 
 
 def megatron_name(fqn: str) -> str:
@@ -39,45 +37,45 @@ def megatron_name(fqn: str) -> str:
         fqn = new
 
 
-def _order_key(name: str, position: int) -> tuple[int, int, int, int]:
-    """hf2mg's order: embedding, layers (parts in LAYER_ROLES order), final norm, output."""
-    if name.startswith("embedding."):
-        return (0, 0, 0, position)
-    m = _LAYER.match(name)
-    if m:
-        rest = m.group(2)
-        role = _ROLE_SUFFIX.index(rest) if rest in _ROLE_SUFFIX else len(_ROLE_SUFFIX)
-        return (1, int(m.group(1)), role, position)
-    if name.startswith("decoder."):
-        return (2, 0, 0, position)
-    return (3, 0, 0, position)
-
-
-def _part(name: str) -> str:
-    """The name with its layer number removed; embedding and output share one vocab shape."""
-    if name in ("embedding.word_embeddings.weight", "output_layer.weight"):
-        return "vocab"
-    return _LAYER.sub(r"decoder.layers.{i}.\2", name)
+def rank_file_names(meta: ModelMeta, pp_size: int = 1) -> list[str]:
+    """Megatron (mcore, local norms) names of one rank file, in hf2mg's order (the table's)."""
+    fam = meta.fam
+    names = [fam.embed.mcore]
+    for i in range(meta.num_layers):
+        names += [p.mcore.format(i=i) for p in fam.parts_for(meta)]
+    names.append(fam.final_norm.mcore)
+    if not meta.tied:
+        names.append(fam.output.mcore)
+    elif pp_size > 1:
+        names.append(fam.head_copy.mcore)
+    return names
 
 
 def rank_file_tensors(
-    model: torch.nn.Module, *, tied: bool, pp_size: int = 1
+    model: torch.nn.Module, meta: ModelMeta, pp_size: int = 1
 ) -> list[tuple[str, torch.Tensor]]:
-    """(Megatron name, parameter or buffer) in rank-file order.
+    """(Megatron name, parameter) of every tensor of the model's rank file, in file order.
 
     With tied embeddings and one pipeline stage Megatron keeps no output weight (the head
-    reads the embedding), so a tied `output_layer.weight` is left out, as hf2mg does.
+    reads the embedding), so a tied `output_layer.weight` in the model is left out, as
+    hf2mg does. Any other difference between the model and the family table is a bug.
     """
-    items: Mapping[str, torch.Tensor] = model.state_dict(keep_vars=True)
-    named = []
-    for pos, (fqn, t) in enumerate(items.items()):
+    have: dict[str, torch.Tensor] = {}
+    for fqn, t in model.state_dict(keep_vars=True).items():
         name = megatron_name(fqn)
-        if name.endswith("._extra_state") or not isinstance(t, torch.Tensor):
-            continue
-        if tied and pp_size == 1 and name == "output_layer.weight":
-            continue
-        named.append((_order_key(name, pos), name, t))
-    return [(name, t) for _, name, t in sorted(named, key=lambda x: x[0])]
+        if not name.endswith("._extra_state") and isinstance(t, torch.Tensor):
+            have[name] = t
+    names = rank_file_names(meta, pp_size)
+    if meta.tied and pp_size == 1:
+        have.pop(meta.fam.output.mcore, None)
+    missing = [n for n in names if n not in have]
+    extra = sorted(set(have) - set(names))
+    if missing or extra:
+        raise RuntimeError(
+            f"bug: model parameters differ from the {meta.family} table: missing "
+            f"{missing[:3]}, unexpected {extra[:3]}"
+        )
+    return [(n, have[n]) for n in names]
 
 
 def rank_file_path(it_dir: Path, ranks: Ranks) -> Path:
@@ -99,14 +97,9 @@ def write_rank_file(
     given a `path` write.
     """
     tensors = list(tensors)
-    shapes: dict[tuple[str, tuple[int, ...]], tuple[int, ...]] = {}
-    slots = []
-    for k, (name, t) in enumerate(tensors):
-        shape = tp_local_shape(t, tp_dim)
-        # One shape object per part, shared across layers, as hf2mg's plan has it: pickle
-        # memoizes by identity, so this is what makes the bytes equal, not just the values.
-        shape = shapes.setdefault((_part(name), shape), shape)
-        slots.append(TensorSlot(str(k), shape, dtype))
+    slots = [
+        TensorSlot(str(k), tp_local_shape(t, tp_dim), dtype) for k, (_, t) in enumerate(tensors)
+    ]
     out = None
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ import torch
 from atelier.core.atomic import atomic_dir
 from atelier.core.errors import AtelierError
 from atelier.core.log import get_logger
-from atelier.llm.convert.meta import dtype_name
+from atelier.llm.convert.meta import ModelMeta, dtype_name
 from atelier.llm.train.checkpoint.layout import (
     TRAIN_STATE,
     SaveRecord,
@@ -51,7 +51,7 @@ class SaveRequest:
     consumed_train_samples: int
     args: argparse.Namespace  # Megatron args for the rank files (see checkpoint.args)
     dtype: torch.dtype  # dtype of the rank files (the run's params dtype)
-    tied: bool
+    meta: ModelMeta
     loop_state: dict[str, Any]
     keep: int | None = None  # save_total_limit
     device_type: str = "cpu"
@@ -84,7 +84,7 @@ def save_checkpoint(
     tmp = ranks.broadcast(tmp)
     if tmp is not None:
         try:
-            tensors = rank_file_tensors(model, tied=req.tied, pp_size=ranks.pp)
+            tensors = rank_file_tensors(model, req.meta, ranks.pp)
             path = rank_file_path(tmp, ranks) if ranks.writes_rank_file else None
             write_rank_file(
                 path,

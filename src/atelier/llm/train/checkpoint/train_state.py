@@ -10,7 +10,10 @@ DTensor parameters.
 
 from __future__ import annotations
 
+import contextlib
 import pickle
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,14 @@ LOOP_KEY = "loop"
 
 def _rng_key(rank: int) -> str:
     return f"rng_rank{rank:05d}"
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """DCP warns that one process 'assumes the intent' of a single-process save; it is."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*assuming the intent is to")
+        yield
 
 
 def _dcp():
@@ -55,7 +66,8 @@ def save_train_state(
     }
     if save_master:
         state["model"] = model_sd
-    dcp.save(state, checkpoint_id=str(folder), no_dist=not ranks.distributed)
+    with _quiet():
+        dcp.save(state, checkpoint_id=str(folder), no_dist=not ranks.distributed)
 
 
 @dataclass
@@ -104,7 +116,8 @@ def load_train_state(
         state["optimizer"] = optim_sd
         if info.has_master:
             state["model"] = model_sd
-    dcp.load(state, checkpoint_id=str(folder), no_dist=not ranks.distributed)
+    with _quiet():
+        dcp.load(state, checkpoint_id=str(folder), no_dist=not ranks.distributed)
     if optimizer is not None:
         set_state_dict(
             model,
