@@ -129,7 +129,7 @@ def test_resume_prefers_own_save_and_finetune_resets(converted, tmp_path: Path) 
     plain = resolve_load(mg)  # hf2mg output: weights only, Megatron's iteration 1
     assert not plain.has_train_state
     assert resume_state(plain, model, opt, Ranks()).iteration == 1
-    with pytest.raises(AtelierError, match="TP=1, this run has TP=2.*no-load-optim"):
+    with pytest.raises(AtelierError, match=r"TP=1, this run has TP=2.*no-load-optim"):
         resume_state(got, model, opt, Ranks(tp=2))
     assert resolve_load(mg, save=tmp_path, ckpt_step=None).iteration == 3
     assert resolve_load(tmp_path, ckpt_step=3).iteration == 3
@@ -156,16 +156,16 @@ def test_bad_load(converted, tmp_path: Path) -> None:
         resolve_load(tmp_path / "nope")
     assert "nope" in _one_line(e)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(AtelierError, match="empty.*hf2mg"):
+    with pytest.raises(AtelierError, match=r"empty.*hf2mg"):
         resolve_load(tmp_path / "empty")
     (tmp_path / "f").write_text("x")
     with pytest.raises(AtelierError, match="is a file"):
         resolve_load(tmp_path / "f")
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "notes.txt").write_text("x")
-    with pytest.raises(AtelierError, match="load .*junk: not a Megatron checkpoint"):
+    with pytest.raises(AtelierError, match=r"load .*junk: not a Megatron checkpoint"):
         resolve_load(tmp_path / "junk")
-    with pytest.raises(AtelierError, match="ckpt_step 7.*saved iterations: iter_0000001"):
+    with pytest.raises(AtelierError, match=r"ckpt_step 7.*saved iterations: iter_0000001"):
         resolve_load(converted("llama"), ckpt_step=7)
 
 
@@ -173,7 +173,7 @@ def test_unsupported_family(tmp_path: Path) -> None:
     gpt2 = tmp_path / "gpt2"
     gpt2.mkdir()
     (gpt2 / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"]}))
-    with pytest.raises(AtelierError, match="unsupported architecture.*LlamaForCausalLM") as e:
+    with pytest.raises(AtelierError, match=r"unsupported architecture.*LlamaForCausalLM") as e:
         resolve_load(gpt2)
     _one_line(e)
 
@@ -200,5 +200,5 @@ def test_shape_and_fit_checks(converted) -> None:
         check_shape_agrees({"num_layers": 32}, src)
     with pytest.raises(AtelierError, match="valid sizes: 1, 2, 4"):
         check_run_fits(src, tp=3, seq_length=8)
-    with pytest.raises(AtelierError, match="seq_length 4096 is longer.*128"):
+    with pytest.raises(AtelierError, match=r"seq_length 4096 is longer.*128"):
         check_run_fits(src, tp=1, seq_length=4096)
