@@ -46,12 +46,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_worker(tmp: Path, tp: int, dp: int, *jobs: str, timeout: int = 120) -> list[dict]:
-    """Run worker.py jobs on tp*dp gloo processes (plain processes, no torchrun agent)."""
-    world = tp * dp
+def run_worker(
+    tmp: Path, load: Path, tp: int, world: int, *jobs: str, timeout: int = 120, rc: int = 0
+) -> list[dict]:
+    """Run worker.py jobs on `world` gloo processes (plain processes, no torchrun agent)."""
     out = tmp / "result"
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, str(WORKER), str(out), str(tp), str(dp), *jobs]
+    cmd = [sys.executable, str(WORKER), str(out), str(load), str(tp), *jobs]
     if world == 1:
         procs = [subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)]
     else:
@@ -69,5 +70,7 @@ def run_worker(tmp: Path, tp: int, dp: int, *jobs: str, timeout: int = 120) -> l
             procs.append(subprocess.Popen(cmd, env=penv, stderr=subprocess.PIPE, text=True))
     errs = [p.communicate(timeout=timeout)[1] for p in procs]
     for p, err in zip(procs, errs, strict=True):
-        assert p.returncode == 0, err[-3000:]
+        assert p.returncode == rc, err[-3000:]
+    if rc:
+        return []
     return [json.loads(Path(f"{out}.{r}").read_text()) for r in range(world)]

@@ -1,15 +1,18 @@
-"""Run under torchrun (or plain python for one process): checkpoint scenarios on the toy model.
+"""Run as one process or under gloo (RANK... set): the engine with checkpoint hooks.
 
-Usage: worker.py OUT_JSON TP DP SCENARIO,LOAD,SAVE[,EXTRA] ...
-Scenarios: save1 (load, save untrained at iteration 1), resume (train, save, train on;
-then a fresh model resumes from the save and trains the same steps), reshard (compare a
-TP-resharded load with a direct one).
+Usage: worker.py OUT LOAD TP JOB...   where JOB is one of
+  bytes:SAVE            save the model straight after loading, at iteration 1 (hf2mg's bytes)
+  train:SAVE:ITERS[:KILL_AT[:CKPT_STEP]]
+                        train to ITERS saving every 2 iterations; kill -9 after iteration
+                        KILL_AT (0: never); resume from iteration CKPT_STEP of SAVE (0: latest)
+Writes OUT.<rank> = JSON {job: losses or {}}.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -17,97 +20,94 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[4]))
 
-from atelier.llm.convert.sharding import padded_vocab_size
+from atelier.llm.train.batches import SampleBatches, pretraining_samples
 from atelier.llm.train.checkpoint import (
+    CheckpointHooks,
     Ranks,
     SaveRequest,
     checkpoint_args,
-    load_weights,
-    resolve_load,
-    resume_state,
+    prepare_load,
     save_checkpoint,
 )
-from atelier.llm.train.checkpoint.shards import tp_local
-from tests.llm.train.checkpoint.toy import ToyGPT, parallelize
+from atelier.llm.train.config import TrainConfig
+from atelier.llm.train.loop import HookList, TrainHooks, setup, train
+
+SEQ = 16
 
 
-def build(load: Path | None, save: Path | None, tp: int, dp: int, mesh):
-    src = resolve_load(load, save=save)
-    padded = padded_vocab_size(src.meta.vocab_size, 128, tp)
-    torch.manual_seed(123)
-    model = parallelize(ToyGPT(src.meta, padded), mesh, tp, dp)
-    ranks = Ranks.from_mesh(mesh)
-    load_weights(src, model, ranks)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
-    return src, model, opt, ranks
+def config(load: Path, tp: int, **kw) -> TrainConfig:
+    base = dict(
+        load=load,
+        seq_length=SEQ,
+        micro_batch_size=2,
+        global_batch_size=4,
+        train_iters=4,
+        lr=2e-3,
+        min_lr=1e-4,
+        lr_decay_style="cosine",
+        lr_warmup_iters=1,
+        weight_decay=0.1,
+        clip_grad=1.0,
+        eval_iters=0,
+        device="cpu",
+        tensor_model_parallel_size=tp,
+        save_interval=2,
+        log_interval=1,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
 
 
-def step(model, opt, vocab: int) -> float:
-    ids = torch.randint(0, vocab, (2, 8))  # drawn from the RNG a resume must restore
-    loss = model(ids).float().pow(2).mean()
-    loss.backward()
-    opt.step()
-    opt.zero_grad()
-    return float(loss.detach())
-
-
-def run(scenario: str, load: Path, save: Path, tp: int, dp: int, mesh, extra: list[str]) -> dict:
-    src, model, opt, ranks = build(load, None, tp, dp, mesh)
-    vocab = src.meta.vocab_size
-    if scenario == "save1":
-        args = checkpoint_args(src.meta, tp=tp)
-        req = SaveRequest(save, 1, 0, args, src.meta.dtype, src.meta, {})
-        save_checkpoint(req, model, opt, ranks)
-        return {}
-    if scenario == "resume":
-        torch.manual_seed(7)
-        losses = [step(model, opt, vocab) for _ in range(2)]
-        args = checkpoint_args(src.meta, tp=tp, iteration=2, consumed_train_samples=4)
-        loop = {"iteration": 2, "scheduler": {"last": 2}}
-        req = SaveRequest(save, 2, 4, args, torch.float32, src.meta, loop, keep=1)
-        save_checkpoint(req, model, opt, ranks)
-        losses += [step(model, opt, vocab) for _ in range(3)]
-        torch.manual_seed(999)  # the resumed run must not depend on the RNG it starts with
-        src2, model2, opt2, ranks2 = build(None, save, tp, dp, mesh)
-        resumed = resume_state(src2, model2, opt2, ranks2)
-        again = [step(model2, opt2, vocab) for _ in range(3)]
-        return {
-            "losses": losses,
-            "again": again,
-            "iteration": resumed.iteration,
-            "consumed": resumed.consumed_train_samples,
-            "loop": resumed.loop_state,
-            "same_params": same_params(model, model2),
-        }
-    if scenario == "reshard":
-        _, model2, _, _ = build(Path(extra[0]), None, tp, dp, mesh)
-        return {"same_params": same_params(model, model2)}
-    raise SystemExit(f"unknown scenario {scenario}")
-
-
-def same_params(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    return all(
-        torch.equal(tp_local(x), tp_local(y))
-        for x, y in zip(a.parameters(), b.parameters(), strict=True)
+def data(vocab: int) -> SampleBatches:
+    g = torch.Generator().manual_seed(0)
+    return SampleBatches(
+        {"train": pretraining_samples(torch.randint(0, vocab, (64, SEQ + 1), generator=g))}
     )
 
 
-def main() -> None:
-    out, tp, dp, *jobs = sys.argv[1:]
-    tp, dp = int(tp), int(dp)
-    mesh = None
-    if "RANK" in os.environ:
-        torch.distributed.init_process_group("gloo")
-        from torch.distributed.device_mesh import init_device_mesh
+class KillAt(TrainHooks):
+    def __init__(self, iteration: int) -> None:
+        self.iteration = iteration
 
-        mesh = init_device_mesh("cpu", (dp, tp), mesh_dim_names=("dp", "tp"))
+    def after_step(self, state) -> None:
+        if state.iteration == self.iteration:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Losses(TrainHooks):
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+        self.rng: list[float] = []
+
+    def on_step(self, state, metrics) -> None:
+        self.losses.append(metrics.lm_loss)
+
+
+def main() -> None:
+    out, load, tp, *jobs = sys.argv[1:]
     results = {}
     for job in jobs:
-        scenario, load, save, *extra = job.split(",")
-        results[scenario] = run(scenario, Path(load), Path(save), tp, dp, mesh, extra)
-    rank = torch.distributed.get_rank() if mesh is not None else 0
+        kind, save, *rest = job.split(":")
+        if kind == "bytes":
+            cfg = config(Path(load), int(tp))
+            state = setup(cfg)
+            args = checkpoint_args(state.meta, tp=int(tp))
+            req = SaveRequest(Path(save), 1, 0, args, state.meta.dtype, state.meta, {})
+            save_checkpoint(req, state.model, state.optimizer, Ranks.from_mesh(state.env.mesh))
+            results[job] = {}
+            continue
+        iters, kill_at, step = (list(map(int, rest)) + [0, 0])[:3]
+        cfg = config(Path(load), int(tp), train_iters=iters, save=Path(save))
+        src = prepare_load(cfg, ckpt_step=step or None)
+        losses = Losses()
+        hooks = [CheckpointHooks(src, cfg.save), losses]
+        if kill_at:
+            hooks.append(KillAt(kill_at))
+        train(cfg, HookList(hooks), data(src.meta.vocab_size))
+        results[job] = losses.losses
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     Path(f"{out}.{rank}").write_text(json.dumps(results))
-    if mesh is not None:
+    if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 
 

@@ -1,22 +1,16 @@
-"""What `load` names, and putting it into a training model.
+"""What `load` names, and what a resume restores beyond the weights.
 
 `load` may be a Megatron checkpoint (from hf2mg, Megatron-LM, MindSpeed-LLM or an earlier
-`atelier llm train`; the latest iteration or `ckpt_step`) or a Hugging Face folder, which
-is converted in memory. The model's shape comes from it (`LoadSource.meta`), so the engine
-builds the model after `resolve_load`. Weights go in one tensor at a time:
-- a Megatron checkpoint with the run's TP, mcore names and the run's vocabulary padding
-  is read directly, each rank its own `mp_rank_XX` file (mmap);
-- anything else (another TP or PP, legacy or TE names, a Hugging Face folder) is read
-  through the converter's lazy sources and cut for the run's TP exactly as hf2mg would
-  write it, in memory.
-A folder this trainer wrote also carries `train_state/` for an exact resume.
+`atelier llm train`; the latest iteration or `ckpt_step`) or a Hugging Face folder. The
+engine reads the weights (any TP, resharded in memory through the converter's sources);
+this module decides which folder that is (a checkpoint of this run in `save` first) and,
+when `atelier llm train` wrote it, restores `train_state/` for an exact resume.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,21 +22,15 @@ from atelier.core.log import get_logger
 from atelier.llm.convert.megatron_checkpoint import (
     MegatronSource,
     iteration_dir,
-    load_rank_file,
-    rank_dir_name,
 )
 from atelier.llm.convert.meta import ModelMeta
-from atelier.llm.convert.names import flatten
-from atelier.llm.convert.sharding import check_tensor_parallel, padded_vocab_size
 from atelier.llm.train.checkpoint.layout import (
     TRAIN_STATE,
     SaveRecord,
     iter_dir_name,
     resumable_checkpoint,
 )
-from atelier.llm.train.checkpoint.rank_file import rank_file_tensors
 from atelier.llm.train.checkpoint.ranks import Ranks
-from atelier.llm.train.checkpoint.shards import TP_DIM, assign_tp_local, tp_local_shape
 from atelier.llm.train.checkpoint.train_state import load_train_state
 
 log = get_logger(__name__)
@@ -185,103 +173,6 @@ def resolve_load(
         with _as_load():
             it_dir = iteration_dir(load)
     return _open_megatron(load, it_dir)
-
-
-# Shape fields a run may also give; they must agree with what the checkpoint holds.
-SHAPE_FIELDS = {
-    "num_layers": "num_layers",
-    "hidden_size": "hidden_size",
-    "ffn_hidden_size": "ffn_hidden_size",
-    "num_attention_heads": "num_heads",
-    "num_query_groups": "num_groups",
-    "max_position_embeddings": "max_positions",
-}
-
-
-def check_shape_agrees(given: dict[str, int | None], src: LoadSource) -> None:
-    """A shape value given for the run that differs from the checkpoint is an error."""
-    where = src.it_dir or src.folder
-    for name, meta_name in SHAPE_FIELDS.items():
-        value = given.get(name)
-        have = getattr(src.meta, meta_name)
-        if value is not None and value != have:
-            raise AtelierError(
-                f"{name} {value} differs from the checkpoint's {have} ({where}); drop it or "
-                "load the checkpoint of that model"
-            )
-
-
-def check_run_fits(src: LoadSource, *, tp: int, seq_length: int) -> None:
-    m = src.meta
-    check_tensor_parallel(tp, m.num_heads, m.num_groups, m.ffn_hidden_size)
-    if seq_length > m.max_positions:
-        raise AtelierError(
-            f"seq_length {seq_length} is longer than the model's max_position_embeddings "
-            f"{m.max_positions} ({src.it_dir or src.folder}); use at most {m.max_positions}"
-        )
-
-
-def _direct_file(src: LoadSource, ranks: Ranks, padded: int) -> Path | None:
-    """This rank's own file, when it can be read as is (same TP, one stage, mcore local)."""
-    if src.kind != "megatron" or src.it_dir is None:
-        return None
-    if (src.tp, src.pp, src.fmt, src.norms) != (ranks.tp, 1, "mcore", "local"):
-        return None
-    if src.padded_vocab != padded:
-        return None
-    return src.it_dir / rank_dir_name(ranks.tp_rank, 0, 1) / "model_optim_rng.pt"
-
-
-def _converted_tensors(src: LoadSource, ranks: Ranks, divisible_by: int) -> dict[str, Any]:
-    """name -> producer of this rank's tensor, cut from any source as hf2mg would write it."""
-    from atelier.llm.convert.state_dicts import source_to_megatron_rank
-
-    state = source_to_megatron_rank(src.source, ranks.tp, ranks.tp_rank, divisible_by=divisible_by)
-    return {name: functools.partial(state.pop, name) for name in list(state)}
-
-
-def load_weights(
-    src: LoadSource,
-    model: torch.nn.Module,
-    ranks: Ranks,
-    *,
-    divisible_by: int = 128,
-    tp_dim: str = TP_DIM,
-) -> None:
-    """Fill every parameter of `model` from `src`; names and shapes must match exactly."""
-    padded = padded_vocab_size(src.meta.vocab_size, divisible_by, ranks.tp)
-    targets = rank_file_tensors(model, src.meta, ranks.pp)
-    path = _direct_file(src, ranks, padded)
-    if path is not None:
-        flat = flatten(load_rank_file(path)["model"])
-        flat = {k: v for k, v in flat.items() if not k.endswith("._extra_state")}
-        tensors: dict[str, Any] = {k: functools.partial(lambda v: v, v) for k, v in flat.items()}
-        where = str(path)
-    else:
-        tensors = _converted_tensors(src, ranks, divisible_by)
-        where = str(src.it_dir or src.folder)
-        if src.tp != ranks.tp and src.kind == "megatron":
-            log.info("resharding %s from TP=%d to TP=%d in memory", where, src.tp, ranks.tp)
-    want = {name for name, _ in targets}
-    extra = sorted(set(tensors) - want)
-    missing = sorted(want - set(tensors))
-    if missing or extra:
-        raise AtelierError(
-            f"{where}: does not match the model"
-            + (f"; missing {missing[:3]}" if missing else "")
-            + (f"; unexpected {extra[:3]}" if extra else "")
-            + f" (family {src.meta.family})"
-        )
-    for name, param in targets:
-        t = tensors.pop(name)()
-        shape = tp_local_shape(param, tp_dim)
-        if tuple(t.shape) != shape:
-            raise AtelierError(
-                f"{where}: {name} has shape {tuple(t.shape)} but this TP rank of the model "
-                f"needs {shape}"
-            )
-        assign_tp_local(param, t, tp_dim)
-        del t
 
 
 @dataclass

@@ -4,8 +4,7 @@ A rank file of Megatron holds what TP rank r owns: column-parallel weights cut o
 row-parallel ones on dim 1, norms whole. In training the same parameter may also be a
 DTensor sharded by FSDP2 over the data-parallel mesh dimension. Gathering every mesh
 dimension except the tensor-parallel one gives exactly TP rank r's tensor, one parameter
-at a time (memory: one tensor, not the model); the inverse puts a rank file's tensor back
-into whatever placement the parameter has.
+at a time (memory: one tensor, not the model).
 """
 
 from __future__ import annotations
@@ -40,33 +39,6 @@ def tp_local(t: torch.Tensor, tp_dim: str = TP_DIM) -> torch.Tensor:
     if keep != list(t.placements):
         t = t.redistribute(mesh, keep)
     return t.to_local().detach()
-
-
-@torch.no_grad()
-def assign_tp_local(param: torch.Tensor, local: torch.Tensor, tp_dim: str = TP_DIM) -> None:
-    """Copy TP rank r's tensor `local` into `param` (plain tensor or DTensor of any placement)."""
-    DTensor = _dtensor()
-    if not isinstance(param, DTensor):
-        param.copy_(local.to(device=param.device, dtype=param.dtype))
-        return
-    from torch.distributed.tensor import Replicate
-
-    mesh = param.device_mesh
-    have = [
-        p if n == tp_dim else Replicate()
-        for n, p in zip(_names(mesh), param.placements, strict=True)
-    ]
-    src = DTensor.from_local(
-        local.to(device=param.to_local().device, dtype=param.dtype),
-        mesh,
-        have,
-        run_check=False,
-        shape=param.shape,
-        stride=param.stride(),
-    )
-    if have != list(param.placements):
-        src = src.redistribute(mesh, param.placements)
-    param.to_local().copy_(src.to_local())
 
 
 def tp_local_shape(param: torch.Tensor, tp_dim: str = TP_DIM) -> tuple[int, ...]:
