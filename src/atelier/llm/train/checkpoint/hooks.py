@@ -60,9 +60,12 @@ def loop_state(state: TrainState) -> dict[str, Any]:
 class CheckpointHooks(TrainHooks):
     """Resume on start, save on interval and at the end. `src` comes from `prepare_load`."""
 
-    def __init__(self, src: LoadSource | None, save: Path | None = None) -> None:
+    def __init__(
+        self, src: LoadSource | None, save: Path | None = None, tokenizer: str | None = None
+    ) -> None:
         self.src = src
         self.save = save
+        self.tokenizer = tokenizer
         self.last_saved: Path | None = None
         self.last_saved_iteration: int | None = None
         self.trained = False  # a run resumed at its last iteration has nothing new to save
@@ -73,14 +76,16 @@ class CheckpointHooks(TrainHooks):
     def on_start(self, state: TrainState) -> None:
         cfg = state.cfg
         if self.src is not None:
+            # finetune / no_load_* describe `load`; this run's own checkpoint resumes exactly
+            own = self.src.from_save
             resumed = resume_state(
                 self.src,
                 state.model,
                 state.optimizer,
                 self._ranks(state),
-                finetune=cfg.finetune,
-                no_load_optim=cfg.no_load_optim,
-                no_load_rng=cfg.no_load_rng,
+                finetune=cfg.finetune and not own,
+                no_load_optim=cfg.no_load_optim and not own,
+                no_load_rng=cfg.no_load_rng and not own,
                 device_type=state.env.device.type,
             )
             state.iteration = resumed.iteration
@@ -132,9 +137,31 @@ class CheckpointHooks(TrainHooks):
             keep=cfg.save_total_limit,
             device_type=state.env.device.type,
         )
-        self.last_saved = save_checkpoint(req, state.model, state.optimizer, self._ranks(state))
+        ranks = self._ranks(state)
+        self.last_saved = save_checkpoint(req, state.model, state.optimizer, ranks)
         self.last_saved_iteration = state.iteration
+        if ranks.rank == 0:
+            self._carry_assets()
         return self.last_saved
+
+    def _carry_assets(self) -> None:
+        """Config and tokenizer files into `save/hf_assets/` once, as hf2mg does, so that
+        `mg2hf save` (and CONVERT_MG2HF) writes a complete folder from the save alone."""
+        from atelier.core.atomic import atomic_dir
+        from atelier.llm.convert.assets import ASSETS_DIRNAME, copy_assets, copy_tokenizer
+
+        assert self.save is not None
+        dest = self.save / ASSETS_DIRNAME
+        origin = self.src.assets_dir if self.src is not None else None
+        if dest.exists() or (origin is None and self.tokenizer is None):
+            return
+        if origin is not None and origin.resolve() == dest.resolve():
+            return
+        with atomic_dir(dest) as tmp:
+            if origin is not None:
+                copy_assets(origin, tmp)
+            if self.tokenizer is not None:
+                copy_tokenizer(Path(self.tokenizer), tmp)
 
     def after_step(self, state: TrainState) -> None:
         self.trained = True

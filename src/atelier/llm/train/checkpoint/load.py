@@ -53,6 +53,7 @@ class LoadSource:
     args: argparse.Namespace | None
     record: SaveRecord | None = None  # present when atelier llm train wrote it
     assets_dir: Path | None = None  # config/tokenizer files to carry into an HF export
+    from_save: bool = False  # this run's own checkpoint, found in `save`
     source: Any = field(default=None, repr=False)
 
     @property
@@ -142,7 +143,9 @@ def resolve_load(
         if mine is not None:
             if load is None or mine.parent.resolve() != load.resolve():
                 log.info("resuming from %s (the latest checkpoint in save)", mine)
-            return _open_megatron(save, mine)
+            src = _open_megatron(save, mine)
+            src.from_save = True
+            return src
     if load is None:
         return None
     if not load.exists():
