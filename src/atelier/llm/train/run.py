@@ -201,7 +201,7 @@ def export_hf(req: TrainRequest, save: Path, out: Path) -> Path:
 
 
 def run_training(req: TrainRequest) -> RunReport:
-    from atelier.llm.train.checkpoint.hooks import prepare_load
+    from atelier.llm.train.checkpoint.load import prepare_load
     from atelier.llm.train.launch import launch, under_torchrun
 
     if req.wants_hf and req.save is None:

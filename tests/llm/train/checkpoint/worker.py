@@ -22,13 +22,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[4]))
 
 from atelier.llm.train.batches import SampleBatches, pretraining_samples
 from atelier.llm.train.checkpoint import (
-    CheckpointHooks,
     Ranks,
     SaveRequest,
     checkpoint_args,
     prepare_load,
     save_checkpoint,
 )
+from atelier.llm.train.checkpoint.hooks import CheckpointHooks
 from atelier.llm.train.config import TrainConfig
 from atelier.llm.train.loop import HookList, TrainHooks, setup, train
 
@@ -96,7 +96,7 @@ def main() -> None:
             save_checkpoint(req, state.model, state.optimizer, Ranks.from_mesh(state.env.mesh))
             results[job] = {}
             continue
-        iters, kill_at, step = (list(map(int, rest)) + [0, 0])[:3]
+        iters, kill_at, step = [*map(int, rest), 0, 0][:3]
         cfg = config(Path(load), int(tp), train_iters=iters, save=Path(save))
         src = prepare_load(cfg, ckpt_step=step or None)
         losses = Losses()

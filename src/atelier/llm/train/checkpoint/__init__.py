@@ -3,14 +3,14 @@
 - `prepare_load` / `resolve_load` / `resume_state`: start from hf2mg output, a Megatron or
   Atelier checkpoint (latest or a given iteration) or a Hugging Face folder (the engine
   reads and reshards the weights); restore optimizer, scheduler, RNG and data position.
-- `CheckpointHooks`: the engine's `TrainHooks` doing all of it during `train()`.
+- `hooks.CheckpointHooks`: the engine's `TrainHooks` doing all of it during `train()`
+  (imported from its module: it needs the engine's loop).
 - `save_checkpoint`: every rank into one temporary folder, renamed when all are done, then
   `latest_checkpointed_iteration.txt`; old iterations pruned (only Atelier's own).
 See docs/llm-train.md, "Checkpoints".
 """
 
 from atelier.llm.train.checkpoint.args import checkpoint_args
-from atelier.llm.train.checkpoint.hooks import CheckpointHooks, prepare_load
 from atelier.llm.train.checkpoint.layout import (
     check_no_foreign_iterations,
     check_save_dir,
@@ -19,6 +19,7 @@ from atelier.llm.train.checkpoint.layout import (
 from atelier.llm.train.checkpoint.load import (
     LoadSource,
     Resumed,
+    prepare_load,
     resolve_load,
     resume_state,
 )
@@ -26,7 +27,6 @@ from atelier.llm.train.checkpoint.ranks import Ranks
 from atelier.llm.train.checkpoint.save import SaveRequest, save_checkpoint
 
 __all__ = [
-    "CheckpointHooks",
     "LoadSource",
     "Ranks",
     "Resumed",

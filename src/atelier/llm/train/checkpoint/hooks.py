@@ -2,7 +2,7 @@
 
 - `on_start`: restore what the loaded checkpoint holds beyond weights (optimizer, master
   weights, scheduler, loss scale, RNG, iteration and consumed samples); the engine has
-  already read the weights from `cfg.load` (which `prepare_load` pointed at the right
+  already read the weights from `cfg.load` (which `load.prepare_load` pointed at the right
   iteration folder).
 - `after_step`: save every `save_interval` iterations.
 - `on_end`: save the last iteration (Megatron saves on exit too), unless just saved.
@@ -16,34 +16,13 @@ from typing import Any
 
 from atelier.core.log import get_logger
 from atelier.llm.train.checkpoint.args import checkpoint_args
-from atelier.llm.train.checkpoint.layout import check_no_foreign_iterations, check_save_dir
-from atelier.llm.train.checkpoint.load import LoadSource, resolve_load, resume_state
+from atelier.llm.train.checkpoint.layout import check_no_foreign_iterations
+from atelier.llm.train.checkpoint.load import LoadSource, resume_state
 from atelier.llm.train.checkpoint.ranks import Ranks
 from atelier.llm.train.checkpoint.save import SaveRequest, save_checkpoint
 from atelier.llm.train.loop import TrainHooks, TrainState
 
 log = get_logger(__name__)
-
-
-def prepare_load(cfg: Any, ckpt_step: int | None = None) -> LoadSource | None:
-    """Decide what the run starts from and point `cfg.load` at exactly that folder.
-
-    A checkpoint of this run in `cfg.save` wins (a preempted job started again with the
-    same command resumes); `ckpt_step` picks an iteration of `cfg.load`. Checks that the
-    save folder is writable before any training happens.
-    """
-    if cfg.save is not None:
-        check_save_dir(Path(cfg.save), "save")
-    src = resolve_load(
-        Path(cfg.load) if cfg.load is not None else None,
-        save=Path(cfg.save) if cfg.save is not None else None,
-        ckpt_step=ckpt_step,
-    )
-    if src is not None:
-        src.close()  # the engine opens it again; here only its metadata mattered
-        if src.it_dir is not None:
-            cfg.load = src.it_dir
-    return src
 
 
 def loop_state(state: TrainState) -> dict[str, Any]:

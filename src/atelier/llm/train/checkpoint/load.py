@@ -27,6 +27,7 @@ from atelier.llm.convert.meta import ModelMeta
 from atelier.llm.train.checkpoint.layout import (
     TRAIN_STATE,
     SaveRecord,
+    check_save_dir,
     iter_dir_name,
     resumable_checkpoint,
 )
@@ -176,6 +177,27 @@ def resolve_load(
         with _as_load():
             it_dir = iteration_dir(load)
     return _open_megatron(load, it_dir)
+
+
+def prepare_load(cfg: Any, ckpt_step: int | None = None) -> LoadSource | None:
+    """Decide what the run starts from and point `cfg.load` at exactly that folder.
+
+    A checkpoint of this run in `cfg.save` wins (a preempted job started again with the
+    same command resumes); `ckpt_step` picks an iteration of `cfg.load`. Checks that the
+    save folder is writable before any training happens.
+    """
+    if cfg.save is not None:
+        check_save_dir(Path(cfg.save), "save")
+    src = resolve_load(
+        Path(cfg.load) if cfg.load is not None else None,
+        save=Path(cfg.save) if cfg.save is not None else None,
+        ckpt_step=ckpt_step,
+    )
+    if src is not None:
+        src.close()  # the engine opens it again; here only its metadata mattered
+        if src.it_dir is not None:
+            cfg.load = src.it_dir
+    return src
 
 
 @dataclass
