@@ -54,6 +54,11 @@ class _Collect(TrainHooks):
 
     def on_end(self, state: TrainState, reason: str) -> None:
         self.state = local_megatron_state(state.model)
+        self.meta = state.meta
+
+
+def _cat0(states: list[dict[str, torch.Tensor]], name: str) -> torch.Tensor:
+    return torch.cat([s[name] for s in states])
 
 
 def hf_layout(
@@ -72,15 +77,18 @@ def hf_layout(
     layers = {int(k.split(".")[2]) for k in r0 if k.startswith("decoder.layers.")}
     for i in sorted(layers):
         p, h = f"decoder.layers.{i}.", f"model.layers.{i}."
-        cat0 = lambda n: torch.cat([s[p + n] for s in rank_states])  # noqa: E731
-        q, k, v = unfuse_qkv(cat0("self_attention.linear_qkv.weight"), heads, groups, head_dim)
+        q, k, v = unfuse_qkv(
+            _cat0(rank_states, p + "self_attention.linear_qkv.weight"), heads, groups, head_dim
+        )
         out |= {
             h + "self_attn.q_proj.weight": q,
             h + "self_attn.k_proj.weight": k,
             h + "self_attn.v_proj.weight": v,
         }
         if p + "self_attention.linear_qkv.bias" in r0:
-            qb, kb, vb = unfuse_qkv(cat0("self_attention.linear_qkv.bias"), heads, groups, head_dim)
+            qb, kb, vb = unfuse_qkv(
+                _cat0(rank_states, p + "self_attention.linear_qkv.bias"), heads, groups, head_dim
+            )
             out |= {
                 h + "self_attn.q_proj.bias": qb,
                 h + "self_attn.k_proj.bias": kb,
@@ -112,13 +120,8 @@ def atelier_run(cfg: TrainConfig, tokens: torch.Tensor) -> tuple[list[float], di
     states: list = [None] * dist.get_world_size()
     dist.all_gather_object(states, hooks.state)
     tp = cfg.tensor_model_parallel_size
-    import json
-
-    hf_cfg = json.loads((Path(cfg.load) / "config.json").read_text())
-    heads = hf_cfg["num_attention_heads"]
-    groups = hf_cfg.get("num_key_value_heads") or heads
-    head_dim = hf_cfg.get("head_dim") or hf_cfg["hidden_size"] // heads
-    weights = hf_layout(states[:tp], heads, groups, head_dim, hf_cfg["vocab_size"])
+    m = hooks.meta
+    weights = hf_layout(states[:tp], m.num_heads, m.num_groups, m.head_dim, m.vocab_size)
     return result.losses, weights
 
 

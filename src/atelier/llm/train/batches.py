@@ -9,8 +9,12 @@ of each. The bench, the tests and the train.data adapter all go through it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from itertools import islice
+from typing import Any
 
 import torch
+
+from atelier.core.errors import AtelierError
 
 Batch = dict[str, torch.Tensor]
 
@@ -55,3 +59,52 @@ def pretraining_samples(tokens: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         }
         for row in tokens
     ]
+
+
+class DatasetBatches:
+    """`train.data`'s datasets and sampler behind the loop's `BatchSource` interface."""
+
+    def __init__(self, spec: Any, splits: Mapping[str, Any]) -> None:
+        self.spec = spec
+        self.splits = {k: v for k, v in splits.items() if v is not None and len(v) > 0}
+
+    def has_split(self, split: str) -> bool:
+        return split in self.splits
+
+    def micro_batches(
+        self, split: str, consumed: int, mbs: int, gbs: int, dp_rank: int, dp_size: int
+    ) -> list[Batch]:
+        from atelier.llm.train.data import collate
+
+        ds = self.splits[split]
+        steps = gbs // (mbs * dp_size)
+        idx = list(islice(ds.micro_batches(consumed, mbs, dp_rank, dp_size), steps))
+        if len(idx) < steps:
+            raise AtelierError(
+                f"the {split} split ran out of samples after {consumed}; ask for fewer "
+                "iterations or give more data"
+            )
+        return [collate([ds[i] for i in one], pad_id=self.spec.fill_id) for one in idx]
+
+
+def datasets_for_run(
+    spec: Any,
+    *,
+    vocab_size: int,
+    global_batch_size: int,
+    total_iters: int,
+    eval_interval: int,
+    eval_iters: int,
+) -> DatasetBatches:
+    """Megatron's train/valid/test sample counts for this run, built and vocab-checked."""
+    from atelier.llm.train.data import build_datasets, check_vocab
+
+    check_vocab(spec, vocab_size)
+    evals = (total_iters // eval_interval + 1) * eval_iters if eval_iters > 0 else 0
+    sizes = [
+        total_iters * global_batch_size,
+        evals * global_batch_size,
+        eval_iters * global_batch_size,
+    ]
+    train, valid, _ = build_datasets(spec, sizes)
+    return DatasetBatches(spec, {"train": train, "valid": valid})

@@ -9,6 +9,7 @@ on any rank is re-raised here as the same one-line error (never a wall of traceb
 from __future__ import annotations
 
 import os
+import pickle
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -31,7 +32,8 @@ def _worker(rank: int, nprocs: int, port: int, fn: Callable, args: tuple, queue:
     )
     try:
         out = fn(*args)
-        queue.put((rank, "ok", out if rank == 0 else None))
+        # Plain pickle bytes: torch's queue would share tensor storage that dies with us.
+        queue.put((rank, "ok", pickle.dumps(out) if rank == 0 else None))
     except AtelierError as e:
         queue.put((rank, "error", str(e)))
     except BaseException:
@@ -83,4 +85,4 @@ def launch(fn: Callable, args: tuple, nproc_per_node: int = 1) -> Any:
     for status, value in results.values():
         if status == "crash":
             raise RuntimeError(f"a training process failed:\n{value}")
-    return results[0][1]
+    return pickle.loads(results[0][1])

@@ -382,10 +382,25 @@ def setup(cfg: TrainConfig) -> TrainState:
     )
 
 
-def default_data(cfg: TrainConfig) -> BatchSource:
-    from atelier.llm.train.data_source import data_from_spec  # train.data's adapter
+def default_data(state: TrainState) -> BatchSource:
+    """The datasets of `cfg.data` (train.data), sized for this run as Megatron sizes them."""
+    from atelier.llm.train.batches import datasets_for_run
 
-    return data_from_spec(cfg)
+    cfg = state.cfg
+    if cfg.data is None:
+        raise AtelierError("no training data: give data (a DataSpec with data_path)")
+    if cfg.data.seq_length != cfg.seq_length:
+        raise AtelierError(
+            f"data seq_length {cfg.data.seq_length} differs from seq_length {cfg.seq_length}"
+        )
+    return datasets_for_run(
+        cfg.data,
+        vocab_size=state.meta.vocab_size,
+        global_batch_size=state.global_batch_size,
+        total_iters=state.total_iters,
+        eval_interval=cfg.eval_interval,
+        eval_iters=cfg.eval_iters,
+    )
 
 
 def train(
@@ -394,7 +409,7 @@ def train(
     """Run training to train_iters/train_samples, an exit condition or a hook's stop."""
     hooks = hooks or TrainHooks()
     state = setup(cfg)
-    data = data or default_data(cfg)
+    data = data or default_data(state)
     hooks.on_start(state)
     losses: list[float] = []
     norms: list[float] = []

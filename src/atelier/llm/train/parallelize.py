@@ -60,14 +60,17 @@ def init_parallel(cfg: TrainConfig) -> ParallelEnv:
         device = torch.device(kind, local_rank)
         getattr(torch, kind).set_device(device)
     if not dist.is_initialized():
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(free_port()))
-        os.environ.setdefault("RANK", "0")
-        os.environ.setdefault("WORLD_SIZE", "1")
-        dist.init_process_group(
-            distributed_backend(kind),
-            timeout=datetime.timedelta(minutes=cfg.distributed_timeout_minutes),
-        )
+        timeout = datetime.timedelta(minutes=cfg.distributed_timeout_minutes)
+        if "RANK" in os.environ:  # torchrun or launch.py: env:// rendezvous
+            dist.init_process_group(distributed_backend(kind), timeout=timeout)
+        else:  # one process of its own (the environment is left untouched)
+            dist.init_process_group(
+                distributed_backend(kind),
+                init_method=f"tcp://127.0.0.1:{free_port()}",
+                rank=0,
+                world_size=1,
+                timeout=timeout,
+            )
     world, tp = dist.get_world_size(), cfg.tensor_model_parallel_size
     if world % tp:
         raise AtelierError(
@@ -175,10 +178,12 @@ def build_model(
             layer.compile()
     policy = MixedPrecisionPolicy(param_dtype=param_dtype(cfg), reduce_dtype=torch.float32)
     dp_mesh = env.mesh["dp"]
-    for layer in model.decoder.layers:
-        fully_shard(layer, mesh=dp_mesh, mp_policy=policy)
-    fully_shard(model, mesh=dp_mesh, mp_policy=policy)
-    model.set_gradient_divide_factor(1.0)  # the loss is already normalised globally
+    units = [*model.decoder.layers, model]
+    for unit in units:
+        fully_shard(unit, mesh=dp_mesh, mp_policy=policy)
+    for unit in units:  # sum, not average: the loss is already normalised globally
+        unit.set_gradient_divide_factor(1.0)
+        unit.set_force_sum_reduction_for_comms(True)  # gloo has no AVG / PREMUL_SUM
     return model
 
 

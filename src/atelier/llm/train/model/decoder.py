@@ -184,18 +184,22 @@ class GPTModel(nn.Module):
         h = self.embedding(tokens)
         cos, sin = rope_cos_sin(self.inv_freq, position_ids, h.dtype)
         h = self.decoder(h, cos, sin, segment_ids)
-        return output_logits(h, self.output_weight())[..., : self.args.vocab_size]
+        return output_logits(h, self.output_weight(), self.args.vocab_size)
 
 
-def output_logits(h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """h @ W^T; with a vocab-sharded DTensor W the logits are all-gathered over TP.
+def output_logits(h: torch.Tensor, weight: torch.Tensor, vocab: int) -> torch.Tensor:
+    """h @ W^T over the true vocabulary: padded rows never reach the softmax, so the loss
+    is the same at any TP (whose padding differs).
 
-    The activations enter as replicated, so their gradient is all-reduced over TP on the way
-    back (Megatron's copy-to-tensor-parallel-region).
+    With a vocab-sharded DTensor W the logits are all-gathered over TP; the activations
+    enter as replicated, so their gradient is all-reduced over TP on the way back
+    (Megatron's copy-to-tensor-parallel-region). Unsharded, the weight's first `vocab`
+    rows are a contiguous view, which also skips the padded rows' flops.
     """
     from torch.distributed.tensor import DTensor, Replicate
 
     if isinstance(weight, DTensor):
         hd = DTensor.from_local(h, weight.device_mesh, [Replicate()], run_check=False)
-        return F.linear(hd, weight).redistribute(placements=[Replicate()]).to_local()
-    return F.linear(h, weight)
+        full = F.linear(hd, weight).redistribute(placements=[Replicate()]).to_local()
+        return full[..., :vocab]
+    return F.linear(h, weight[:vocab])
