@@ -2,9 +2,10 @@
 
 Usage: worker.py OUT LOAD TP JOB...   where JOB is one of
   bytes:SAVE            save the model straight after loading, at iteration 1 (hf2mg's bytes)
-  train:SAVE:ITERS[:KILL_AT[:CKPT_STEP]]
-                        train to ITERS saving every 2 iterations; kill -9 after iteration
-                        KILL_AT (0: never); resume from iteration CKPT_STEP of SAVE (0: latest)
+  train:SAVE:ITERS[:KILL_AT[:CKPT_STEP[:LOAD]]]
+                        train to ITERS saving every 2 iterations; kill -9 (or SIGTERM when
+                        KILL_AT is negative) after iteration |KILL_AT| (0: never); start from
+                        iteration CKPT_STEP of LOAD (default: the worker's LOAD; 0: latest)
 Writes OUT.<rank> = JSON {job: losses or {}}.
 """
 
@@ -31,6 +32,7 @@ from atelier.llm.train.checkpoint import (
 from atelier.llm.train.checkpoint.hooks import CheckpointHooks
 from atelier.llm.train.config import TrainConfig
 from atelier.llm.train.loop import HookList, TrainHooks, setup, train
+from atelier.llm.train.signals import StopOnSignal
 
 SEQ = 16
 
@@ -67,17 +69,17 @@ def data(vocab: int) -> SampleBatches:
 
 class KillAt(TrainHooks):
     def __init__(self, iteration: int) -> None:
-        self.iteration = iteration
+        self.iteration = abs(iteration)
+        self.signal = signal.SIGKILL if iteration > 0 else signal.SIGTERM
 
-    def after_step(self, state) -> None:
+    def on_step(self, state, metrics) -> None:  # before saving, as a preemption would
         if state.iteration == self.iteration:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), self.signal)
 
 
 class Losses(TrainHooks):
     def __init__(self) -> None:
         self.losses: list[float] = []
-        self.rng: list[float] = []
 
     def on_step(self, state, metrics) -> None:
         self.losses.append(metrics.lm_loss)
@@ -96,15 +98,21 @@ def main() -> None:
             save_checkpoint(req, state.model, state.optimizer, Ranks.from_mesh(state.env.mesh))
             results[job] = {}
             continue
-        iters, kill_at, step = [*map(int, rest), 0, 0][:3]
-        cfg = config(Path(load), int(tp), train_iters=iters, save=Path(save))
+        iters, kill_at, step = [*map(int, rest[:3]), 0, 0, 0][:3]
+        start = Path(rest[3]) if len(rest) > 3 else Path(load)
+        cfg = config(start, int(tp), train_iters=iters, save=Path(save))
         src = prepare_load(cfg, ckpt_step=step or None)
         losses = Losses()
-        hooks = [CheckpointHooks(src, cfg.save), losses]
+        stop = StopOnSignal()
+        hooks = [losses, CheckpointHooks(src, cfg.save), stop]
         if kill_at:
-            hooks.append(KillAt(kill_at))
-        train(cfg, HookList(hooks), data(src.meta.vocab_size))
-        results[job] = losses.losses
+            hooks.insert(0, KillAt(kill_at))
+        result = train(cfg, HookList(hooks), data(src.meta.vocab_size))
+        results[job] = {
+            "losses": losses.losses,
+            "stop": result.stop_reason,
+            "it": result.iterations,
+        }
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     Path(f"{out}.{rank}").write_text(json.dumps(results))
     if torch.distributed.is_initialized():
