@@ -40,6 +40,7 @@ CHECKED_FIELDS = (
     "head_dim",
     "tied",
     "qkv_bias",
+    "qk_norm",
 )
 
 
@@ -51,7 +52,7 @@ def _adopt_config(source: MegatronSource, config_dir: Path) -> None:
         have, want = getattr(source.meta, name), getattr(given, name)
         if have != want:
             raise AtelierError(
-                f"--hf-config-dir {path}: {name} is {want} but the Megatron "
+                f"hf_config_dir {path}: {name} is {want} but the Megatron "
                 f"checkpoint has {have}; pass the config of this model"
             )
     given.vocab_size = source.meta.vocab_size
@@ -72,7 +73,7 @@ def mg2hf(
     source = MegatronSource(load_dir)
     assets = hf_config_dir or source.assets_dir
     if hf_config_dir is not None and not hf_config_dir.is_dir():
-        raise AtelierError(f"--hf-config-dir {hf_config_dir}: not a folder")
+        raise AtelierError(f"hf_config_dir {hf_config_dir}: not a folder")
     if assets is not None and (assets / "config.json").is_file():
         _adopt_config(source, assets)
     meta = source.meta
