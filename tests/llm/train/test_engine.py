@@ -23,7 +23,9 @@ def hf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _grads(hf: Path, samples: list[dict]) -> dict[str, torch.Tensor]:
     import torch.distributed as dist
 
-    state = setup(config(hf, global_batch_size=2, micro_batch_size=1, train_iters=1, lr_warmup_iters=0))
+    state = setup(
+        config(hf, global_batch_size=2, micro_batch_size=1, train_iters=1, lr_warmup_iters=0)
+    )
     model = state.model
     from atelier.llm.train.loop import _forward_loss
 
@@ -60,7 +62,9 @@ def test_masked_label_changes_no_gradient(hf: Path) -> None:
 def _steps(hf: Path, mbs: int, masks: list[torch.Tensor]) -> float:
     import torch.distributed as dist
 
-    state = setup(config(hf, global_batch_size=4, micro_batch_size=mbs, train_iters=1, lr_warmup_iters=0))
+    state = setup(
+        config(hf, global_batch_size=4, micro_batch_size=mbs, train_iters=1, lr_warmup_iters=0)
+    )
     samples = pretraining_samples(sample_tokens(4))
     for s, m in zip(samples, masks, strict=True):
         s["loss_mask"] = m
