@@ -241,3 +241,18 @@ def test_bf16_source_round_trip_keeps_dtype(tmp_path: Path, tiny_tokenizer: Path
     hf2mg(Hf2MgOptions(load_dir=hf, save_dir=tmp_path / "mg", tp=2, pp=2))
     mg2hf(tmp_path / "mg", tmp_path / "out")
     assert_same_state(hf_state(hf), hf_state(tmp_path / "out"))
+
+
+def test_megatron_tensor_without_a_slot_is_refused(hf_model, tmp_path: Path) -> None:
+    """A q_layernorm in a checkpoint whose args say no qk-norm would be dropped: refuse."""
+    from .helpers import load_rank
+
+    mg = tmp_path / "mg"
+    hf2mg(Hf2MgOptions(load_dir=hf_model("llama"), save_dir=mg, pp=2))
+    path = rank_path(mg, 0, 1, 2)
+    ck = load_rank(path)
+    ck["model"]["decoder.layers.1.self_attention.q_layernorm.weight"] = torch.ones(8)
+    torch.save(ck, path)
+    with pytest.raises(AtelierError, match=r"mp_rank_00_001.*1 tensors have no place.*q_layernorm"):
+        mg2hf(mg, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from atelier.llm.convert.sharding import unfuse_gate_up, unfuse_qkv
+from atelier.llm.convert.state_dicts import megatron_ranks_to_hf
 from atelier.llm.train.batches import SampleBatches, pretraining_samples
 from atelier.llm.train.config import TrainConfig
 from atelier.llm.train.loop import TrainHooks, TrainState, train
@@ -57,59 +57,6 @@ class _Collect(TrainHooks):
         self.meta = state.meta
 
 
-def _cat0(states: list[dict[str, torch.Tensor]], name: str) -> torch.Tensor:
-    return torch.cat([s[name] for s in states])
-
-
-def hf_layout(
-    rank_states: list[dict[str, torch.Tensor]], heads: int, groups: int, head_dim: int, vocab: int
-) -> dict[str, torch.Tensor]:
-    """Gather TP rank states (megatron names) into HF-layout tensors, for comparison."""
-    r0 = rank_states[0]
-    out = {
-        "model.embed_tokens.weight": torch.cat(
-            [s["embedding.word_embeddings.weight"] for s in rank_states]
-        )[:vocab],
-        "model.norm.weight": r0["decoder.final_layernorm.weight"],
-    }
-    if "output_layer.weight" in r0:
-        out["lm_head.weight"] = torch.cat([s["output_layer.weight"] for s in rank_states])[:vocab]
-    layers = {int(k.split(".")[2]) for k in r0 if k.startswith("decoder.layers.")}
-    for i in sorted(layers):
-        p, h = f"decoder.layers.{i}.", f"model.layers.{i}."
-        q, k, v = unfuse_qkv(
-            _cat0(rank_states, p + "self_attention.linear_qkv.weight"), heads, groups, head_dim
-        )
-        out |= {
-            h + "self_attn.q_proj.weight": q,
-            h + "self_attn.k_proj.weight": k,
-            h + "self_attn.v_proj.weight": v,
-        }
-        if p + "self_attention.linear_qkv.bias" in r0:
-            qb, kb, vb = unfuse_qkv(
-                _cat0(rank_states, p + "self_attention.linear_qkv.bias"), heads, groups, head_dim
-            )
-            out |= {
-                h + "self_attn.q_proj.bias": qb,
-                h + "self_attn.k_proj.bias": kb,
-                h + "self_attn.v_proj.bias": vb,
-            }
-        if p + "self_attention.q_layernorm.weight" in r0:
-            out[h + "self_attn.q_norm.weight"] = r0[p + "self_attention.q_layernorm.weight"]
-            out[h + "self_attn.k_norm.weight"] = r0[p + "self_attention.k_layernorm.weight"]
-        out[h + "self_attn.o_proj.weight"] = torch.cat(
-            [s[p + "self_attention.linear_proj.weight"] for s in rank_states], dim=1
-        )
-        gate, up = unfuse_gate_up([s[p + "mlp.linear_fc1.weight"] for s in rank_states])
-        out |= {h + "mlp.gate_proj.weight": gate, h + "mlp.up_proj.weight": up}
-        out[h + "mlp.down_proj.weight"] = torch.cat(
-            [s[p + "mlp.linear_fc2.weight"] for s in rank_states], dim=1
-        )
-        out[h + "input_layernorm.weight"] = r0[p + "input_layernorm.weight"]
-        out[h + "post_attention_layernorm.weight"] = r0[p + "pre_mlp_layernorm.weight"]
-    return out
-
-
 def atelier_run(cfg: TrainConfig, tokens: torch.Tensor) -> tuple[list[float], dict]:
     """Train; returns (losses, HF-layout final weights) on rank 0 (collective inside)."""
     import torch.distributed as dist
@@ -120,8 +67,7 @@ def atelier_run(cfg: TrainConfig, tokens: torch.Tensor) -> tuple[list[float], di
     states: list = [None] * dist.get_world_size()
     dist.all_gather_object(states, hooks.state)
     tp = cfg.tensor_model_parallel_size
-    m = hooks.meta
-    weights = hf_layout(states[:tp], m.num_heads, m.num_groups, m.head_dim, m.vocab_size)
+    weights = megatron_ranks_to_hf(states[:tp], hooks.meta)
     return result.losses, weights
 
 

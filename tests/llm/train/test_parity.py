@@ -18,7 +18,7 @@ from atelier.llm.train.launch import launch
 from tests.llm.convert.conftest import make_hf_model
 from tests.llm.train.parity import atelier_run, config, reference_run, sample_tokens
 
-FAMILIES = ["llama", "llama31", "mistral", "qwen2", "yi"]
+FAMILIES = ["llama", "llama31", "mistral", "qwen2", "yi", "qwen3"]
 
 
 @pytest.fixture(scope="module")

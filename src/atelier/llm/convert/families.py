@@ -13,7 +13,8 @@ Public API (stable; the trainer builds its decoder from it):
 
 - `Split`: COLUMN (dim 0), ROW (dim 1), REPLICATED, QKV (q/k/v fused per query group,
   groups split over ranks), GATE_UP (fc1 = [gate_r; up_r] per rank), VOCAB (rows
-  padded to Megatron's padded vocabulary, then split on dim 0).
+  padded to Megatron's padded vocabulary, then split on dim 0); `Split.dim` is the
+  dimension a kind shards (0, 1 or None).
 - `Part`: `role`, `pieces` (canonical HF-layout piece keys, e.g. `("q", "k", "v")`),
   `hf` (HF name templates, one per piece, `{i}` = global layer number), `legacy`,
   `mcore`, `mcore_te` (Megatron name templates, `{i}` = layer number local to the
@@ -29,8 +30,11 @@ Public API (stable; the trainer builds its decoder from it):
   `family_for_args(args)` (a checkpoint Atelier did not write).
 
 The in-memory conversions built on the table are in `state_dicts.py`
-(`hf_to_megatron_rank`, `megatron_ranks_to_hf`, `reshard`, `StateDictSource`);
-`meta.meta_from_hf_config` / `meta.megatron_args` turn configs into sizes and back.
+(`hf_to_megatron_rank`, `source_to_megatron_rank`, `megatron_ranks_to_hf`, `reshard`,
+`HFStateSource`, and `StateDictSource` from `megatron_state.py`);
+`meta.meta_from_hf_config` / `meta.megatron_args` turn configs into a `ModelMeta` (sizes,
+`tied`/`untied`, `qkv_bias`, `qk_norm`, rope) and back. All of these are exported by
+`atelier.llm.convert`.
 
 Megatron-core parameter names (mcore local) are what the trainer's modules are named:
 `embedding.word_embeddings.weight`, `decoder.layers.N.input_layernorm.weight`,
@@ -62,6 +66,13 @@ class Split(enum.Enum):
     QKV = "qkv"  # [q; k; v] fused per query group, each rank a contiguous run of groups
     GATE_UP = "gate_up"  # [gate_r; up_r] per rank
     VOCAB = "vocab"  # rows padded to the padded vocabulary, then dim 0
+
+    @property
+    def dim(self) -> int | None:
+        """The dimension TP shards (1 row-parallel, 0 every column-like kind, None replicated)."""
+        if self is Split.REPLICATED:
+            return None
+        return 1 if self is Split.ROW else 0
 
 
 Shape = tuple[int, ...]

@@ -147,10 +147,14 @@ class MegatronSource(RankStateReader):
             raise AtelierError(f"{self.files[(0, 0)]}: no {embed_name} on the first pipeline stage")
         meta.dtype = embed0.dtype
         self.meta: ModelMeta = meta
-        layer_list = [
-            count_layers(flat0 if p == 0 else _flat_model(load_rank_file(f), f), str(f))
-            for p, f in ((p, self.files[(0, p)]) for p in range(pp))
-        ]
+        stage_names = [(str(self.files[(0, 0)]), set(flat0))]
+        layer_list = [count_layers(flat0, str(self.files[(0, 0)]))]
+        for p in range(1, pp):
+            path = self.files[(0, p)]
+            flat = _flat_model(load_rank_file(path), path)
+            stage_names.append((str(path), set(flat)))
+            layer_list.append(count_layers(flat, str(path)))
+            del flat
         if sum(layer_list) != self.meta.num_layers:
             raise AtelierError(
                 f"{self.it_dir}: stages hold {layer_list} layers but args say "
@@ -173,7 +177,7 @@ class MegatronSource(RankStateReader):
             )
         assets = self.load_dir / ASSETS_DIRNAME
         self.assets_dir: Path | None = assets if assets.is_dir() else None
-        self._check_format(str(self.files[(0, 0)]))
+        self._check_layout(stage_names)
 
     def _rank_state(self, tp: int, pp: int) -> tuple[str, dict[str, torch.Tensor]]:
         path = self.files[(tp, pp)]

@@ -65,15 +65,35 @@ class RankStateReader:
         """(where, flat canonical state dict) of rank (tp, pp)."""
         raise NotImplementedError
 
-    def _check_format(self, where: str) -> None:
+    def _check_layout(self, stage_names: list[tuple[str, set[str]]]) -> None:
+        """Refuse a checkpoint the table cannot read whole: no slot for a part in this
+        format, or tensors (of rank 0 of each stage: `(where, names)`) it would drop."""
         fam, lay = self.meta.fam, self.layout
         for part in (*fam.parts_for(self.meta), *fam.model_parts_for(self.meta)):
             if part.name(lay.fmt, lay.norms) is None:
                 raise AtelierError(
-                    f"{where}: a {lay.fmt} checkpoint cannot hold {fam.name}'s {part.role} "
-                    f"({part.hf[0]}); Atelier writes such models in mcore format only"
+                    f"{stage_names[0][0]}: a {lay.fmt} checkpoint cannot hold {fam.name}'s "
+                    f"{part.role} ({part.hf[0]}); Atelier writes such models in mcore format only"
                 )
         self._starts = [sum(lay.layer_list[:p]) for p in range(lay.pp)]
+
+        def names_of(parts: list[Part], layers: int = 1) -> set[str]:
+            templates = [n for p in parts if (n := p.name(lay.fmt, lay.norms))]
+            return {t.format(i=j) for t in templates for j in range(layers)}
+
+        for pp, (where, names) in enumerate(stage_names):
+            known = names_of(fam.parts_for(self.meta), lay.layer_list[pp])
+            if pp == 0:
+                known |= names_of([fam.embed])
+            if pp == lay.pp - 1:
+                known |= names_of([fam.final_norm, fam.output, fam.head_copy])
+            extra = sorted(n for n in names - known if not n.endswith(("_extra_state", "inv_freq")))
+            if extra:
+                raise AtelierError(
+                    f"{where}: {len(extra)} tensors have no place in the {fam.name} table "
+                    f"(e.g. {extra[0]!r}); converting would lose them. Is args.qk_layernorm / "
+                    "add_qkv_bias / untie_embeddings_and_output_weights right?"
+                )
 
     def _gather(self, pp: int, names: list[str]) -> dict[str, list[torch.Tensor]]:
         """Tensors `names` from every TP rank of stage `pp`.
@@ -94,7 +114,7 @@ class RankStateReader:
 
     def _name(self, part: Part, local_layer: int = 0) -> str:
         name = part.name(self.layout.fmt, self.layout.norms)
-        assert name is not None  # _check_format refused such checkpoints
+        assert name is not None  # _check_layout refused such checkpoints
         return name.format(i=local_layer)
 
     def _whole(self, pp: int, part: Part) -> torch.Tensor:
@@ -182,7 +202,9 @@ class StateDictSource(RankStateReader):
                 f"rank_states: meta.vocab_size is {meta.vocab_size} but the embedding has "
                 f"only {self.layout.padded_vocab} rows"
             )
-        self._check_format("rank_states")
+        self._check_layout(
+            [(f"rank_states[{p}][0]", set(stage[0])) for p, stage in enumerate(self._flat)]
+        )
 
     def _rank_state(self, tp: int, pp: int) -> tuple[str, Mapping[str, torch.Tensor]]:
         return f"rank_states[{pp}][{tp}]", self._flat[pp][tp]

@@ -93,8 +93,17 @@ def _rope(config: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:
     return float(theta), scaling
 
 
-def meta_from_hf_config(config: dict[str, Any], where: str, dtype: torch.dtype) -> ModelMeta:
+def meta_from_hf_config(
+    config: dict[str, Any], where: str = "config.json", dtype: torch.dtype | None = None
+) -> ModelMeta:
+    """Sizes of a Hugging Face `config.json` (a dict); errors name `where`.
+
+    `dtype` defaults to the config's `torch_dtype` / `dtype` (float32 when it has none).
+    """
     fam = detect_family(config, where)
+    if dtype is None:
+        stored = config.get("torch_dtype") or config.get("dtype") or "float32"
+        dtype = parse_dtype(str(stored), f"{where}: torch_dtype")
     values: dict[str, Any] = {}
     for hf_name, meta_name in fam.config_map.items():
         if hf_name in config and config[hf_name] is not None:

@@ -40,6 +40,7 @@ CHECKED_FIELDS = (
     "head_dim",
     "tied",
     "qkv_bias",
+    "qk_norm",
 )
 
 

@@ -17,6 +17,11 @@ from typing import Any
 
 import torch
 
+from atelier.llm.convert.families import INPUT_NORM
+
+# A TE-fused input norm marks TE naming (the table's mcore_te column).
+_TE_NORM = re.compile(re.escape(str(INPUT_NORM.mcore_te)).replace(r"\{i\}", r"\d+") + "$")
+
 # Older legacy spellings, rewritten to the table's legacy names before lookup.
 _ALIASES = (
     (re.compile(r"^language_model\.transformer\."), "language_model.encoder."),
@@ -74,6 +79,6 @@ def detect_format(flat: Mapping[str, torch.Tensor]) -> tuple[str, str]:
     """(format, norms) of a flat state dict: legacy|mcore, te|local."""
     names = list(flat)
     if any(n.startswith(("decoder.", "embedding.", "output_layer.")) for n in names):
-        norms = "te" if any(n.endswith("linear_qkv.layer_norm_weight") for n in names) else "local"
+        norms = "te" if any(_TE_NORM.search(n) for n in names) else "local"
         return "mcore", norms
     return "legacy", "local"

@@ -45,9 +45,13 @@ def _worker(rank: int, nprocs: int, port: int, fn: Callable, args: tuple, queue:
             dist.destroy_process_group()
 
 
-def launch(fn: Callable, args: tuple, nproc_per_node: int = 1) -> Any:
-    """Run `fn(*args)` on every rank and return rank 0's result."""
-    if under_torchrun() or nproc_per_node == 1:
+def launch(fn: Callable, args: tuple, nproc_per_node: int = 1, spawn: bool = False) -> Any:
+    """Run `fn(*args)` on every rank and return rank 0's result.
+
+    One process runs in this one unless `spawn` (a fresh process, e.g. to measure its peak
+    memory alone).
+    """
+    if under_torchrun() or (nproc_per_node == 1 and not spawn):
         try:
             return fn(*args)
         finally:

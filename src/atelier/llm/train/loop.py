@@ -24,6 +24,7 @@ import torch.distributed as dist
 from atelier.core.errors import AtelierError
 from atelier.core.log import get_logger
 from atelier.llm.convert.meta import ModelMeta
+from atelier.llm.convert.sharding import check_tensor_parallel
 from atelier.llm.convert.source import CheckpointSource
 from atelier.llm.train.config import TrainConfig
 from atelier.llm.train.loss import (
@@ -349,12 +350,15 @@ def _agree(flag: bool, env: ParallelEnv) -> bool:
 def setup(cfg: TrainConfig) -> TrainState:
     """Process group, model (weights from `cfg.load`), optimizer, schedule: iteration 0."""
     cfg.check()
-    env = init_parallel(cfg)
-    gbs, _ = batch_sizes(cfg, env.dp)
     source = open_source(cfg)
     try:
         meta = source.meta
-        check_shape(cfg, meta)
+        check_shape(cfg, meta)  # before any process group: bad input fails fast, alone
+        check_tensor_parallel(
+            cfg.tensor_model_parallel_size, meta.num_heads, meta.num_groups, meta.ffn_hidden_size
+        )
+        env = init_parallel(cfg)
+        gbs, _ = batch_sizes(cfg, env.dp)
         args = args_from_meta(meta, tp=env.tp, divisible_by=cfg.make_vocab_size_divisible_by)
         torch.manual_seed(cfg.seed)
         model = build_model(args, source, cfg, env)

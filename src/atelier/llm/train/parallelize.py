@@ -158,8 +158,11 @@ def build_model(
     params = dict(model.named_parameters())
     seen = set()
     with torch.no_grad():
-        for name, t in rank_tensors(source, args, env.tp, env.tp_rank):
-            p = params[name]
+        state = rank_tensors(source, args, env.tp, env.tp_rank, cfg.make_vocab_size_divisible_by)
+        for name, t in state.items():
+            p = params.get(name)
+            if p is None:
+                raise AtelierError(f"the checkpoint has {name}, which this model does not")
             local = p.to_local() if isinstance(p, DTensor) else p
             if tuple(local.shape) != tuple(t.shape):
                 raise AtelierError(

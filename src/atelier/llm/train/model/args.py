@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from atelier.core.errors import AtelierError
 from atelier.llm.convert.meta import ModelMeta
 from atelier.llm.convert.sharding import padded_vocab_size
 
@@ -35,7 +36,14 @@ class ModelArgs:
 
 def args_from_meta(meta: ModelMeta, *, tp: int, divisible_by: int) -> ModelArgs:
     """Model args for a run with tensor-parallel size `tp` (the vocab is padded as Megatron)."""
-    fam = meta.fam
+    arch = meta.fam.arch
+    implemented = {"norm": "RMSNorm", "activation": "silu", "rope": "rotate_half"}
+    for name, value in implemented.items():
+        if getattr(arch, name) != value:
+            raise AtelierError(
+                f"family {meta.family}: {name} {getattr(arch, name)!r} is not implemented by "
+                f"the trainer's decoder (it has {value})"
+            )
     return ModelArgs(
         num_layers=meta.num_layers,
         hidden_size=meta.hidden_size,
@@ -50,6 +58,6 @@ def args_from_meta(meta: ModelMeta, *, tp: int, divisible_by: int) -> ModelArgs:
         rope_theta=meta.rope_theta,
         rope_scaling=meta.rope_scaling,
         qkv_bias=meta.qkv_bias,
-        qk_norm=bool(getattr(meta, "qk_norm", getattr(fam, "qk_norm", False))),
+        qk_norm=meta.qk_norm,
         tied=meta.tied,
     )

@@ -1,78 +1,39 @@
 """A TP rank's local shards in megatron-core names, from any `CheckpointSource`.
 
 The converter's sources (a Megatron checkpoint at any TP, or a Hugging Face folder) give each
-layer in the HF layout; slicing it for TP rank r and fusing exactly as `hf2mg` does yields the
-tensors of `mp_rank_{r:02d}/model_optim_rng.pt`, so resharding to another TP happens in
-memory. A fresh model (pretraining from scratch) comes from `RandomSource`: Megatron's init
-(normal(0, std), output projections scaled by 1/sqrt(2 x layers), norms one), generated
-whole and seeded so every TP/DP layout starts from the same weights.
+layer in the HF layout; the family table's slicing for TP rank r yields the tensors of
+`mp_rank_{r:02d}/model_optim_rng.pt`, so resharding to another TP happens in memory. A fresh
+model (pretraining from scratch) comes from `RandomSource`: Megatron's init (normal(0, std),
+output projections scaled by 1/sqrt(2 x layers), norms one), generated whole and seeded so
+every TP/DP layout starts from the same weights.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
 from atelier.llm.convert.meta import ModelMeta
-from atelier.llm.convert.sharding import (
-    fuse_qkv,
-    padded_shard,
-    rank_slice,
-    vocab_shard_range,
-)
-from atelier.llm.convert.source import CheckpointSource, vocab_rows
+from atelier.llm.convert.source import CheckpointSource
 from atelier.llm.train.model.args import ModelArgs
-
-LAYER = "decoder.layers.{i}."
-
-
-def _vocab_shard(
-    source: CheckpointSource, which: str, a: ModelArgs, tp: int, rank: int
-) -> torch.Tensor:
-    start, stop = vocab_shard_range(a.padded_vocab_size, tp, rank)
-    real = vocab_rows(source, which, min(start, a.vocab_size), min(stop, a.vocab_size))
-    last = vocab_rows(source, which, a.vocab_size - 1, a.vocab_size)
-    return padded_shard(real, last, start, stop, a.vocab_size)
-
-
-def layer_shards(
-    parts: dict[str, torch.Tensor], a: ModelArgs, tp: int, rank: int
-) -> dict[str, torch.Tensor]:
-    """One layer's rank-local tensors, named relative to `decoder.layers.N.`."""
-    p = rank_slice(parts, tp, rank)
-    groups = a.num_groups // tp
-    out = {
-        "input_layernorm.weight": p["input_norm"],
-        "self_attention.linear_qkv.weight": fuse_qkv(p["q"], p["k"], p["v"], groups),
-        "self_attention.linear_proj.weight": p["o"],
-        "pre_mlp_layernorm.weight": p["post_norm"],
-        "mlp.linear_fc1.weight": torch.cat([p["gate"], p["up"]], dim=0),
-        "mlp.linear_fc2.weight": p["down"],
-    }
-    if a.qkv_bias:
-        out["self_attention.linear_qkv.bias"] = fuse_qkv(
-            p["q_bias"], p["k_bias"], p["v_bias"], groups
-        )
-    if a.qk_norm:
-        out["self_attention.q_layernorm.weight"] = p["q_norm"]
-        out["self_attention.k_layernorm.weight"] = p["k_norm"]
-    return out
 
 
 def rank_tensors(
-    source: CheckpointSource, a: ModelArgs, tp: int, rank: int
-) -> Iterator[tuple[str, torch.Tensor]]:
-    """(megatron name, local tensor) for TP rank `rank`, one layer at a time."""
-    yield "embedding.word_embeddings.weight", _vocab_shard(source, "embed", a, tp, rank)
-    for i in range(a.num_layers):
-        for name, t in layer_shards(source.layer(i), a, tp, rank).items():
-            yield LAYER.format(i=i) + name, t
-    yield "decoder.final_layernorm.weight", source.final_norm()
-    if not a.tied:
-        yield "output_layer.weight", _vocab_shard(source, "lm_head", a, tp, rank)
+    source: CheckpointSource, a: ModelArgs, tp: int, rank: int, divisible_by: int
+) -> dict[str, torch.Tensor]:
+    """Megatron name -> TP rank `rank`'s tensor, exactly what hf2mg writes for that rank.
+
+    Built by the family table's own slicing (`source_to_megatron_rank`), so the trainer and
+    the converter can never disagree on a layout.
+    """
+    from atelier.llm.convert.state_dicts import source_to_megatron_rank
+
+    state = source_to_megatron_rank(source, tp, rank, divisible_by=divisible_by)
+    rows = state["embedding.word_embeddings.weight"].shape[0] * tp
+    assert rows == a.padded_vocab_size, (rows, a.padded_vocab_size)
+    return state
 
 
 class RandomSource:
@@ -83,7 +44,7 @@ class RandomSource:
         self.assets_dir: Path | None = None
         self.seed, self.std = seed, std
         self.out_std = std / math.sqrt(2.0 * meta.num_layers)
-        self.qk_norm = bool(getattr(meta, "qk_norm", getattr(meta.fam, "qk_norm", False)))
+        self.qk_norm = meta.qk_norm
 
     def _normal(self, key: int, rows: int, cols: int, std: float) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + key)
