@@ -97,6 +97,7 @@ class GPTSamples(Sampled):
         self.num_samples = num_samples
         self.split = split
         lengths = reader.lengths
+        self.documents = documents
         beg, end = documents
         tokens = int(lengths[beg:end].astype(np.int64).sum())
         if end <= beg or tokens < 2:
