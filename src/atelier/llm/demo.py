@@ -1,4 +1,5 @@
-"""The LLM suite's step of `atelier demo`: bundled samples -> indexed datasets -> inspect."""
+"""The LLM suite's step of `atelier demo`: bundled samples -> indexed datasets -> inspect,
+checkpoint conversion, and training (pretrain, SFT, CONVERT_MG2HF, generate)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ def run(out: str | Path, workers: int = 2) -> None:
         console.rule(f"[bold]llm inspect {out / name}")
         inspect_dataset(str(out / name), sample=1, tokenizer=tokenizer, console=console)
     convert_demo(out / "convert", str(assets / "tokenizer"), console)
+    train_demo(out, str(assets / "tokenizer"), console)
 
 
 def convert_demo(out: Path, tokenizer_dir: str, console: Console) -> None:
@@ -102,3 +104,81 @@ def convert_demo(out: Path, tokenizer_dir: str, console: Console) -> None:
         after.update(load_file(f))
     same = before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     console.print(f"round trip bit-identical: {same} ({len(before)} tensors)")
+
+
+def train_demo(out: Path, tokenizer_dir: str, console: Console) -> None:
+    """A tiny Llama pretrained a few steps on the demo corpus, fine-tuned on the demo Alpaca
+    set, exported with CONVERT_MG2HF's path, then loaded by transformers to generate."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from atelier.llm.convert import Hf2MgOptions, hf2mg
+    from atelier.llm.train.run import TrainRequest, run_training
+
+    root = out / "train"
+    shutil.rmtree(root, ignore_errors=True)
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=None,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(root / "hf")
+    tok.save_pretrained(root / "hf")
+    hf2mg(Hf2MgOptions(load_dir=root / "hf", save_dir=root / "mcore"))
+    common = {
+        "micro_batch_size": 2,
+        "global_batch_size": 4,
+        "lr": 1e-3,
+        "min_lr": 1e-4,
+        "lr_decay_style": "cosine",
+        "lr_warmup_iters": 1,
+        "log_interval": 2,
+        "eval_iters": 0,
+        "device": "cpu",
+    }
+    console.rule("[bold]llm train: pretrain a tiny Llama (hf2mg output, 4 iterations)")
+    pre = run_training(
+        TrainRequest(
+            data_path=[str(out / "text_text_document")],
+            split="100,0,0",
+            seq_length=64,
+            tokenizer=tokenizer_dir,
+            load=root / "mcore",
+            save=root / "pretrain",
+            config={**common, "train_iters": 5, "save_interval": 5},
+        )
+    )
+    console.print("\n".join(pre.lines()))
+    console.rule("[bold]llm train: SFT on the Alpaca sample (finetune), then CONVERT_MG2HF")
+    sft = run_training(
+        TrainRequest(
+            data_path=[str(out / "alpaca")],
+            split="100,0,0",
+            seq_length=128,
+            is_instruction=True,
+            tokenizer=tokenizer_dir,
+            load=root / "pretrain",
+            save=root / "sft",
+            convert_mg2hf=root / "sft-hf",
+            config={**common, "train_iters": 4, "finetune": True},
+        )
+    )
+    console.print("\n".join(sft.lines()))
+    console.rule(f"[bold]transformers loads {sft.hf_dir} and generates")
+    model = AutoModelForCausalLM.from_pretrained(sft.hf_dir)
+    hf_tok = AutoTokenizer.from_pretrained(sft.hf_dir)
+    ids = hf_tok("The quick brown fox", return_tensors="pt").input_ids
+    with torch.no_grad():
+        gen = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
+    console.print(f"generated {gen.shape[1] - ids.shape[1]} tokens: {hf_tok.decode(gen[0])!r}")
