@@ -201,6 +201,7 @@ def export_hf(req: TrainRequest, save: Path, out: Path) -> Path:
 
 
 def run_training(req: TrainRequest) -> RunReport:
+    from atelier.llm.train.checkpoint.layout import resumable_checkpoint
     from atelier.llm.train.checkpoint.load import prepare_load
     from atelier.llm.train.launch import launch, under_torchrun
 
@@ -209,11 +210,8 @@ def run_training(req: TrainRequest) -> RunReport:
             "--convert-mg2hf / CONVERT_MG2HF needs --save (the Hugging Face folder is "
             "written from the last checkpoint)"
         )
-    if (
-        req.convert_mg2hf is not None
-        and req.convert_mg2hf.exists()
-        and any(req.convert_mg2hf.iterdir())
-    ):
+    fresh = req.save is None or resumable_checkpoint(req.save) is None
+    if fresh and req.convert_mg2hf is not None and _non_empty(req.convert_mg2hf):
         raise AtelierError(
             f"--convert-mg2hf {req.convert_mg2hf}: the folder is not empty; choose a new one"
         )
@@ -250,9 +248,23 @@ def run_training(req: TrainRequest) -> RunReport:
         report.lines_.append(where)
     target = _hf_target(req, out["iterations"])
     if target is not None and req.save is not None:
+        if _non_empty(target) and out["steps"] == 0:
+            report.lines_.append(f"Hugging Face model: skipped, {target} exists")
+            report.hf_dir = target
+            return report
+        if _non_empty(target):
+            raise AtelierError(
+                f"{target}: exists and is not empty, so the Hugging Face model was not written; "
+                f"the checkpoint is in {req.save}: atelier llm convert mg2hf --load-dir "
+                f"{req.save} --save-dir NEW_FOLDER"
+            )
         report.hf_dir = export_hf(req, req.save, target)
         report.lines_.append(f"Hugging Face model written to {report.hf_dir}")
     return report
+
+
+def _non_empty(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.iterdir())
 
 
 @dataclass
