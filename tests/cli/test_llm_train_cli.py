@@ -216,3 +216,166 @@ def test_bad_inputs_are_one_line_exit_2(tmp_path: Path) -> None:
         assert len(lines) == 1 and lines[0].startswith("atelier: error:"), (extra, r.stderr)
         assert needle in lines[0], (extra, lines[0])
     assert not (tmp_path / "hf").exists()
+
+
+# --- end to end on the bundled demo data (tiny Llama, a few iterations) -------------------
+
+
+@pytest.fixture(scope="session")
+def job(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny HF Llama with the bundled tokenizer, its hf2mg output and preprocessed data."""
+    from importlib import resources
+
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from atelier.llm.convert import Hf2MgOptions, hf2mg
+    from atelier.llm.data.preprocess import PreprocessConfig, preprocess
+    from atelier.llm.data.tokenizer import TokenizerSpec
+
+    root = tmp_path_factory.mktemp("train-job")
+    assets = resources.files("atelier.llm.assets")
+    tok_dir = str(assets / "tokenizer")
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=None,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(root / "hf")
+    tok.save_pretrained(root / "hf")
+    raw = str(assets / "text_sample.txt")
+    preprocess(
+        PreprocessConfig(
+            input=raw,
+            output_prefix=str(root / "text"),
+            tokenizer=TokenizerSpec(name_or_path=tok_dir),
+            append_eod=True,
+        )
+    )
+    hf2mg(Hf2MgOptions(load_dir=root / "hf", save_dir=root / "mg"))
+    return {"root": root, "hf": root / "hf", "mg": root / "mg", "raw": Path(raw)}
+
+
+def _env_job(job: dict[str, Path], save: Path, iters: int) -> dict[str, str]:
+    return {
+        "DATA_PATH": str(job["root"] / "text_text_document"),
+        "TOKENIZER_PATH": str(job["hf"]),
+        "CKPT_LOAD_DIR": str(job["mg"]),
+        "CKPT_SAVE_PATH": str(save),
+        "MBS": "2",
+        "GBS": "4",
+        "SEQ_LEN": "32",
+        "TRAIN_ITERS": str(iters),
+        "LR": "1e-3",
+    }
+
+
+FAST = ["--device", "cpu", "--eval-iters", "0", "--split", "100,0,0", "--log-interval", "1"]
+
+
+def test_env_form_trains_logs_and_converts(job, tmp_path: Path) -> None:
+    """The guide's environment form only (plus logging flags): metrics.jsonl, TensorBoard
+    events as Megatron tags them, and CONVERT_MG2HF's folder that transformers loads."""
+    import json
+
+    import torch
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from transformers import AutoModelForCausalLM
+
+    save = tmp_path / "save"
+    env = {**_env_job(job, save, 3), "CONVERT_MG2HF": "True"}
+    log_file, tb = tmp_path / "metrics.jsonl", tmp_path / "tb"
+    r = _atelier(*FAST, "--log-file", str(log_file), "--tensorboard-dir", str(tb), env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    recs = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert [x["iteration"] for x in recs] == [2, 3]  # hf2mg output is iteration 1
+    keys = {"iteration", "consumed_samples", "lm_loss", "lr", "grad_norm", "tokens_per_s"}
+    assert all(keys <= set(x) for x in recs) and recs[-1]["consumed_samples"] == 8
+    events = EventAccumulator(str(tb))
+    events.Reload()
+    assert {"lm loss", "learning-rate", "grad-norm", "lm loss vs samples"} <= set(
+        events.Tags()["scalars"]
+    )
+    assert [e.step for e in events.Scalars("lm loss")] == [2, 3]
+    hf_out = save / "mg2hf_iteration3"
+    assert f"Hugging Face model written to {hf_out}" in r.stdout
+    model = AutoModelForCausalLM.from_pretrained(hf_out)
+    with torch.no_grad():
+        out = model.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=3, do_sample=False)
+    assert out.shape == (1, 6)
+
+
+def test_sigterm_saves_and_exits_0(job, tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+
+    save, log_file = tmp_path / "save", tmp_path / "m.jsonl"
+    base = {k: v for k, v in os.environ.items() if k not in ENV_TO_FIELD}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "atelier", "llm", "train", *FAST, "--log-file", str(log_file)],
+        env={**base, **_env_job(job, save, 500)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (
+        log_file.is_file() and log_file.read_text().count("\n") >= 1
+    ):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    line = next(x for x in out.splitlines() if x.startswith("stopped by SIGTERM"))
+    it = int(line.split("after iteration ")[1].split(";")[0])
+    assert f"checkpoint saved to {save / f'iter_{it:07d}'}" in line
+    assert (save / "latest_checkpointed_iteration.txt").read_text().strip() == str(it)
+    assert "SIGTERM received: finishing iteration" in err
+
+
+def test_llm_run_does_the_whole_job_and_skips_what_exists(job, tmp_path: Path) -> None:
+    import os
+
+    env = {
+        "MODEL_PATH": str(job["hf"]),
+        "CONVERT_MODEL_PATH": str(tmp_path / "converted"),
+        "DATA_PATH": str(tmp_path / "data" / "corpus_text_document"),
+        "ORIGINAL_TRAIN_DATA_PATH": str(job["raw"]),
+        "TOKENIZER_PATH": str(job["hf"]),
+        "CKPT_SAVE_PATH": str(tmp_path / "save"),
+        "MBS": "2",
+        "GBS": "4",
+        "SEQ_LEN": "32",
+        "TRAIN_ITERS": "2",
+        "RUN_TYPE": "pretrain",
+    }
+    base = {k: v for k, v in os.environ.items() if k not in ENV_TO_FIELD}
+
+    def run() -> str:
+        r = subprocess.run(
+            [sys.executable, "-m", "atelier", "llm", "run", *FAST],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**base, **env},
+        )
+        assert r.returncode == 0, r.stderr[-3000:]
+        return r.stdout
+
+    first = run()
+    assert "preprocess: " in first and "hf2mg: " in first and ": skipped" not in first
+    hf_out = tmp_path / "save" / "mg2hf_iteration2"
+    assert f"Hugging Face model written to {hf_out}" in first
+    second = run()
+    assert "preprocess: skipped" in second and "hf2mg: skipped" in second
+    assert "trained 0 iterations" in second and "Hugging Face model: skipped" in second
