@@ -20,7 +20,8 @@ import pytest
 from atelier.llm.train.data import DataSpec, build_datasets, collate
 from atelier.llm.train.data.instruction import shuffle_rows
 from atelier.llm.train.data.spec import legacy_split_ranges
-from tests.llm.train.data.helpers import EOD, PAD, write_instruction
+
+from .helpers import EOD, PAD, write_instruction
 
 GOLD = json.loads((Path(__file__).parent / "mindspeed_golden.json").read_text())
 
@@ -149,3 +150,47 @@ def test_loss_only_where_labels_are_not_ignored(tmp_path):
     assert out["plain"]["labels"].tolist() == [0, 0, 20, 21, 2, 0, 0, 0]
     assert out["user"]["loss_mask"].tolist() == [1, 0, 1, 1, 1, 0, 0, 0]
     assert out["user"]["labels"][0] == 11
+
+
+def test_packed_rows_keep_samples_apart(tmp_path, hf_tokenizer_dir):
+    """`preprocess --pack` rows, read with both resets, train each sample as if alone."""
+    from atelier.llm.assets.build import demo_texts
+    from atelier.llm.data.tokenizer import TokenizerSpec, load_tokenizer
+
+    from ....conftest import write_jsonl
+    from ...data.helpers import run
+
+    texts = demo_texts()
+    records = [{"instruction": texts[i % len(texts)][: 20 + 7 * (i % 5)], "input": "",
+                "output": texts[(i + 3) % len(texts)][: 10 + 5 * (i % 4)]}
+               for i in range(24)]  # fmt: skip
+    src = write_jsonl(tmp_path / "a.jsonl", records)
+    kw = dict(handler_name="AlpacaStyleInstructionHandler", prompt_type="alpaca", seq_length=256)
+    run(hf_tokenizer_dir, src, tmp_path / "plain", **kw)
+    run(hf_tokenizer_dir, src, tmp_path / "packed", pack=True, **kw)
+    eos = load_tokenizer(TokenizerSpec(name_or_path=str(hf_tokenizer_dir))).eos
+    common = dict(split="1", seq_length=256, is_instruction=True, eod_id=eos, pad_id=eos)
+
+    def trained_view(s, lo, hi):
+        mask = s["loss_mask"][lo:hi] > 0
+        return (s["tokens"][lo:hi].tolist(), np.flatnonzero(mask).tolist(),
+                s["labels"][lo:hi][mask].tolist())  # fmt: skip
+
+    plain, _, _ = build_datasets(DataSpec(str(tmp_path / "plain"), **common), [1, 0, 0])
+    alone = sorted(trained_view(s, 0, int(s["loss_mask"].nonzero()[0][-1]) + 2)
+                   for s in (plain[i] for i in range(len(plain))))  # fmt: skip
+    spec = DataSpec(str(tmp_path / "packed"), reset_position_ids=True,
+                    reset_attention_mask=True, **common)  # fmt: skip
+    packed, _, _ = build_datasets(spec, [1, 0, 0])
+    assert len(plain) == 24 and len(packed) < 24 / 2  # one epoch each; rows of 2+ samples
+    together = []
+    for i in range(len(packed)):
+        s = packed[i]
+        seg = s["segment_ids"]
+        for k in np.unique(seg):
+            where = np.flatnonzero(seg == k)
+            lo, hi = int(where[0]), int(where[-1]) + 1
+            assert s["position_ids"][lo:hi].tolist() == list(range(hi - lo))
+            if s["loss_mask"][lo:hi].any():
+                together.append(trained_view(s, lo, hi))
+    assert sorted(together) == alone

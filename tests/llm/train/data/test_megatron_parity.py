@@ -14,7 +14,8 @@ import pytest
 
 from atelier.llm.train.data import DataSpec, build_datasets
 from atelier.llm.train.data.gpt_index import plan_epochs
-from tests.llm.train.data.helpers import EOD, PAD, VOCAB, write_pretraining
+
+from .helpers import EOD, PAD, VOCAB, write_pretraining
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
