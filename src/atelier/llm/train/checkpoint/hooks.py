@@ -75,7 +75,7 @@ class CheckpointHooks(TrainHooks):
                 state.scheduler.load_state_dict(loop["scheduler"])
                 if state.scaler is not None and loop.get("scaler") is not None:
                     state.scaler.load_state_dict(loop["scaler"])
-            if resumed.iteration:
+            if resumed.iteration and state.env.is_main:
                 log.info(
                     "continuing at iteration %d (%d samples consumed)",
                     resumed.iteration,

@@ -229,7 +229,7 @@ def resume_state(
     if finetune:
         return Resumed(0, 0, None)
     if not src.has_train_state:
-        if src.kind == "megatron" and src.iteration:
+        if src.kind == "megatron" and src.iteration and ranks.rank == 0:
             log.info(
                 "%s holds weights only (no train_state/): continuing at iteration %d with a "
                 "fresh optimizer",
@@ -247,11 +247,12 @@ def resume_state(
         )
     load_rng = not no_load_rng
     if load_rng and rec.world_size != ranks.world:
-        log.info(
-            "RNG state not restored: saved by %d ranks, this run has %d",
-            rec.world_size,
-            ranks.world,
-        )
+        if ranks.rank == 0:
+            log.info(
+                "RNG state not restored: saved by %d ranks, this run has %d",
+                rec.world_size,
+                ranks.world,
+            )
         load_rng = False
     loop = load_train_state(
         src.it_dir / TRAIN_STATE,
