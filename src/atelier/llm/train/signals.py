@@ -2,8 +2,9 @@
 
 Cloud platforms send SIGTERM before they take a machine back. The first signal sets a flag
 (`should_stop`; the loop all-reduces it so every rank stops after the same iteration, and
-the checkpoint hook saves on the way out); the handler is then put back to the default, so
-a second signal stops at once without saving. `spawn_forwarder` makes a parent that
+the checkpoint hook saves on the way out). More SIGTERMs change nothing (a platform may send
+one to the process group while the launcher forwards its own); a second Ctrl-C interrupts
+at once without saving. `spawn_forwarder` makes a parent that
 spawned local ranks (`--nproc-per-node`) pass SIGTERM on to them.
 """
 
@@ -29,12 +30,16 @@ class StopOnSignal(TrainHooks):
         self.state: TrainState | None = None
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is not None:
+            return  # the same SIGTERM again (to the process group and forwarded): one request
         self.received = signum
-        signal.signal(signum, signal.SIG_DFL)
+        if signum == signal.SIGINT:  # a second Ctrl-C interrupts at once
+            signal.signal(signum, signal.default_int_handler)
         it = self.state.iteration + 1 if self.state is not None else 0
+        again = " (Ctrl-C again to stop at once without saving)" if signum == signal.SIGINT else ""
         print(
             f"atelier: {signal.Signals(signum).name} received: finishing iteration {it}, then "
-            "saving (send it again to stop at once without saving)",
+            f"saving{again}",
             file=sys.stderr,
             flush=True,
         )
