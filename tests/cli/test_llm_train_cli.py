@@ -200,14 +200,21 @@ def _atelier(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess
 
 
 def test_bad_inputs_are_one_line_exit_2(tmp_path: Path) -> None:
+    import json
+
     common = ["--data-path", str(tmp_path / "d"), "--train-iters", "2", "--seq-length", "8"]
+    gpt2 = tmp_path / "gpt2"
+    gpt2.mkdir()
+    (gpt2 / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"]}))
     cases = [
+        (["--load", str(gpt2)], "unsupported architecture"),
         (["--load", str(tmp_path / "missing")], "no such folder"),
-        (["--load", str(tmp_path)], "the folder is empty"),
-        (["--save", "/sys/atelier-cannot-write", "--load", str(tmp_path)], "not writable"),
+        (["--load", str(tmp_path / "empty")], "the folder is empty"),
+        (["--save", "/sys/atelier-cannot-write", "--load", str(gpt2)], "not writable"),
         (["--convert-mg2hf", str(tmp_path / "hf")], "needs --save"),
         ([], "give --train-iters"),
     ]
+    (tmp_path / "empty").mkdir()
     for extra, needle in cases:
         argv = [a for a in common if not (extra == [] and a in ("--train-iters", "2"))] + extra
         r = _atelier(*argv)
