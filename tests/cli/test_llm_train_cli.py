@@ -233,32 +233,15 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny HF Llama with the bundled tokenizer, its hf2mg output and preprocessed data."""
     from importlib import resources
 
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
     from atelier.llm.convert import Hf2MgOptions, hf2mg
     from atelier.llm.data.preprocess import PreprocessConfig, preprocess
     from atelier.llm.data.tokenizer import TokenizerSpec
+    from atelier.llm.demo import tiny_llama
 
     root = tmp_path_factory.mktemp("train-job")
     assets = resources.files("atelier.llm.assets")
     tok_dir = str(assets / "tokenizer")
-    tok = AutoTokenizer.from_pretrained(tok_dir)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=None,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(root / "hf")
-    tok.save_pretrained(root / "hf")
+    tiny_llama(root / "hf", tok_dir, num_layers=2, hidden=32)
     raw = str(assets / "text_sample.txt")
     preprocess(
         PreprocessConfig(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -54,27 +55,18 @@ def run(out: str | Path, workers: int = 2) -> None:
     train_demo(out, str(assets / "tokenizer"), console)
 
 
-def convert_demo(out: Path, tokenizer_dir: str, console: Console) -> None:
-    """A tiny random Llama: HF -> Megatron (TP 2, PP 2, uneven stages) -> HF, checked exact."""
-    import shutil
-
+def tiny_llama(folder: Path, tokenizer_dir: str, num_layers: int = 2, hidden: int = 64) -> Any:
+    """A seeded random Llama sized for the bundled tokenizer, saved with it; returns the
+    tokenizer. The demo's convert and train steps (and their tests) start from it."""
     import torch
-    from safetensors.torch import load_file
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-    from transformers.utils import logging as hf_logging
 
-    from atelier.llm.convert import Hf2MgOptions, hf2mg, inspect_checkpoint, mg2hf
-
-    hf_logging.disable_progress_bar()
-
-    console.rule("[bold]llm convert: tiny Llama HF -> Megatron (T=2, P=2) -> HF")
-    torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     config = LlamaConfig(
         vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=3,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=num_layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=256,
@@ -82,11 +74,29 @@ def convert_demo(out: Path, tokenizer_dir: str, console: Console) -> None:
         pad_token_id=tok.pad_token_id,
         bos_token_id=None,
     )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return tok
+
+
+def convert_demo(out: Path, tokenizer_dir: str, console: Console) -> None:
+    """A tiny random Llama: HF -> Megatron (TP 2, PP 2, uneven stages) -> HF, checked exact."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+    from transformers.utils import logging as hf_logging
+
+    from atelier.llm.convert import Hf2MgOptions, hf2mg, inspect_checkpoint, mg2hf
+
+    hf_logging.disable_progress_bar()
+
+    console.rule("[bold]llm convert: tiny Llama HF -> Megatron (T=2, P=2) -> HF")
     hf_dir, mg_dir, back = out / "hf", out / "megatron", out / "hf-back"
     for d in (hf_dir, mg_dir, back):
         shutil.rmtree(d, ignore_errors=True)
-    LlamaForCausalLM(config).save_pretrained(hf_dir)
-    tok.save_pretrained(hf_dir)
+    tiny_llama(hf_dir, tokenizer_dir, num_layers=3)
     layout = hf2mg(
         Hf2MgOptions(load_dir=hf_dir, save_dir=mg_dir, tp=2, pp=2, num_layer_list=[2, 1])
     )
@@ -112,29 +122,14 @@ def train_demo(out: Path, tokenizer_dir: str, console: Console) -> None:
     import shutil
 
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from atelier.llm.convert import Hf2MgOptions, hf2mg
     from atelier.llm.train.run import TrainRequest, run_training
 
     root = out / "train"
     shutil.rmtree(root, ignore_errors=True)
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=None,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(root / "hf")
-    tok.save_pretrained(root / "hf")
+    tok = tiny_llama(root / "hf", tokenizer_dir, num_layers=2)
     hf2mg(Hf2MgOptions(load_dir=root / "hf", save_dir=root / "mcore"))
     common = {
         "micro_batch_size": 2,
