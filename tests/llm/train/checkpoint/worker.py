@@ -33,31 +33,24 @@ from atelier.llm.train.checkpoint.hooks import CheckpointHooks
 from atelier.llm.train.config import TrainConfig
 from atelier.llm.train.loop import HookList, TrainHooks, setup, train
 from atelier.llm.train.signals import StopOnSignal
+from tests.llm.train.parity import config as parity_config
 
 SEQ = 16
 
 
 def config(load: Path, tp: int, **kw) -> TrainConfig:
+    """The parity tests' run, smaller, saving every 2 iterations, hf2mg's vocab padding."""
     base = dict(
-        load=load,
         seq_length=SEQ,
-        micro_batch_size=2,
         global_batch_size=4,
         train_iters=4,
-        lr=2e-3,
-        min_lr=1e-4,
-        lr_decay_style="cosine",
-        lr_warmup_iters=1,
-        weight_decay=0.1,
         clip_grad=1.0,
-        eval_iters=0,
-        device="cpu",
         tensor_model_parallel_size=tp,
         save_interval=2,
         log_interval=1,
+        make_vocab_size_divisible_by=128,
     )
-    base.update(kw)
-    return TrainConfig(**base)
+    return parity_config(load, **{**base, **kw})
 
 
 def data(vocab: int) -> SampleBatches:
