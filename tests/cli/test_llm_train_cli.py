@@ -369,3 +369,17 @@ def test_llm_run_does_the_whole_job_and_skips_what_exists(job, tmp_path: Path) -
     second = run()
     assert "preprocess: skipped" in second and "hf2mg: skipped" in second
     assert "trained 0 iterations" in second and "Hugging Face model: skipped" in second
+
+
+def test_library_errors_name_the_flags(job) -> None:
+    env = _env_job(job, job["root"] / "unused-save", 2)
+    for extra, needle in (
+        (["--global-batch-size", "3"], "--global-batch-size 3 is not divisible by --micro-batch"),
+        (["--num-layers", "7"], "--num-layers 7 disagrees with the checkpoint's"),
+        (["--seq-length", "999"], "--seq-length 999 is longer than the model's"),
+        (["--data-path", str(job["root"] / "nope")], "--data-path "),
+    ):
+        r = _atelier(*FAST, *extra, env=env)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and needle in lines[0], (extra, r.stderr)
+    assert not (job["root"] / "unused-save" / "latest_checkpointed_iteration.txt").exists()

@@ -10,6 +10,9 @@ named in one note line; an unknown flag is still an error. The guide's environme
 from __future__ import annotations
 
 import argparse
+import contextlib
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -320,8 +323,8 @@ def ignored_given(args: argparse.Namespace) -> list[str]:
 def run_train(args: argparse.Namespace) -> int:
     from atelier.llm.train.run import run_training
 
-    request = train_request(args)
-    report = run_training(request)
+    with flag_names():
+        report = run_training(train_request(args))
     print("\n".join(report.lines()))
     return 0
 
@@ -329,10 +332,48 @@ def run_train(args: argparse.Namespace) -> int:
 def run_pipeline(args: argparse.Namespace) -> int:
     from atelier.llm.train.run import run_pipeline as pipeline
 
-    request = train_request(args)
-    report = pipeline(request, raw_data=args.raw_data_path, converted=args.converted_load)
+    with flag_names():
+        request = train_request(args)
+        report = pipeline(request, raw_data=args.raw_data_path, converted=args.converted_load)
     print("\n".join(report.lines()))
     return 0
+
+
+@contextlib.contextmanager
+def flag_names() -> Iterator[None]:
+    """Library errors name TrainConfig / DataSpec fields (Megatron's argument names); the
+    user typed flags, so `global_batch_size 3` becomes `--global-batch-size 3`."""
+    from atelier.core.errors import AtelierError
+
+    try:
+        yield
+    except AtelierError as e:
+        flags = _flags_by_field()
+
+        def flag(m: re.Match[str]) -> str:
+            return flags.get(m.group(1), m.group(1))
+
+        text = _FIELD.sub(flag, str(e))
+        text = re.sub(r"^(load|save) ", r"--\1 ", text)
+        raise AtelierError(text) from None
+
+
+def _flags_by_field() -> dict[str, str]:
+    """Field name -> the flag that sets it (from the parser itself, plus DataSpec's names)."""
+    parser = argparse.ArgumentParser()
+    add_train_flags(parser)
+    out = {
+        a.dest: a.option_strings[0]
+        for a in parser._actions
+        if a.option_strings and "_" in a.dest and not a.dest.startswith("ignored_")
+    }
+    out.update(
+        is_instruction="--is-instruction-dataset", pad_to_seq_length="--no-pad-to-seq-lengths"
+    )
+    return out
+
+
+_FIELD = re.compile(r"(?<![\w./{,-])(?<!'s )([a-z]+(?:_[a-z0-9]+)+)(?![\w./},-])")
 
 
 def train_request(args: argparse.Namespace):
