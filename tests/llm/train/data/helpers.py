@@ -49,17 +49,3 @@ def write_instruction(
                 ]
             w.add_sequence(np.array(arr, dtype=np.int32))
         commit_files(w.finish())
-
-
-def conversation(
-    rng: np.random.Generator, turns: int, eos: int = EOD
-) -> tuple[list[int], list[int]]:
-    """A multi-turn sample: prompts untrained (-100), replies trained and ending in EOS."""
-    ids: list[int] = []
-    labels: list[int] = []
-    for _ in range(turns):
-        prompt = rng.integers(3, VOCAB, size=int(rng.integers(2, 9))).tolist()
-        reply = [*rng.integers(3, VOCAB, size=int(rng.integers(1, 7))).tolist(), eos]
-        ids += prompt + reply
-        labels += [-100] * len(prompt) + reply
-    return ids, labels

@@ -15,7 +15,8 @@ API for the engine (numpy only; torch is imported inside `collate`):
 
 `ds[i]` is a dict of numpy arrays of one length (seq_length; an instruction sample's own
 length with `pad_to_seq_length=False`): `tokens` int64, `labels` int64 (the target of each
-token: the next token; 0 where untrained), `loss_mask` float32 (1 where trained),
+token; always a valid id: 0 for pads and untrained instruction labels), `loss_mask` float32
+(1 where trained),
 `position_ids` int64, and with `reset_attention_mask` `segment_ids` int32: a token attends to
 earlier tokens of its own segment only. The loss of a micro-batch is
 `sum(ce(logits, labels) * loss_mask)`; the trainer divides by the trained-token count.

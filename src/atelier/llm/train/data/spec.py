@@ -36,7 +36,8 @@ class DataSpec:
         (`--no-pad-to-seq-lengths` / `--variable-seq-lengths`) leaves them at their length
         and `collate` pads to the longest in the micro-batch.
     reset_position_ids, reset_attention_mask, eod_mask_loss: Megatron's flags of those names.
-    eod_id: the end-of-document id (the tokenizer's eod; eos for HF tokenizers).
+    eod_id: the end-of-document id (the tokenizer's eod; eos for HF tokenizers); in
+        instruction data the EOS that ends each sample of a packed row.
     pad_id: the tokenizer's pad id. Pretraining: megatron-core masks the loss of labels equal
         to it (None, or equal to eod_id, disables that, as megatron-core does on a collision).
         Instruction: the id padding is filled with (eod_id when None).
