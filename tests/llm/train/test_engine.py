@@ -32,7 +32,10 @@ def _grads(hf: Path, samples: list[dict]) -> dict[str, torch.Tensor]:
     for s in samples:
         b = {k: v[None] for k, v in s.items()}
         _forward_loss(model, b).backward()
-    out = {n: p.grad.full_tensor().clone() for n, p in model.named_parameters()}
+    out = {
+        n: (p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad).clone()
+        for n, p in model.named_parameters()
+    }
     dist.destroy_process_group()
     return out
 
