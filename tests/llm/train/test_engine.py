@@ -32,7 +32,10 @@ def _grads(hf: Path, samples: list[dict]) -> dict[str, torch.Tensor]:
     for s in samples:
         b = {k: v[None] for k, v in s.items()}
         _forward_loss(model, b).backward()
-    out = {n: p.grad.full_tensor().clone() for n, p in model.named_parameters()}
+    out = {
+        n: (p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad).clone()
+        for n, p in model.named_parameters()
+    }
     dist.destroy_process_group()
     return out
 
@@ -106,3 +109,37 @@ def test_empty_load_folder(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(AtelierError, match="the folder is empty"):
         launch(_bad_setup, (config(tmp_path / "empty"),))
+
+
+def _losses(cfg) -> tuple[list[float], list[float | None]]:
+    from atelier.llm.train.loop import TrainHooks, train
+
+    scales: list[float | None] = []
+
+    class Scales(TrainHooks):
+        def on_step(self, state, metrics) -> None:
+            scales.append(metrics.loss_scale)
+
+    data = SampleBatches({"train": pretraining_samples(sample_tokens(16))})
+    return train(cfg, Scales(), data).losses, scales
+
+
+@pytest.mark.parametrize(
+    "recompute",
+    [
+        {"recompute_granularity": "full"},
+        {"recompute_granularity": "full", "recompute_method": "block", "recompute_num_layers": 1},
+        {"recompute_granularity": "selective"},
+    ],
+)
+def test_recompute_changes_no_loss(hf: Path, recompute: dict) -> None:
+    plain, _ = launch(_losses, (config(hf, train_iters=3),))
+    again, _ = launch(_losses, (config(hf, train_iters=3, **recompute),))
+    assert plain == again
+
+
+def test_fp16_overflow_skips_the_step_and_halves_the_scale(hf: Path) -> None:
+    cfg = config(hf, train_iters=3, fp16=True, initial_loss_scale=2.0**60, hysteresis=1)
+    losses, scales = launch(_losses, (cfg,))
+    assert scales[0] == 2.0**60 and scales[1] == 2.0**59  # overflowed, skipped, halved
+    assert all(loss == loss for loss in losses)  # finite (no nan reached the weights)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -74,6 +75,19 @@ def launch(fn: Callable, args: tuple, nproc_per_node: int = 1, spawn: bool = Fal
         p.start()
     results: dict[int, tuple[str, Any]] = {}
     while len(results) < nproc_per_node:
+        if queue.empty():
+            # A rank that dies before reporting (killed, or failed while starting) would
+            # leave the others waiting in a collective: stop them all.
+            dead = [
+                (r, p.exitcode)
+                for r, p in enumerate(procs)
+                if r not in results and p.exitcode not in (None, 0)
+            ]
+            if dead and queue.empty():
+                results[dead[0][0]] = ("crash", f"rank {dead[0][0]} exited with {dead[0][1]}")
+                break
+            time.sleep(0.05)
+            continue
         rank, status, value = queue.get()
         results[rank] = (status, value)
         if status != "ok":

@@ -6,7 +6,8 @@ The mesh has named dims ("dp", "tp"), TP innermost as Megatron orders ranks (roo
 its own [gate_r; up_r] chunk, which is exactly megatron's per-rank layout), row-parallel
 `linear_proj`/`linear_fc2`, vocab-parallel embedding and output layer (logits gathered and
 cut to the true vocabulary). FSDP2 `fully_shard` then shards every layer over "dp" with a
-MixedPrecisionPolicy: fp32 master parameters and gradient reduction, bf16/fp16 compute.
+MixedPrecisionPolicy: fp32 master parameters and gradient reduction, bf16/fp16 compute
+(left out for a single fp32 data-parallel rank, where it would only copy).
 """
 
 from __future__ import annotations
@@ -151,34 +152,40 @@ def build_model(
         model = GPTModel(args)
     if env.tp > 1:
         apply_tensor_parallel(model, env.mesh["tp"])
-    model.to_empty(device=env.device)
     model.inv_freq = inverse_frequencies(args.head_dim, args.rope_theta, args.rope_scaling).to(
         env.device
     )
-    params = dict(model.named_parameters())
-    seen = set()
+    params = dict(model.named_parameters())  # on the meta device: shapes only
+    state = rank_tensors(source, args, env.tp, env.tp_rank, cfg.make_vocab_size_divisible_by)
     with torch.no_grad():
-        state = rank_tensors(source, args, env.tp, env.tp_rank, cfg.make_vocab_size_divisible_by)
-        for name, t in state.items():
-            p = params.get(name)
+        for name in list(state):
+            p = params.pop(name, None)
             if p is None:
                 raise AtelierError(f"the checkpoint has {name}, which this model does not")
-            local = p.to_local() if isinstance(p, DTensor) else p
-            if tuple(local.shape) != tuple(t.shape):
+            local_shape = tuple(p.to_local().shape if isinstance(p, DTensor) else p.shape)
+            t = state.pop(name)  # dropped as it is copied: the peak stays near one model
+            if tuple(t.shape) != local_shape:
                 raise AtelierError(
                     f"weights for {name}: shape {tuple(t.shape)} from the checkpoint does not "
-                    f"match the model's {tuple(local.shape)} at TP {env.tp}"
+                    f"match the model's {local_shape} at TP {env.tp}"
                 )
-            local.copy_(t)
-            seen.add(name)
-    missing = sorted(set(params) - seen)
-    if missing:
-        raise AtelierError(f"the checkpoint gives no weights for {', '.join(missing[:4])}")
+            w = torch.empty(local_shape, dtype=torch.float32, device=env.device).copy_(t)
+            del t
+            if isinstance(p, DTensor):
+                w = DTensor.from_local(w, p.device_mesh, p.placements, run_check=False)
+            owner, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(owner), leaf, nn.Parameter(w))
+    if params:
+        raise AtelierError(f"the checkpoint gives no weights for {', '.join(sorted(params)[:4])}")
     set_recompute(model, cfg)
     for layer in model.decoder.layers:
         layer.self_attention.use_flash_attn = cfg.use_flash_attn
         if cfg.compile:
             layer.compile()
+    if env.dp == 1 and param_dtype(cfg) == torch.float32:
+        # FSDP over one rank in fp32 is an identity that costs a copy of every parameter
+        # and gradient per step (all-gather/reduce-scatter buffers); leave it out.
+        return model
     policy = MixedPrecisionPolicy(param_dtype=param_dtype(cfg), reduce_dtype=torch.float32)
     dp_mesh = env.mesh["dp"]
     units = [*model.decoder.layers, model]
