@@ -306,15 +306,29 @@ def test_env_form_trains_logs_and_converts(job, tmp_path: Path) -> None:
     assert out.shape == (1, 6)
 
 
-def test_sigterm_saves_and_exits_0(job, tmp_path: Path) -> None:
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_sigterm_saves_and_exits_0(job, tmp_path: Path, nproc: int) -> None:
+    """SIGTERM to the process the user started: with --nproc-per-node 2 (TP 2) the parent
+    passes it on to the ranks it spawned; every rank stops after the same iteration."""
     import os
     import signal
     import time
 
     save, log_file = tmp_path / "save", tmp_path / "m.jsonl"
     base = {k: v for k, v in os.environ.items() if k not in ENV_TO_FIELD}
+    spawn = ["--nproc-per-node", "2", "--tensor-model-parallel-size", "2"] if nproc > 1 else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "atelier", "llm", "train", *FAST, "--log-file", str(log_file)],
+        [
+            sys.executable,
+            "-m",
+            "atelier",
+            "llm",
+            "train",
+            *FAST,
+            *spawn,
+            "--log-file",
+            str(log_file),
+        ],
         env={**base, **_env_job(job, save, 500)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -332,7 +346,7 @@ def test_sigterm_saves_and_exits_0(job, tmp_path: Path) -> None:
     it = int(line.split("after iteration ")[1].split(";")[0])
     assert f"checkpoint saved to {save / f'iter_{it:07d}'}" in line
     assert (save / "latest_checkpointed_iteration.txt").read_text().strip() == str(it)
-    assert "SIGTERM received: finishing iteration" in err
+    assert err.count("SIGTERM received: finishing iteration") == 1
 
 
 def test_llm_run_does_the_whole_job_and_skips_what_exists(job, tmp_path: Path) -> None:
