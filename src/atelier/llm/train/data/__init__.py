@@ -9,10 +9,14 @@ API for the engine (numpy only; torch is imported inside `collate`):
     train, valid, test = build_datasets(spec, [train_samples, valid_samples, test_samples])
     for idx in train.micro_batches(consumed_samples, micro_batch_size, dp_rank, dp_size):
         batch = collate([train[i] for i in idx], pad_id=spec.fill_id)
+    # or, the same batches prefetched by worker processes:
+    for batch in data_loader(train, spec.fill_id, consumed_samples, micro_batch_size,
+                             dp_rank, dp_size, num_workers=2): ...
 
 `ds[i]` is a dict of numpy arrays of one length (seq_length; an instruction sample's own
 length with `pad_to_seq_length=False`): `tokens` int64, `labels` int64 (the target of each
-token: the next token; 0 where untrained), `loss_mask` float32 (1 where trained),
+token; always a valid id: 0 for pads and untrained instruction labels), `loss_mask` float32
+(1 where trained),
 `position_ids` int64, and with `reset_attention_mask` `segment_ids` int32: a token attends to
 earlier tokens of its own segment only. The loss of a micro-batch is
 `sum(ce(logits, labels) * loss_mask)`; the trainer divides by the trained-token count.
@@ -29,7 +33,7 @@ earlier tokens of its own segment only. The loss of a micro-batch is
 """
 
 from atelier.llm.train.data.build import build_datasets, check_positions, check_vocab
-from atelier.llm.train.data.collate import collate
+from atelier.llm.train.data.collate import collate, data_loader
 from atelier.llm.train.data.sampler import micro_batches
 from atelier.llm.train.data.spec import IGNORE, DataSpec, parse_blend
 
@@ -40,6 +44,7 @@ __all__ = [
     "check_positions",
     "check_vocab",
     "collate",
+    "data_loader",
     "micro_batches",
     "parse_blend",
 ]

@@ -52,6 +52,9 @@ def _max_id(reader: IndexedReader, skip: int | None = None) -> int:
 
 def check_vocab(spec: DataSpec, vocab_size: int) -> None:
     """Fail (one line naming the file) if a token id in the data is >= the model's vocab."""
+    for name, value in (("eod_id", spec.eod_id), ("pad_id", spec.pad_id)):
+        if value is not None and value >= vocab_size:
+            raise AtelierError(f"{name} {value}: >= the model's vocab size {vocab_size}")
     if spec.is_instruction:
         readers = open_instruction(spec.blend[0][0])
         named = [(readers["input_ids"], None), (readers["labels"], IGNORE)]
@@ -66,9 +69,6 @@ def check_vocab(spec: DataSpec, vocab_size: int) -> None:
                 f"{reader.prefix}.bin: token id {top} >= the model's vocab size {vocab_size}; "
                 "was the data tokenized with another tokenizer?"
             )
-    for name, value in (("eod_id", spec.eod_id), ("pad_id", spec.pad_id)):
-        if value is not None and value >= vocab_size:
-            raise AtelierError(f"{name} {value}: >= the model's vocab size {vocab_size}")
 
 
 def check_positions(spec: DataSpec, max_position_embeddings: int) -> None:

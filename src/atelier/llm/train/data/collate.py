@@ -10,8 +10,9 @@ an attention mask built from segment_ids has no empty row.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -59,3 +60,41 @@ def collate(
         length = -(-longest // multiple_of) * multiple_of
     padded = [_pad_one(s, length, pad_id) for s in samples]
     return {key: torch.from_numpy(np.stack([p[key] for p in padded])) for key in padded[0]}
+
+
+class _BatchSampler:
+    """`micro_batches` as a re-iterable batch sampler for torch's DataLoader."""
+
+    def __init__(self, dataset: Any, consumed: int, mbs: int, rank: int, size: int) -> None:
+        self.args = (dataset, consumed, mbs, rank, size)
+        dataset.micro_batches(consumed, mbs, rank, size)  # validate now, not in a worker
+
+    def __iter__(self) -> Iterator[list[int]]:
+        dataset, consumed, mbs, rank, size = self.args
+        return dataset.micro_batches(consumed, mbs, rank, size)
+
+    def __len__(self) -> int:
+        dataset, consumed, mbs, _, size = self.args
+        return (len(dataset) - consumed) // (mbs * size)
+
+
+def data_loader(
+    dataset: Any,
+    pad_id: int,
+    consumed_samples: int,
+    micro_batch_size: int,
+    dp_rank: int = 0,
+    dp_size: int = 1,
+    multiple_of: int = 1,
+    num_workers: int = 0,
+) -> torch.utils.data.DataLoader:
+    """This rank's micro-batches from `consumed_samples` on, collated, optionally prefetched
+    by `num_workers` processes (Megatron's `build_pretraining_data_loader`)."""
+    import torch
+
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=_BatchSampler(dataset, consumed_samples, micro_batch_size, dp_rank, dp_size),
+        collate_fn=partial(collate, pad_id=pad_id, multiple_of=multiple_of),
+        num_workers=num_workers,
+    )

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from atelier.core.errors import AtelierError
+from atelier.llm.data import indexed
 from atelier.llm.data.indexed import IndexedReader
 from atelier.llm.train.data.cache import cache_dir, cached_arrays, lengths_digest
 from atelier.llm.train.data.gpt_index import blending_indices, gpt_indices
@@ -60,8 +61,6 @@ def ltor_fields(
 
 def open_pretraining(prefix: str) -> IndexedReader:
     """The reader of one `--data-path` prefix, or a one-line error saying what to pass."""
-    from atelier.llm.data import indexed
-
     if indexed.exists(prefix):
         return IndexedReader.open(prefix)
     packed = f"{prefix}_packed_input_ids_document"
@@ -97,6 +96,7 @@ class GPTSamples(Sampled):
         self.num_samples = num_samples
         self.split = split
         lengths = reader.lengths
+        self.documents = documents
         beg, end = documents
         tokens = int(lengths[beg:end].astype(np.int64).sum())
         if end <= beg or tokens < 2:

@@ -66,7 +66,5 @@ class Sampled:
         dp_size: int = 1,
         drop_last: bool = True,
     ) -> Iterator[list[int]]:
-        return micro_batches(
-            len(self),
-            consumed_samples,  # type: ignore[arg-type], micro_batch_size, dp_rank, dp_size, drop_last
-        )
+        total = len(self)  # type: ignore[arg-type]
+        return micro_batches(total, consumed_samples, micro_batch_size, dp_rank, dp_size, drop_last)

@@ -36,7 +36,8 @@ class DataSpec:
         (`--no-pad-to-seq-lengths` / `--variable-seq-lengths`) leaves them at their length
         and `collate` pads to the longest in the micro-batch.
     reset_position_ids, reset_attention_mask, eod_mask_loss: Megatron's flags of those names.
-    eod_id: the end-of-document id (the tokenizer's eod; eos for HF tokenizers).
+    eod_id: the end-of-document id (the tokenizer's eod; eos for HF tokenizers); in
+        instruction data the EOS that ends each sample of a packed row.
     pad_id: the tokenizer's pad id. Pretraining: megatron-core masks the loss of labels equal
         to it (None, or equal to eod_id, disables that, as megatron-core does on a collision).
         Instruction: the id padding is filled with (eod_id when None).
@@ -100,6 +101,11 @@ def parse_blend(data_path: str | Sequence[str]) -> tuple[list[str], list[float] 
     if not items:
         raise AtelierError("data_path: empty; give a dataset prefix or `w1 prefix1 w2 prefix2`")
     if len(items) % 2 == 1:
+        if any(_is_number(s) for s in items):
+            raise AtelierError(
+                f"data_path: weights malformed: {len(items)} items with numbers among them; "
+                "write `w1 prefix1 w2 prefix2 ...` (a weight before every prefix) or prefixes only"
+            )
         return items, None
     heads = items[0::2]
     numeric = [_is_number(h) for h in heads]
@@ -125,7 +131,7 @@ def parse_blend(data_path: str | Sequence[str]) -> tuple[list[str], list[float] 
     return prefixes, weights
 
 
-_SPLIT = re.compile(r"^\s*[0-9.eE+]+(\s*[,/]\s*[0-9.eE+]+){0,2}\s*$")
+_SPLIT = re.compile(r"^\s*[0-9.]+(\s*[,/]\s*[0-9.]+){0,2}\s*$")  # no exponents, as megatron-core
 
 
 def split_weights(split: str) -> list[float]:
