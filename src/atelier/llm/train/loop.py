@@ -35,7 +35,12 @@ from atelier.llm.train.loss import (
 )
 from atelier.llm.train.model.args import ModelArgs, args_from_meta
 from atelier.llm.train.optim import build_optimizer, clip_gradients
-from atelier.llm.train.parallelize import ParallelEnv, build_model, init_parallel
+from atelier.llm.train.parallelize import (
+    ParallelEnv,
+    build_model,
+    init_parallel,
+    sum_tp_partial_grads,
+)
 from atelier.llm.train.schedule import ParamScheduler, scheduler_from_config, total_iterations
 
 log = get_logger(__name__)
@@ -279,6 +284,7 @@ def train_step(state: TrainState, batches: list[Batch]) -> StepMetrics:
         loss = _forward_loss(model, b) / count
         (loss * scale if state.scaler else loss).backward()
         loss_sum += loss.detach()
+    sum_tp_partial_grads(model, env)
     skipped = False
     if state.scaler:
         skipped = unscale_and_check(params, scale, env.world_size)
@@ -292,7 +298,8 @@ def train_step(state: TrainState, batches: list[Batch]) -> StepMetrics:
     state.scheduler.step(state.global_batch_size)
     state.iteration += 1
     state.consumed_train_samples += state.global_batch_size
-    lm_loss = float(loss_sum.item())  # the one host sync of a step (metrics are per step)
+    # The one host sync of a step (metrics are reported per step).
+    lm_loss, grad_norm, trained = torch.stack([loss_sum, norm.float(), count]).tolist()
     dt = time.perf_counter() - t0
     tokens = state.global_batch_size * cfg.seq_length
     return StepMetrics(
@@ -300,13 +307,13 @@ def train_step(state: TrainState, batches: list[Batch]) -> StepMetrics:
         consumed_samples=state.consumed_train_samples,
         lm_loss=lm_loss,
         lr=lr,
-        grad_norm=float(norm.item()),
+        grad_norm=grad_norm,
         loss_scale=scale if state.scaler else None,
         skipped=skipped,
         tokens=tokens,
         step_time_s=dt,
         tokens_per_s=tokens / dt if dt > 0 else 0.0,
-        trained_tokens=int(count.item()),
+        trained_tokens=int(trained),
     )
 
 

@@ -144,7 +144,6 @@ def build_model(
     args: ModelArgs, source: CheckpointSource, cfg: TrainConfig, env: ParallelEnv
 ) -> GPTModel:
     """The sharded model of this rank, its weights read from `source` (any TP layout)."""
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     from torch.distributed.tensor import DTensor
 
     check_tensor_parallel(env.tp, args.num_heads, args.num_groups, args.ffn_hidden_size)
@@ -182,10 +181,36 @@ def build_model(
         layer.self_attention.use_flash_attn = cfg.use_flash_attn
         if cfg.compile:
             layer.compile()
-    if env.dp == 1 and param_dtype(cfg) == torch.float32:
-        # FSDP over one rank in fp32 is an identity that costs a copy of every parameter
-        # and gradient per step (all-gather/reduce-scatter buffers); leave it out.
-        return model
+    if not (env.dp == 1 and param_dtype(cfg) == torch.float32):
+        # (FSDP over one rank in fp32 is an identity that costs a copy of every parameter
+        # and gradient per step, all-gather/reduce-scatter buffers; it is left out.)
+        shard_data_parallel(model, cfg, env)
+    # qk-norm weights are replicated but applied to this rank's heads only: their gradient
+    # is a partial sum over TP ranks, completed by `sum_tp_partial_grads` (as Megatron).
+    model.tp_partial_params = [
+        p
+        for n, p in model.named_parameters()
+        if env.tp > 1 and ("q_layernorm" in n or "k_layernorm" in n)
+    ]
+    return model
+
+
+def sum_tp_partial_grads(model: nn.Module, env: ParallelEnv) -> None:
+    """All-reduce over TP the gradients each rank only computed a part of (qk-norm)."""
+    params = getattr(model, "tp_partial_params", [])
+    if not params:
+        return
+    group = env.mesh["tp"].get_group()
+    for p in params:
+        if p.grad is not None:
+            g = p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad
+            dist.all_reduce(g, group=group)
+
+
+def shard_data_parallel(model: GPTModel, cfg: TrainConfig, env: ParallelEnv) -> None:
+    """FSDP2 per decoder layer and the root over the "dp" mesh dim, gradients summed."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
     policy = MixedPrecisionPolicy(param_dtype=param_dtype(cfg), reduce_dtype=torch.float32)
     dp_mesh = env.mesh["dp"]
     units = [*model.decoder.layers, model]
@@ -194,7 +219,6 @@ def build_model(
     for unit in units:  # sum, not average: the loss is already normalised globally
         unit.set_gradient_divide_factor(1.0)
         unit.set_force_sum_reduction_for_comms(True)  # gloo has no AVG / PREMUL_SUM
-    return model
 
 
 def local_megatron_state(model: nn.Module) -> dict[str, torch.Tensor]:
