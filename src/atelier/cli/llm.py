@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from atelier.cli import llm_convert
+from atelier.cli import llm_convert, llm_train
 from atelier.core.flags import NON_NEGATIVE_INT, POSITIVE_INT, Int
 from atelier.core.log import get_logger
 
@@ -26,6 +26,7 @@ def register(suites: argparse._SubParsersAction) -> None:
     _merge(verbs)
     _inspect(verbs)
     llm_convert.register(verbs)
+    llm_train.register(verbs)
 
 
 def _tokenizer_flags(p: argparse.ArgumentParser, required_type: bool = False) -> None:

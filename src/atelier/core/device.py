@@ -55,3 +55,8 @@ def pick_device(requested: str = "auto") -> torch.device:
     import torch
 
     return torch.device(resolve_device_name(requested))
+
+
+def distributed_backend(device_type: str) -> str:
+    """The torch.distributed backend for a device type: nccl, hccl (Ascend) or gloo."""
+    return {"cuda": "nccl", "npu": "hccl"}.get(device_type, "gloo")

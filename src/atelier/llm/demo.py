@@ -1,9 +1,11 @@
-"""The LLM suite's step of `atelier demo`: bundled samples -> indexed datasets -> inspect."""
+"""The LLM suite's step of `atelier demo`: bundled samples -> indexed datasets -> inspect,
+checkpoint conversion, and training (pretrain, SFT, CONVERT_MG2HF, generate)."""
 
 from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -50,6 +52,32 @@ def run(out: str | Path, workers: int = 2) -> None:
         console.rule(f"[bold]llm inspect {out / name}")
         inspect_dataset(str(out / name), sample=1, tokenizer=tokenizer, console=console)
     convert_demo(out / "convert", str(assets / "tokenizer"), console)
+    train_demo(out, str(assets / "tokenizer"), console)
+
+
+def tiny_llama(folder: Path, tokenizer_dir: str, num_layers: int = 2, hidden: int = 64) -> Any:
+    """A seeded random Llama sized for the bundled tokenizer, saved with it; returns the
+    tokenizer. The demo's convert and train steps (and their tests) start from it."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=None,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return tok
 
 
 def convert_demo(out: Path, tokenizer_dir: str, console: Console) -> None:
@@ -58,7 +86,6 @@ def convert_demo(out: Path, tokenizer_dir: str, console: Console) -> None:
 
     import torch
     from safetensors.torch import load_file
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
     from transformers.utils import logging as hf_logging
 
     from atelier.llm.convert import Hf2MgOptions, hf2mg, inspect_checkpoint, mg2hf
@@ -66,25 +93,10 @@ def convert_demo(out: Path, tokenizer_dir: str, console: Console) -> None:
     hf_logging.disable_progress_bar()
 
     console.rule("[bold]llm convert: tiny Llama HF -> Megatron (T=2, P=2) -> HF")
-    torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=None,
-    )
     hf_dir, mg_dir, back = out / "hf", out / "megatron", out / "hf-back"
     for d in (hf_dir, mg_dir, back):
         shutil.rmtree(d, ignore_errors=True)
-    LlamaForCausalLM(config).save_pretrained(hf_dir)
-    tok.save_pretrained(hf_dir)
+    tiny_llama(hf_dir, tokenizer_dir, num_layers=3)
     layout = hf2mg(
         Hf2MgOptions(load_dir=hf_dir, save_dir=mg_dir, tp=2, pp=2, num_layer_list=[2, 1])
     )
@@ -102,3 +114,66 @@ def convert_demo(out: Path, tokenizer_dir: str, console: Console) -> None:
         after.update(load_file(f))
     same = before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     console.print(f"round trip bit-identical: {same} ({len(before)} tensors)")
+
+
+def train_demo(out: Path, tokenizer_dir: str, console: Console) -> None:
+    """A tiny Llama pretrained a few steps on the demo corpus, fine-tuned on the demo Alpaca
+    set, exported with CONVERT_MG2HF's path, then loaded by transformers to generate."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from atelier.llm.convert import Hf2MgOptions, hf2mg
+    from atelier.llm.train.run import TrainRequest, run_training
+
+    root = out / "train"
+    shutil.rmtree(root, ignore_errors=True)
+    tok = tiny_llama(root / "hf", tokenizer_dir, num_layers=2)
+    hf2mg(Hf2MgOptions(load_dir=root / "hf", save_dir=root / "mcore"))
+    common = {
+        "micro_batch_size": 2,
+        "global_batch_size": 4,
+        "lr": 1e-3,
+        "min_lr": 1e-4,
+        "lr_decay_style": "cosine",
+        "lr_warmup_iters": 1,
+        "log_interval": 2,
+        "eval_iters": 0,
+        "device": "cpu",
+    }
+    console.rule("[bold]llm train: pretrain a tiny Llama (hf2mg output, 4 iterations)")
+    pre = run_training(
+        TrainRequest(
+            data_path=[str(out / "text_text_document")],
+            split="100,0,0",
+            seq_length=64,
+            tokenizer=tokenizer_dir,
+            load=root / "mcore",
+            save=root / "pretrain",
+            config={**common, "train_iters": 5, "save_interval": 5},
+        )
+    )
+    console.print("\n".join(pre.lines()))
+    console.rule("[bold]llm train: SFT on the Alpaca sample (finetune), then CONVERT_MG2HF")
+    sft = run_training(
+        TrainRequest(
+            data_path=[str(out / "alpaca")],
+            split="100,0,0",
+            seq_length=128,
+            is_instruction=True,
+            tokenizer=tokenizer_dir,
+            load=root / "pretrain",
+            save=root / "sft",
+            convert_mg2hf=root / "sft-hf",
+            config={**common, "train_iters": 4, "finetune": True},
+        )
+    )
+    console.print("\n".join(sft.lines()))
+    console.rule(f"[bold]transformers loads {sft.hf_dir} and generates")
+    model = AutoModelForCausalLM.from_pretrained(sft.hf_dir)
+    hf_tok = AutoTokenizer.from_pretrained(sft.hf_dir)
+    ids = hf_tok("The quick brown fox", return_tensors="pt").input_ids
+    with torch.no_grad():
+        gen = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
+    console.print(f"generated {gen.shape[1] - ids.shape[1]} tokens: {hf_tok.decode(gen[0])!r}")

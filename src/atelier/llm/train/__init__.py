@@ -1,1 +1,1 @@
-"""`atelier llm train`: pretraining and full-parameter SFT on Megatron datasets and checkpoints."""
+"""LLM training: Atelier's own trainer on Megatron datasets and checkpoints."""

@@ -1,0 +1,259 @@
+"""Training throughput: Atelier's trainer vs transformers + FSDP2, same model, data and steps.
+
+Both engines train the same Llama shape on the same random tokens with the same micro/global
+batch, sequence length, AdamW and clipping, in the same number of processes (each engine in
+fresh processes, so peak memory is its own). The baseline is the ordinary PyTorch way:
+`transformers.LlamaForCausalLM` (SDPA attention), `fully_shard` on every decoder layer and
+the root, `model(input_ids, labels=...)`, gradient accumulation, `clip_grad_norm_`, AdamW.
+
+    python bench/train.py                       # ~100M Llama on CPU (the documented figure)
+    python bench/train.py --size tiny --steps 3 # seconds, for a quick check
+    python bench/train.py --size 1b --bf16 --seq-length 4096   # GPU: Llama-3.2-1B shape
+
+Reports tokens/s, peak memory per rank and, on GPU with a known peak, TFLOP/s and MFU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+SIZES = {
+    # hidden, layers, heads, kv heads, ffn, vocab
+    "tiny": (128, 2, 4, 2, 352, 4096),
+    "100m": (768, 10, 12, 4, 2048, 32000),
+    "1b": (2048, 16, 32, 8, 8192, 128256),
+}
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "H800": 989.0, "910B": 320.0}
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    if device.type == "npu":
+        return torch.npu.max_memory_allocated(device) / 2**20  # type: ignore[attr-defined]
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _tokens(n: int, seq: int, vocab: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, vocab, (n, seq + 1), generator=g)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_atelier(opts: dict) -> dict:
+    from atelier.llm.train.batches import SampleBatches, pretraining_samples
+    from atelier.llm.train.config import TrainConfig
+    from atelier.llm.train.loop import setup, train_step
+
+    h, n_layers, heads, kv, ffn, vocab = SIZES[opts["size"]]
+    cfg = TrainConfig(
+        num_layers=n_layers,
+        hidden_size=h,
+        ffn_hidden_size=ffn,
+        num_attention_heads=heads,
+        num_query_groups=kv,
+        max_position_embeddings=opts["seq_length"],
+        extra_args={"vocab_size": vocab},
+        seq_length=opts["seq_length"],
+        micro_batch_size=opts["mbs"],
+        global_batch_size=opts["gbs"],
+        train_iters=opts["steps"] + 1,
+        lr=1e-4,
+        lr_decay_style="constant",
+        bf16=opts["bf16"],
+        tensor_model_parallel_size=opts["tp"],
+        recompute_granularity=opts["recompute"],
+        compile=opts["compile"],
+        device=opts["device"],
+    )
+    state = setup(cfg)
+    data = SampleBatches({"train": pretraining_samples(_tokens(opts["gbs"] * 4, *_sv(opts)))})
+    times = []
+    for _ in range(opts["steps"] + 1):
+        batches = data.micro_batches(
+            "train",
+            state.consumed_train_samples,
+            cfg.micro_batch_size,
+            state.global_batch_size,
+            state.env.dp_rank,
+            state.env.dp,
+        )
+        _sync(state.env.device)
+        t0 = time.perf_counter()
+        m = train_step(state, batches)
+        _sync(state.env.device)
+        times.append(time.perf_counter() - t0)
+    return _report("atelier", times, opts, state.env.device, m.lm_loss)
+
+
+def _sv(opts: dict) -> tuple[int, int]:
+    return opts["seq_length"], SIZES[opts["size"]][5]
+
+
+def run_transformers(opts: dict) -> dict:
+    import torch.distributed as dist
+    import transformers
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    from atelier.core.device import distributed_backend, resolve_device_name
+    from atelier.llm.train.parallelize import free_port
+
+    kind = resolve_device_name(opts["device"]).split(":")[0]
+    device = (
+        torch.device(kind, int(os.environ.get("LOCAL_RANK", 0)))
+        if kind != "cpu"
+        else (torch.device("cpu"))
+    )
+    if "RANK" in os.environ:
+        dist.init_process_group(distributed_backend(kind))
+    else:
+        dist.init_process_group(
+            distributed_backend(kind),
+            init_method=f"tcp://127.0.0.1:{free_port()}",
+            rank=0,
+            world_size=1,
+        )
+    world = dist.get_world_size()
+    h, n_layers, heads, kv, ffn, vocab = SIZES[opts["size"]]
+    config = transformers.LlamaConfig(
+        hidden_size=h,
+        num_hidden_layers=n_layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        intermediate_size=ffn,
+        vocab_size=vocab,
+        max_position_embeddings=opts["seq_length"],
+        attn_implementation="sdpa",
+    )
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = transformers.LlamaForCausalLM(config)
+    if opts["recompute"]:
+        model.gradient_checkpointing_enable()
+    mesh = init_device_mesh(kind, (world,))
+    dt = torch.bfloat16 if opts["bf16"] else torch.float32
+    policy = MixedPrecisionPolicy(param_dtype=dt, reduce_dtype=torch.float32)
+    for layer in model.model.layers:
+        fully_shard(layer, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+    rows = _tokens(opts["gbs"] * 4, *_sv(opts))
+    acc = opts["gbs"] // (opts["mbs"] * world)
+    rank = dist.get_rank()
+    times, consumed = [], 0
+    for _ in range(opts["steps"] + 1):
+        _sync(device)
+        t0 = time.perf_counter()
+        for j in range(acc):
+            first = (consumed + j * opts["mbs"] * world + rank * opts["mbs"]) % len(rows)
+            x = rows[first : first + opts["mbs"]].to(device)
+            loss = model(input_ids=x[:, :-1], labels=x[:, :-1]).loss / acc
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        float(loss)  # the logging sync every loop has
+        consumed += opts["gbs"]
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    out = _report("transformers+fsdp2", times, opts, device, float(loss) * acc)
+    dist.destroy_process_group()
+    return out
+
+
+def _report(name: str, times: list[float], opts: dict, device: torch.device, loss: float) -> dict:
+    import torch.distributed as dist
+
+    steady = times[1:]  # the first step builds caches / compiles
+    tokens = opts["gbs"] * opts["seq_length"] * len(steady)
+    h, n_layers, heads, kv, ffn, vocab = SIZES[opts["size"]]
+    d = h // heads
+    params = n_layers * (h * d * (heads + 2 * kv) + heads * d * h + 3 * h * ffn) + 2 * vocab * h
+    flops_per_token = 6 * params + 12 * n_layers * h * opts["seq_length"]  # + attention
+    tps = tokens / sum(steady)
+    mem = torch.tensor([_peak_memory_mb(device)], device=device)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(mem, op=dist.ReduceOp.MAX)
+    out = {
+        "engine": name,
+        "tokens_per_s": tps,
+        "peak_memory_mb_per_rank": float(mem),
+        "last_loss": loss,
+        "tflops_per_s": tps * flops_per_token / 1e12,
+    }
+    if device.type == "cuda":
+        gpu = torch.cuda.get_device_name(device)
+        peak = next((v for k, v in PEAK_TFLOPS.items() if k in gpu), None)
+        if peak:
+            out["mfu"] = out["tflops_per_s"] / (peak * (dist.get_world_size() or 1))
+        out["device"] = gpu
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--size", choices=sorted(SIZES), default="100m")
+    p.add_argument("--seq-length", type=int, default=512)
+    p.add_argument("--mbs", type=int, default=2)
+    p.add_argument("--gbs", type=int, default=4)
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--nproc", type=int, default=1)
+    p.add_argument("--tp", type=int, default=1)
+    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--recompute", choices=["full"], default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--engines", default="atelier,transformers")
+    a = p.parse_args()
+    from atelier.llm.train.launch import launch
+
+    opts = {
+        "size": a.size,
+        "seq_length": a.seq_length,
+        "mbs": a.mbs,
+        "gbs": a.gbs,
+        "steps": a.steps,
+        "tp": a.tp,
+        "bf16": a.bf16,
+        "compile": a.compile,
+        "recompute": a.recompute,
+        "device": a.device,
+    }
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, a.nproc)))
+    results = []
+    for engine in a.engines.split(","):
+        fn = run_atelier if engine == "atelier" else run_transformers
+        results.append(launch(fn, (opts,), a.nproc, spawn=True))
+        print(json.dumps(results[-1]), flush=True)
+    if len(results) == 2:
+        at, hf = results
+        print(
+            json.dumps(
+                {
+                    "tokens_per_s_ratio": at["tokens_per_s"] / hf["tokens_per_s"],
+                    "peak_memory_ratio": at["peak_memory_mb_per_rank"]
+                    / hf["peak_memory_mb_per_rank"],
+                    "options": opts,
+                    "nproc": a.nproc,
+                }
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Atelier's decoder in megatron-core's parameter layout, and its weights from any source."""
