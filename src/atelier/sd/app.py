@@ -95,7 +95,7 @@ def create_app(settings: ServeSettings, engine: Engine | None = None, load: bool
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": validation_detail(exc)}, 422)
 
-    @app.api_route("/health", methods=["GET", "HEAD"], tags=["service"])
+    @app.get("/health", tags=["service"])
     async def health() -> dict[str, Any]:
         """Open to anyone (load balancers): state only. Details are on /v1/status."""
         return {
@@ -103,6 +103,9 @@ def create_app(settings: ServeSettings, engine: Engine | None = None, load: bool
             "queue_depth": queue.depth,
             "busy": queue.current is not None,
         }
+
+    # load balancers probe with HEAD too
+    app.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
 
     @app.get("/v1/status", tags=["service"])
     async def status() -> dict[str, Any]:
