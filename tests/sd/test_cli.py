@@ -13,10 +13,17 @@ from atelier.cli.main import build_parser
 from atelier.core.errors import AtelierError
 
 # the platform guide's A1111 start command, with only the program changed
-GUIDE = (
-    "--skip-torch-cuda-test --enable-insecure-extension-access --listen --log-startup "
-    "--disable-safe-unpickle --skip-prepare-environment --api --port 8183"
-).split()
+GUIDE = [
+    "--skip-torch-cuda-test",
+    "--enable-insecure-extension-access",
+    "--listen",
+    "--log-startup",
+    "--disable-safe-unpickle",
+    "--skip-prepare-environment",
+    "--api",
+    "--port",
+    "8183",
+]
 
 
 def _settings(argv):

@@ -56,7 +56,7 @@ def test_finished_jobs_are_bounded_by_count_and_age(tiny_sdxl, engine):
 def test_retry_after_is_a_capped_median_of_recent_jobs(tiny_sdxl, engine):
     from atelier.sd.jobs import RETRY_AFTER_RANGE
 
-    app, c = _app(tiny_sdxl, engine, max_queue=1)
+    app, _c = _app(tiny_sdxl, engine, max_queue=1)
     queue = app.state.queue
     assert queue._retry_after() == 5  # nothing measured yet
     queue._job_times.extend([2.2, 1.9, 2.4, 2.0, 1992.0])  # one slow outlier
@@ -69,7 +69,7 @@ def test_retry_after_is_a_capped_median_of_recent_jobs(tiny_sdxl, engine):
 
 
 def test_eta_uses_the_median_step_time(tiny_sdxl, engine):
-    app, c = _app(tiny_sdxl, engine)
+    app, _c = _app(tiny_sdxl, engine)
     queue = app.state.queue
     queue._step_times.extend([30.0] + [0.1] * 9)  # one warm-up step
     assert abs(queue.step_seconds - 0.1) < 1e-9
