@@ -179,3 +179,13 @@ def test_every_route_answers_head_and_options_without_500(client):
             anon = client.request(method, path)
             if path != "/health":
                 assert anon.status_code == 401, (method, path, anon.status_code)
+
+
+def test_request_log_lines_cannot_be_forged(client, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="atelier.sd.http"):
+        client.get('/x%0A{"event":%20"http",%20"status":%20200}%22', headers=AUTH)
+    lines = [r.getMessage() for r in caplog.records if r.name == "atelier.sd.http"]
+    assert lines and all("\n" not in line for line in lines)
+    assert json.loads(lines[-1])["path"].startswith("/x\n")
