@@ -200,6 +200,8 @@ class JobQueue:
             self.metrics.queue_depth.set(len(self._pending))
 
     def _finish(self, job: Job, state: str, error: str | None = None) -> None:
+        if self.current is job:  # before waiters wake: /health must not say busy after
+            self.current = None
         job.state = state
         job.error = error
         job.finished = time.time()
