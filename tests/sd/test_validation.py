@@ -189,3 +189,34 @@ def test_request_log_lines_cannot_be_forged(client, caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "atelier.sd.http"]
     assert lines and all("\n" not in line for line in lines)
     assert json.loads(lines[-1])["path"].startswith("/x\n")
+
+
+def test_cors_preflight_is_answered_and_requests_still_need_the_code(tiny_sdxl, engine):
+    from fastapi.testclient import TestClient
+
+    from atelier.sd.app import create_app
+
+    from .conftest import make_settings
+
+    settings = make_settings(tiny_sdxl, cors_origins=["http://ui.example"])
+    with TestClient(create_app(settings, engine=engine, load=False)) as c:
+        origin = {"Origin": "http://ui.example"}
+        pre = c.options(
+            PLATFORM,
+            headers={
+                **origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "x-apig-appcode,content-type",
+            },
+        )
+        assert pre.status_code == 200
+        assert pre.headers["access-control-allow-origin"] == "http://ui.example"
+        assert c.get("/sdapi/v1/samplers", headers=origin).status_code == 401
+        ok = c.get("/sdapi/v1/samplers", headers={**origin, **AUTH})
+        assert ok.status_code == 200
+        assert ok.headers["access-control-allow-origin"] == "http://ui.example"
+        other = c.options(
+            PLATFORM,
+            headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert other.status_code == 400
