@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import socket
 import threading
 import time
@@ -233,3 +234,40 @@ def test_docs_load_only_local_assets(client):
     redoc = client.get("/redoc", headers=AUTH).text
     assert "cdn." not in redoc and "googleapis" not in redoc
     assert client.get("/docs").status_code == 401
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_tls_flags_serve_https(tiny_sdxl, engine, tmp_path):
+    """A1111's --tls-keyfile/--tls-certfile: checked at start, then the server speaks HTTPS."""
+    import subprocess
+
+    from atelier.sd.app import create_app
+    from atelier.sd.serve import resolve
+
+    key, cert = tmp_path / "k.pem", tmp_path / "c.pem"
+    make_cert = [
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=localhost",
+    ]
+    subprocess.run(
+        [*make_cert, "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    settings = resolve(make_settings(tiny_sdxl, tls_keyfile=str(key), tls_certfile=str(cert)))
+    live = start_live(create_app(settings, engine=engine, load=False), settings)
+    try:
+        url = live.url.replace("http://", "https://")
+        assert httpx.get(f"{url}/health", verify=False, timeout=10).status_code == 200
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"{live.url}/health", timeout=5)  # plain HTTP is not served
+    finally:
+        stop_live(live)
