@@ -101,25 +101,24 @@ async def run_sync(queue: JobQueue, req: GenerationRequest, request: Request) ->
     settings = request.app.state.settings
     job = submit(queue, req, settings)
     gone = asyncio.ensure_future(client_gone(request))
+    loaded = asyncio.ensure_future(_wait_loaded(queue, settings.load_wait_s))
+    finished = asyncio.ensure_future(wait_done(job))
     try:
-        loaded = asyncio.ensure_future(_wait_loaded(queue, settings.load_wait_s))
         await asyncio.wait({gone, loaded}, return_when=asyncio.FIRST_COMPLETED)
         if not gone.done() and not loaded.result():
             queue.cancel(job, "the model did not load in time")
             raise ServiceError(
                 503, "the model is still loading; retry shortly", {"Retry-After": "10"}
             )
-        loaded.cancel()
         if not gone.done():
-            finished = asyncio.ensure_future(wait_done(job))
             await asyncio.wait({gone, finished}, return_when=asyncio.FIRST_COMPLETED)
-            finished.cancel()
         if gone.done() and job.state not in TERMINAL:
             queue.cancel(job, "the client disconnected")
             log.info('{"event": "client_gone", "id": "%s"}', job.id)
             raise ServiceError(499, "the client disconnected")
     finally:
-        gone.cancel()
+        for task in (gone, loaded, finished):  # none may outlive the request
+            task.cancel()
     if job.state == "failed":
         status = 503 if queue.engine.state == "failed" else 500
         raise ServiceError(status, job.error or "generation failed")
