@@ -7,8 +7,12 @@
     weights (speed does not depend on weight values) at 1024 and 1280, 40 steps,
     high_noise_frac 0.8: seconds per image with sdpa vs math attention, with and without
     torch.compile.
+(3) --hostile N: N half-open sockets (connect, send half a request line, wait) against plain
+    uvicorn and against `atelier sd serve`'s server, same run: how many are still held after
+    the header timeout + 2 s (no model is needed for this; nothing is generated).
 
     python bench/sd_serve.py [--runs 20] [--clients 8] [--per-client 5] [--skip-gpu]
+    python bench/sd_serve.py --hostile 1100 --header-timeout 3
 """
 
 from __future__ import annotations
@@ -159,14 +163,66 @@ def gpu_speed(work: Path) -> None:
                 print(f"{size:>5}x{size:<4} {name:>9} {compiled!s:>7} {best:8.2f}")
 
 
+def half_open(n: int, header_timeout: float) -> None:
+    import uvicorn
+
+    from atelier.sd.app import create_app
+    from atelier.sd.http_server import bind, make_server
+    from atelier.sd.settings import ServeSettings
+
+    def held_after(server: uvicorn.Server, sock: socket.socket, wait: float) -> int:
+        threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
+        while not server.started:
+            time.sleep(0.05)
+        port = sock.getsockname()[1]
+        clients = []
+        for _ in range(n):
+            c = socket.create_connection(("127.0.0.1", port))
+            c.sendall(b"GET /health HT")
+            clients.append(c)
+        time.sleep(wait)
+        closed = 0
+        for c in clients:
+            c.setblocking(False)
+            try:
+                closed += c.recv(1) == b""  # EOF: the server closed it
+            except BlockingIOError:
+                pass  # still open, nothing sent
+            except ConnectionResetError:
+                closed += 1
+            c.close()
+        server.should_exit = True
+        return n - closed
+
+    settings = ServeSettings(model="unused", header_timeout_s=header_timeout)
+    wait = header_timeout + 2
+    app = create_app(settings, load=False)
+    plain_sock = bind("127.0.0.1", 0)
+    plain = uvicorn.Server(uvicorn.Config(app, log_level="error", http="h11"))
+    held_plain = held_after(plain, plain_sock, wait)
+    ours_sock = bind("127.0.0.1", 0)
+    held_ours = held_after(make_server(create_app(settings, load=False), settings), ours_sock, wait)
+    print(
+        f"{n} half-open sockets, checked {wait:g} s after connect "
+        f"(header timeout {header_timeout:g} s):"
+    )
+    print(f"  plain uvicorn (h11):       {held_plain:5d} still held")
+    print(f"  atelier sd serve's server: {held_ours:5d} still held")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--per-client", type=int, default=5)
     ap.add_argument("--skip-gpu", action="store_true")
+    ap.add_argument("--hostile", type=int, default=0, metavar="N", help="half-open sockets")
+    ap.add_argument("--header-timeout", type=float, default=10.0)
     args = ap.parse_args()
     logging.disable(logging.INFO)
+    if args.hostile:
+        half_open(args.hostile, args.header_timeout)
+        return
     with tempfile.TemporaryDirectory(prefix="atelier-sd-bench-") as tmp:
         cpu_overhead(Path(tmp), args.runs, args.clients, args.per_client)
         if not args.skip_gpu:

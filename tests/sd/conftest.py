@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,7 +32,8 @@ def make_settings(tiny_sdxl, **kw):
 
 @pytest.fixture(scope="session")
 def client(tiny_sdxl) -> Iterator:
-    """One shared service (the model loads once); tests that need odd settings make their own."""
+    """One shared service (the model loads once); tests that need odd settings make their own
+    app around the same loaded engine (`engine` fixture)."""
     from fastapi.testclient import TestClient
 
     from atelier.sd.app import create_app
@@ -43,28 +45,56 @@ def client(tiny_sdxl) -> Iterator:
         yield c
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
-def live_server(tiny_sdxl) -> Iterator[str]:
-    """A real uvicorn server on loopback, for clients that open their own connections."""
-    import uvicorn
+def engine(client):
+    """The loaded tiny engine; apps built on it must be used one at a time."""
+    return client.app.state.engine
 
-    from atelier.sd.app import create_app
 
-    port = _free_port()
-    app = create_app(make_settings(tiny_sdxl, port=port))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
+@dataclass
+class Live:
+    url: str
+    port: int
+    app: Any
+    server: Any
+
+
+def start_live(app: Any, settings: Any) -> Live:
+    """The app behind the real server (`atelier sd serve`'s bind + uvicorn) on a free port."""
+    from atelier.sd.http_server import bind, make_server
+
+    sock = bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    settings.port = port
+    server = make_server(app, settings)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
     while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.02)
+    assert server.started
+    server._thread = thread
+    return Live(f"http://127.0.0.1:{port}", port, app, server)
+
+
+def stop_live(live: Live) -> None:
+    live.server.should_exit = True
+    live.server._thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def live(tiny_sdxl) -> Iterator[Live]:
+    """A real server on loopback with its own model, for clients that open connections."""
+    from atelier.sd.app import create_app
+
+    settings = make_settings(tiny_sdxl)
+    app = create_app(settings)
+    running = start_live(app, settings)
     assert app.state.engine.ready.wait(120) and app.state.engine.state == "ready"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    yield running
+    stop_live(running)
+
+
+@pytest.fixture(scope="session")
+def live_server(live) -> str:
+    return live.url

@@ -97,7 +97,11 @@ def test_auth(client):
 
 def test_health_metrics_docs_and_page(client):
     health = client.get("/health").json()
-    assert health["status"] == "ready" and health["device"] == "cpu"
+    assert health == {"status": "ready", "queue_depth": 0, "busy": False}  # state only
+    assert client.head("/health").status_code == 200
+    status = client.get("/v1/status", headers=AUTH).json()
+    assert status["device"] == "cpu" and status["error"] is None
+    assert client.get("/v1/status").status_code == 401
     metrics = client.get("/metrics", headers=AUTH).text
     assert "atelier_sd_queue_depth" in metrics and "atelier_sd_images_generated_total" in metrics
     assert "atelier_sd_job_seconds_bucket" in metrics
@@ -179,13 +183,7 @@ def test_queue_limit_gives_429_with_retry_after(tiny_sdxl):
         assert c.post("/v1/jobs", headers=AUTH, json=body).status_code == 202
         full = c.post("/v1/jobs", headers=AUTH, json=body)
         assert full.status_code == 429 and int(full.headers["retry-after"]) >= 1
-        assert c.get("/health").json() == {
-            "status": "loading",
-            "error": None,
-            "device": None,
-            "queue_depth": 1,
-            "running": None,
-        }
+        assert c.get("/health").json() == {"status": "loading", "queue_depth": 1, "busy": False}
 
 
 def test_request_during_loading_waits_for_the_model(tiny_sdxl):
@@ -218,7 +216,9 @@ def test_failed_load_is_reported(tmp_path, tiny_sdxl):
     app = create_app(settings)
     with TestClient(app) as c:
         assert app.state.engine.ready.wait(60)
-        assert c.get("/health").json()["status"] == "failed"
+        health = c.get("/health").json()
+        assert health == {"status": "failed", "queue_depth": 0, "busy": False}  # no error text
+        assert "_class_name" in c.get("/v1/status", headers=AUTH).json()["error"]
         r = c.post("/v1/txt2img", headers=AUTH, json={"prompt": "x", **SMALL})
         assert r.status_code == 503 and "failed to load" in r.json()["error"]
 

@@ -7,8 +7,9 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
+from atelier.sd.bodies import StrictBody, has_unpaired_surrogate
 from atelier.sd.engine import model_name
 from atelier.sd.params import GenerationRequest
 from atelier.sd.runner import b64_images, run_sync, unprocessable
@@ -17,7 +18,7 @@ from atelier.sd.samplers import SAMPLERS, canonical
 router = APIRouter(tags=["automatic1111"])
 
 
-class A1111Txt2Img(BaseModel):
+class A1111Txt2Img(StrictBody):
     """A1111's txt2img fields; fields this engine has no use for are accepted and ignored."""
 
     model_config = ConfigDict(extra="ignore")
@@ -62,7 +63,7 @@ def _refiner_wanted(body: A1111Txt2Img, settings: Any) -> bool:
     loaded = model_name(settings.refiner)
     if loaded is None or name.split(" [")[0] not in (loaded, str(settings.refiner)):
         raise unprocessable(
-            "refiner_checkpoint", f"refiner {name!r} is not loaded; available: {loaded or 'none'}"
+            "refiner_checkpoint", f"that refiner is not loaded; available: {loaded or 'none'}"
         )
     return True
 
@@ -79,7 +80,7 @@ async def txt2img(body: A1111Txt2Img, request: Request) -> dict[str, Any]:
         height=body.height,
         cfg_scale=body.cfg_scale,
         sampler=canonical(body.sampler_name or body.sampler_index),
-        seed=None if body.seed < 0 else body.seed,
+        seed=None if body.seed == -1 else body.seed,
         batch_size=body.batch_size,
         n_iter=body.n_iter,
         refiner=use_refiner,
@@ -87,7 +88,7 @@ async def txt2img(body: A1111Txt2Img, request: Request) -> dict[str, Any]:
         names={"sampler": "sampler_name", "high_noise_frac": "refiner_switch_at"},
     )
     start = time.strftime("%Y%m%d%H%M%S")
-    job = await run_sync(request.app.state.queue, req, s.max_size, s.load_wait_s)
+    job = await run_sync(request.app.state.queue, req, request)
     result = job.result
     assert result is not None
     info = {
@@ -173,15 +174,38 @@ async def get_options(request: Request) -> dict[str, Any]:
     return request.app.state.options
 
 
+def _checkpoint(key: str, value: Any, loaded: str | None, optional: bool) -> str | None:
+    """A checkpoint option must name what is loaded (A1111 titles carry ' [hash]')."""
+    if not isinstance(value, str):
+        raise unprocessable(key, f"{key} must be a string (a checkpoint title)")
+    name = value.split(" [")[0].strip()
+    if optional and name.lower() in ("", "none"):
+        return None
+    if name != loaded:
+        raise unprocessable(key, f"only the loaded checkpoint {loaded!r} can be selected")
+    return name
+
+
 @router.post("/sdapi/v1/options")
 async def set_options(body: dict[str, Any], request: Request) -> dict[str, Any]:
+    """Selecting the loaded checkpoints is accepted; other A1111 options have no effect
+    here and are not stored (A1111 itself refuses unknown keys), so GET stays truthful."""
     s = request.app.state.settings
-    wanted = body.get("sd_model_checkpoint")
-    if wanted is not None and wanted.split(" [")[0] != model_name(s.model):
-        raise unprocessable(
-            "sd_model_checkpoint", f"only the loaded model {model_name(s.model)!r} can be selected"
+    for key, value in body.items():
+        if has_unpaired_surrogate(key) or has_unpaired_surrogate(value):
+            raise unprocessable("options", "an option contains an unpaired UTF-16 surrogate")
+    update: dict[str, Any] = {}
+    if "sd_model_checkpoint" in body and body["sd_model_checkpoint"] is not None:
+        update["sd_model_checkpoint"] = _checkpoint(
+            "sd_model_checkpoint", body["sd_model_checkpoint"], model_name(s.model), False
         )
-    request.app.state.options.update(body)
+    if "sd_checkpoint_refiner" in body and body["sd_checkpoint_refiner"] is not None:
+        _checkpoint(
+            "sd_checkpoint_refiner", body["sd_checkpoint_refiner"], model_name(s.refiner), True
+        )
+    if "samples_format" in body and body["samples_format"] != "png":
+        raise unprocessable("samples_format", "only png is served")
+    request.app.state.options.update(update)
     return {}
 
 

@@ -2,32 +2,37 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict
 
+from atelier.sd.bodies import StrictBody
 from atelier.sd.params import GenerationRequest
 from atelier.sd.runner import b64_images, run_sync, unprocessable
 
 router = APIRouter(tags=["openai"])
 
 
-class ImagesBody(BaseModel):
+SIZE = re.compile(r"([0-9]{1,5})x([0-9]{1,5})", re.ASCII)
+
+
+class ImagesBody(StrictBody):
     model_config = ConfigDict(extra="ignore")  # model, quality, style, user ...
-    prompt: str = Field(..., max_length=10000)
-    n: int = Field(1, ge=1, le=10)
+    prompt: str
+    n: int = 1
     size: str = "1024x1024"
     response_format: str = "b64_json"
 
 
 def _size(size: str) -> tuple[int, int]:
-    try:
-        w, h = (int(x) for x in size.lower().split("x"))
-    except ValueError:
-        raise unprocessable("size", f"size must look like 1024x1024, got {size!r}") from None
-    return w, h
+    """`WxH` in ASCII digits only (int() would also take '１０２４', ' 64' and '1_024')."""
+    match = SIZE.fullmatch(size.lower())
+    if match is None:
+        raise unprocessable("size", "size must look like 1024x1024 (width x height)")
+    return int(match[1]), int(match[2])
 
 
 @router.post("/v1/images/generations")
@@ -35,7 +40,6 @@ async def generations(body: ImagesBody, request: Request) -> dict[str, Any]:
     if body.response_format != "b64_json":
         raise unprocessable("response_format", "only response_format=b64_json is served")
     w, h = _size(body.size)
-    s = request.app.state.settings
     req = GenerationRequest(
         prompt=body.prompt,
         width=w,
@@ -43,7 +47,7 @@ async def generations(body: ImagesBody, request: Request) -> dict[str, Any]:
         batch_size=body.n,
         names={"width": "size", "height": "size", "batch_size": "n"},
     )
-    job = await run_sync(request.app.state.queue, req, s.max_size, s.load_wait_s)
+    job = await run_sync(request.app.state.queue, req, request)
     return {
         "created": int(time.time()),
         "data": [{"b64_json": b, "revised_prompt": None} for b in b64_images(job)],

@@ -8,8 +8,9 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict
 
+from atelier.sd.bodies import StrictBody
 from atelier.sd.jobs import TERMINAL, Job
 from atelier.sd.params import GenerationRequest
 from atelier.sd.runner import platform_result, run_sync, submit
@@ -17,12 +18,12 @@ from atelier.sd.runner import platform_result, run_sync, submit
 router = APIRouter(tags=["platform"])
 
 
-class Txt2ImgBody(BaseModel):
+class Txt2ImgBody(StrictBody):
     """The guide's parameter table; unknown fields are refused so typos surface."""
 
     model_config = ConfigDict(extra="forbid")
-    prompt: str = Field(..., max_length=10000)
-    negative_prompt: str = Field("", max_length=10000)
+    prompt: str
+    negative_prompt: str = ""
     num_inference_steps: int = 40
     height: int = 1024
     width: int = 1024
@@ -42,7 +43,7 @@ class Txt2ImgBody(BaseModel):
             height=self.height,
             cfg_scale=self.guidance_scale,
             sampler=self.sampler,
-            seed=None if self.seed is None or self.seed < 0 else self.seed,
+            seed=None if self.seed is None or self.seed == -1 else self.seed,
             batch_size=self.num_images,
             refiner=self.refiner_switch,
             high_noise_frac=self.high_noise_frac,
@@ -75,15 +76,14 @@ def job_view(request: Request, job: Job) -> dict[str, Any]:
 
 @router.post("/v1/txt2img")
 async def txt2img(body: Txt2ImgBody, request: Request) -> dict[str, Any]:
-    s = request.app.state.settings
-    job = await run_sync(request.app.state.queue, body.to_request(), s.max_size, s.load_wait_s)
+    job = await run_sync(request.app.state.queue, body.to_request(), request)
     return platform_result(job)
 
 
 @router.post("/v1/jobs", status_code=202)
 async def create_job(body: Txt2ImgBody, request: Request) -> JSONResponse:
     queue = request.app.state.queue
-    job = submit(queue, body.to_request(), request.app.state.settings.max_size)
+    job = submit(queue, body.to_request(), request.app.state.settings)
     view = job_view(request, job)
     return JSONResponse(view, 202, headers={"Location": f"/v1/jobs/{job.id}"})
 
@@ -91,7 +91,7 @@ async def create_job(body: Txt2ImgBody, request: Request) -> JSONResponse:
 def _job(request: Request, job_id: str) -> Job:
     job = request.app.state.queue.get(job_id)
     if job is None:
-        raise HTTPException(404, detail=f"no job {job_id} (finished jobs are kept for a while)")
+        raise HTTPException(404, detail="no such job (finished jobs are kept for a while)")
     return job
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import socket
 import threading
 import time
 from pathlib import Path
@@ -16,17 +15,11 @@ from pathlib import Path
 from rich.console import Console
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run(out: str | Path) -> None:
     import httpx
-    import uvicorn
 
     from atelier.sd.app import create_app
+    from atelier.sd.http_server import bind, make_server
     from atelier.sd.settings import ServeSettings
     from atelier.sd.tiny import build_tiny_sdxl
 
@@ -36,11 +29,12 @@ def run(out: str | Path) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     console.rule("[bold]sd: tiny SDXL base + refiner behind the service")
     base, refiner = build_tiny_sdxl(out / "model")
-    port = _free_port()
+    sock = bind("127.0.0.1", 0)  # the server `atelier sd serve` runs, on a free port
+    port = sock.getsockname()[1]
     settings = ServeSettings(model=str(base), refiner=str(refiner), port=port, app_code="demo")
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
+    server = make_server(app, settings)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
         url = f"http://127.0.0.1:{port}"

@@ -227,7 +227,10 @@ class Engine:
             done = min(done + 1, total)
             on_step(done, total)
             if cancelled():
-                pipe._interrupt = True
+                # leave the pipeline now: its own `_interrupt` would still run the VAE decode
+                # (seconds for a large batch); each job gets fresh schedulers, so nothing is
+                # left half-stepped for the next one
+                raise Cancelled
             return kwargs
 
         images: list[GeneratedImage] = []

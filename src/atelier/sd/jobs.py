@@ -9,6 +9,8 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import math
+import statistics
 import threading
 import time
 import uuid
@@ -20,6 +22,8 @@ from atelier.sd.params import GenerationRequest
 
 log = logging.getLogger("atelier.sd.jobs")
 TERMINAL = ("succeeded", "failed", "cancelled")
+RECENT = 20  # jobs (and steps x 10) the time estimates look back on
+RETRY_AFTER_RANGE = (1, 120)  # seconds; a client told to wait 30 minutes just gives up
 
 
 class QueueFull(Exception):
@@ -49,7 +53,10 @@ class Job:
         """Record a change and wake every asyncio listener (called from the worker)."""
         self.version += 1
         for loop, event in list(self._listeners):
-            loop.call_soon_threadsafe(event.set)
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # that listener's event loop is closed: it left
+                self.unlisten(event)
 
     def listen(self) -> Any:
         """An asyncio.Event set on each change; call from the event loop."""
@@ -68,21 +75,43 @@ class Job:
             return 1.0
         return self.step / self.total if self.total else 0.0
 
+    @property
+    def kept_bytes(self) -> int:
+        """What this job holds in memory once finished (its PNGs)."""
+        return sum(len(im.png) for im in self.result.images) if self.result else 0
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How much of finished jobs is kept for GET /v1/jobs/{id}: the oldest go first once
+    any bound is passed, so a burst of large images cannot grow the process without end."""
+
+    jobs: int = 256
+    bytes: int = 256 << 20
+    seconds: float = 3600.0
+
 
 class JobQueue:
     def __init__(
-        self, engine: Engine, max_queue: int, keep: int = 256, metrics: Any = None
+        self,
+        engine: Engine,
+        max_queue: int,
+        keep: Retention | None = None,
+        metrics: Any = None,
     ) -> None:
         self.engine = engine
         self.max_queue = max_queue
         self.metrics = metrics
         self._pending: collections.deque[Job] = collections.deque()
         self._jobs: dict[str, Job] = {}
-        self._finished: collections.deque[str] = collections.deque()
-        self._keep = keep
+        self._finished: collections.deque[Job] = collections.deque()
+        self._finished_bytes = 0
+        self._keep = keep or Retention()
         self._cv = threading.Condition()
         self.current: Job | None = None
-        self._step_seconds: float | None = None  # running average, for ETAs
+        # recent step and job durations: medians, so one slow warm-up does not skew ETAs
+        self._step_times: collections.deque[float] = collections.deque(maxlen=RECENT * 10)
+        self._job_times: collections.deque[float] = collections.deque(maxlen=RECENT)
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="atelier-sd-worker", daemon=True)
         self._thread.start()
@@ -101,15 +130,24 @@ class JobQueue:
         return job
 
     def get(self, job_id: str) -> Job | None:
-        return self._jobs.get(job_id)
+        with self._cv:
+            self._prune()
+            return self._jobs.get(job_id)
 
-    def cancel(self, job: Job) -> None:
+    def cancel(self, job: Job, reason: str = "cancelled") -> None:
+        """Queued: dropped now. Running: stopped at its next denoising step. Done: no-op."""
         with self._cv:
             job.cancel.set()
             if job.state == "queued":
                 self._pending.remove(job)
-                self._finish(job, "cancelled", error="cancelled before it started")
+                self._finish(job, "cancelled", error=f"{reason} before it started")
         self._gauge()
+
+    @property
+    def kept(self) -> tuple[int, int]:
+        """(finished jobs kept, bytes they hold), for tests and /v1/status."""
+        with self._cv:
+            return len(self._finished), self._finished_bytes
 
     def position(self, job: Job) -> int:
         """0 when running or done, else 1 + jobs ahead of it."""
@@ -123,8 +161,14 @@ class JobQueue:
     def depth(self) -> int:
         return len(self._pending)
 
+    @property
+    def step_seconds(self) -> float | None:
+        times = list(self._step_times)
+        return statistics.median(times) if times else None
+
     def eta(self, job: Job) -> float | None:
-        if self._step_seconds is None or job.state in TERMINAL:
+        per_step = self.step_seconds
+        if per_step is None or job.state in TERMINAL:
             return None if job.state not in TERMINAL else 0.0
         ahead = 0
         with self._cv:
@@ -134,7 +178,7 @@ class JobQueue:
                 )
                 if self.current is not None:
                     ahead += self.current.total - self.current.step
-        return (ahead + job.total - job.step) * self._step_seconds
+        return (ahead + job.total - job.step) * per_step
 
     def close(self) -> None:
         with self._cv:
@@ -144,44 +188,79 @@ class JobQueue:
     # ------------------------------------------------------------ worker
 
     def _retry_after(self) -> int:
-        per_job = (self._step_seconds or 1.0) * 40
-        return max(1, int(per_job * max(1, len(self._pending)) / max(1, self.max_queue)))
+        """When the queue is full a slot frees as soon as one job ends: about one recent
+        job's duration (median, so one slow outlier does not say 'come back in 30 min')."""
+        times = list(self._job_times)
+        per_job = statistics.median(times) if times else 5.0
+        lo, hi = RETRY_AFTER_RANGE
+        return int(min(hi, max(lo, math.ceil(per_job))))
 
     def _gauge(self) -> None:
         if self.metrics is not None:
             self.metrics.queue_depth.set(len(self._pending))
 
     def _finish(self, job: Job, state: str, error: str | None = None) -> None:
+        if self.current is job:  # before waiters wake: /health must not say busy after
+            self.current = None
         job.state = state
         job.error = error
         job.finished = time.time()
         job.touch()
         job.done.set()
-        self._finished.append(job.id)
-        while len(self._finished) > self._keep:
-            self._jobs.pop(self._finished.popleft(), None)
+        self._finished.append(job)
+        self._finished_bytes += job.kept_bytes
+        self._prune()
+
+    def _prune(self) -> None:
+        """Forget the oldest finished jobs past any retention bound (call under the lock)."""
+        keep, now = self._keep, time.time()
+        while self._finished and (
+            len(self._finished) > keep.jobs
+            or (self._finished_bytes > keep.bytes and len(self._finished) > 1)  # keep the newest
+            or now - (self._finished[0].finished or now) > keep.seconds
+        ):
+            old = self._finished.popleft()
+            self._finished_bytes -= old.kept_bytes
+            self._jobs.pop(old.id, None)
 
     def _run(self) -> None:
+        """The worker loop; one job's failure must never stop it, or the service is dead."""
         while True:
-            with self._cv:
-                while not self._pending and not self._stop:
-                    self._cv.wait()
-                if self._stop:
+            try:
+                if not self._run_one():
                     return
-            # wait for the model outside the lock, so submit() and cancel() stay quick
-            self.engine.ready.wait()
-            with self._cv:
-                if not self._pending:
-                    continue
-                job = self._pending.popleft()
-                job.state = "running"
-                job.started = time.time()
-                job.touch()
-                self.current = job
-            self._gauge()
+            except Exception:
+                log.exception("job worker error (the worker goes on)")
+                with self._cv:
+                    self.current = None
+                time.sleep(0.1)
+
+    def _run_one(self) -> bool:
+        """Run the next job; False once the queue is closed."""
+        with self._cv:
+            while not self._pending and not self._stop:
+                self._cv.wait()
+            if self._stop:
+                return False
+        # wait for the model outside the lock, so submit() and cancel() stay quick
+        self.engine.ready.wait()
+        with self._cv:
+            if not self._pending:
+                return True
+            job = self._pending.popleft()
+            job.state = "running"
+            job.started = time.time()
+            job.touch()
+            self.current = job
+        self._gauge()
+        try:
             self._execute(job)
+        finally:
             with self._cv:
                 self.current = None
+                if job.state not in TERMINAL:  # _execute itself broke
+                    self._finish(job, "failed", error="internal error")
+        return True
 
     def _execute(self, job: Job) -> None:
         last = time.perf_counter()
@@ -189,11 +268,8 @@ class JobQueue:
         def on_step(done: int, total: int) -> None:
             nonlocal last
             now = time.perf_counter()
-            dt = now - last
+            self._step_times.append(now - last)
             last = now
-            self._step_seconds = (
-                dt if self._step_seconds is None else 0.8 * self._step_seconds + 0.2 * dt
-            )
             job.step, job.total = done, total
             job.touch()
 
@@ -218,6 +294,7 @@ class JobQueue:
         job.result = result
         job.step = job.total
         seconds = time.perf_counter() - t0
+        self._job_times.append(seconds)
         if self.metrics is not None:  # before completion is signalled, so readers see it
             self.metrics.job_seconds.observe(seconds)
             self.metrics.images.inc(len(result.images))

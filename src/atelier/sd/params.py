@@ -3,15 +3,23 @@
 Each HTTP API has its own field names (platform `num_inference_steps`, A1111
 `steps`, OpenAI `size`); they all convert into `GenerationRequest` and go
 through `check()`, so a limit is written once and named by the caller's field.
+Messages never repeat the caller's value: a 422 must stay small and encodable
+whatever was sent.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 MAX_STEPS = 150
 MAX_BATCH = 8
 MAX_ITER = 16
+MAX_SEED = 2**32 - 1
+# CLIP truncates at 77 tokens (a few hundred characters); A1111-style prompts with weights
+# and long negative lists reach a couple of thousand. Beyond this it is a mistake or abuse.
+MAX_PROMPT_CHARS = 8000
+MAX_CFG = 30.0
 
 
 class FieldError(ValueError):
@@ -46,37 +54,56 @@ class GenerationRequest:
         return out
 
 
-def check(req: GenerationRequest, max_size: int, samplers: list[str]) -> None:
+def unpaired_surrogate(text: str) -> bool:
+    """JSON may carry `"\\ud800"`, which no UTF-8 encoder (tokenizer, PNG text, response)
+    accepts; such a string must be refused at the door, not crash a job or a response."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def check_text(name: str, text: str, max_chars: int = MAX_PROMPT_CHARS) -> None:
+    if len(text) > max_chars:
+        raise FieldError(name, f"{name} is longer than {max_chars} characters")
+    if unpaired_surrogate(text):
+        raise FieldError(name, f"{name} contains an unpaired UTF-16 surrogate; send valid Unicode")
+    if "\x00" in text:
+        raise FieldError(name, f"{name} contains a NUL character")
+
+
+def check(req: GenerationRequest, max_size: int, samplers: list[str], max_pixels: int) -> None:
     """Raise FieldError for the first field out of range."""
-    n = req.names.get
-    if not req.prompt or not req.prompt.strip():
-        raise FieldError(n("prompt", "prompt"), "prompt must not be empty")
-    for name, value in (("width", req.width), ("height", req.height)):
+
+    def n(key: str) -> str:
+        return req.names.get(key, key)
+
+    check_text(n("prompt"), req.prompt)
+    if not req.prompt.strip():
+        raise FieldError(n("prompt"), "prompt must not be empty")
+    check_text(n("negative_prompt"), req.negative_prompt)
+    for key, value in (("width", req.width), ("height", req.height)):
         if value % 8 or not 64 <= value <= max_size:
-            raise FieldError(
-                n(name, name), f"{name} must be a multiple of 8 in [64, {max_size}], got {value}"
-            )
+            raise FieldError(n(key), f"{n(key)} must be a multiple of 8 in [64, {max_size}]")
     if not 1 <= req.steps <= MAX_STEPS:
-        raise FieldError(n("steps", "steps"), f"steps must be in [1, {MAX_STEPS}], got {req.steps}")
-    if not 0.0 < req.high_noise_frac <= 1.0:
-        raise FieldError(
-            n("high_noise_frac", "high_noise_frac"),
-            f"high_noise_frac must be in (0, 1], got {req.high_noise_frac}",
-        )
-    if not 0.0 <= req.cfg_scale <= 30.0:
-        raise FieldError(
-            n("cfg_scale", "cfg_scale"), f"cfg_scale must be in [0, 30], got {req.cfg_scale}"
-        )
+        raise FieldError(n("steps"), f"{n('steps')} must be in [1, {MAX_STEPS}]")
+    if not (math.isfinite(req.high_noise_frac) and 0.0 < req.high_noise_frac <= 1.0):
+        raise FieldError(n("high_noise_frac"), f"{n('high_noise_frac')} must be in (0, 1]")
+    if not (math.isfinite(req.cfg_scale) and 0.0 <= req.cfg_scale <= MAX_CFG):
+        raise FieldError(n("cfg_scale"), f"{n('cfg_scale')} must be in [0, {MAX_CFG:g}]")
     if not 1 <= req.batch_size <= MAX_BATCH:
-        raise FieldError(n("batch_size", "batch_size"), f"batch_size must be in [1, {MAX_BATCH}]")
+        raise FieldError(n("batch_size"), f"{n('batch_size')} must be in [1, {MAX_BATCH}]")
     if not 1 <= req.n_iter <= MAX_ITER:
-        raise FieldError(n("n_iter", "n_iter"), f"n_iter must be in [1, {MAX_ITER}]")
-    if req.seed is not None and not 0 <= req.seed < 2**32:
-        raise FieldError(
-            n("seed", "seed"), "seed must be in [0, 2**32) (or absent / -1 for random)"
-        )
+        raise FieldError(n("n_iter"), f"{n('n_iter')} must be in [1, {MAX_ITER}]")
+    if req.seed is not None and not 0 <= req.seed <= MAX_SEED:
+        raise FieldError(n("seed"), f"{n('seed')} must be -1 (random) or in [0, {MAX_SEED}]")
     if req.sampler not in samplers:
+        raise FieldError(n("sampler"), f"unknown {n('sampler')}; known: {', '.join(samplers)}")
+    # one batch is denoised at once: its latents and activations grow with the pixel count
+    if req.batch_size * req.width * req.height > max_pixels:
         raise FieldError(
-            n("sampler", "sampler"),
-            f"unknown sampler {req.sampler!r}; known: {', '.join(samplers)}",
+            n("batch_size"),
+            f"{n('batch_size')} x {n('width')} x {n('height')} is over this service's "
+            f"{max_pixels} pixels per batch; use fewer or smaller images (or more iterations)",
         )

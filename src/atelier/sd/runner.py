@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import time
 from typing import Any
 
-from fastapi import HTTPException
+from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from atelier.sd.jobs import TERMINAL, Job, JobQueue, QueueFull
 from atelier.sd.params import FieldError, GenerationRequest, check
+
+log = logging.getLogger("atelier.sd.jobs")
 
 
 class ServiceError(Exception):
@@ -36,9 +39,9 @@ def field_error(e: FieldError) -> HTTPException:
     return unprocessable(e.field, e.message)
 
 
-def submit(queue: JobQueue, req: GenerationRequest, max_size: int) -> Job:
+def submit(queue: JobQueue, req: GenerationRequest, settings: Any) -> Job:
     try:
-        check(req, max_size, queue.engine.samplers)
+        check(req, settings.max_size, queue.engine.samplers, settings.max_pixels)
     except FieldError as e:
         raise field_error(e) from None
     if queue.engine.state == "failed":
@@ -52,6 +55,7 @@ def submit(queue: JobQueue, req: GenerationRequest, max_size: int) -> Job:
 
 
 async def wait_done(job: Job, timeout: float | None = None) -> None:
+    """Wait until the job is finished, or `timeout` seconds passed."""
     event = job.listen()
     try:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -68,17 +72,53 @@ async def wait_done(job: Job, timeout: float | None = None) -> None:
         job.unlisten(event)
 
 
-async def run_sync(queue: JobQueue, req: GenerationRequest, max_size: int, load_wait: float) -> Job:
-    """Submit and wait; a request during model loading waits up to `load_wait` seconds."""
-    job = submit(queue, req, max_size)
-    if not queue.engine.ready.is_set():
-        loaded = await asyncio.to_thread(queue.engine.ready.wait, load_wait)
-        if not loaded:
-            queue.cancel(job)
+async def client_gone(request: Request) -> None:
+    """Return once the client has closed its connection.
+
+    The body has been read by then (the guard middleware buffers it), so the next ASGI
+    message the server has for this request is `http.disconnect`."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _wait_loaded(queue: JobQueue, load_wait: float) -> bool:
+    """Poll rather than block a thread: hundreds of waiting requests must not each hold
+    one of the few default-executor threads for up to ten minutes."""
+    deadline = time.monotonic() + load_wait
+    while not queue.engine.ready.is_set():
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.1)
+    return True
+
+
+async def run_sync(queue: JobQueue, req: GenerationRequest, request: Request) -> Job:
+    """Submit and wait; a client that goes away cancels its job (queued: dropped,
+    running: stopped at the next step), so abandoned retries cannot fill the queue.
+    A request during model loading waits up to `load_wait_s` for the model."""
+    settings = request.app.state.settings
+    job = submit(queue, req, settings)
+    gone = asyncio.ensure_future(client_gone(request))
+    loaded = asyncio.ensure_future(_wait_loaded(queue, settings.load_wait_s))
+    finished = asyncio.ensure_future(wait_done(job))
+    try:
+        await asyncio.wait({gone, loaded}, return_when=asyncio.FIRST_COMPLETED)
+        if not gone.done() and not loaded.result():
+            queue.cancel(job, "the model did not load in time")
             raise ServiceError(
                 503, "the model is still loading; retry shortly", {"Retry-After": "10"}
             )
-    await wait_done(job)
+        if not gone.done():
+            await asyncio.wait({gone, finished}, return_when=asyncio.FIRST_COMPLETED)
+        if gone.done() and job.state not in TERMINAL:
+            queue.cancel(job, "the client disconnected")
+            log.info('{"event": "client_gone", "id": "%s"}', job.id)
+            raise ServiceError(499, "the client disconnected")
+    finally:
+        for task in (gone, loaded, finished):  # none may outlive the request
+            task.cancel()
     if job.state == "failed":
         status = 503 if queue.engine.state == "failed" else 500
         raise ServiceError(status, job.error or "generation failed")
