@@ -7,14 +7,13 @@ parse and tokenize whole chunks. Output is therefore identical for any
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import shutil
 import tempfile
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from atelier.core.atomic import commit_files
 from atelier.core.errors import AtelierError
 from atelier.core.log import get_logger
 from atelier.core.progress import interactive, progress_bar
+from atelier.core.workers import process_pool
 from atelier.llm.data import sources
 from atelier.llm.data.conversation import parse_map_keys
 from atelier.llm.data.handlers import (
@@ -120,8 +120,7 @@ def run_chunks(
         for chunk in chunks:
             yield encoder.encode(chunk)
         return
-    ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(job,))
+    pool = process_pool(workers, _init_worker, (job,))
     pending: deque[Future[ChunkResult]] = deque()
     try:
         for chunk in chunks:
