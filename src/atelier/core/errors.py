@@ -9,9 +9,11 @@ the same way wherever they surface.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
@@ -84,3 +86,15 @@ def from_os_error(e: OSError) -> AtelierError | None:
         return None
     where = f"{e.filename}: " if e.filename else ""
     return AtelierError(f"{where}{hint} ({e.strerror})")
+
+
+@contextlib.contextmanager
+def disk_full_at(path: str | os.PathLike[str], needed: int | None = None) -> Iterator[None]:
+    """Name `path` when a write inside the block hits a full disk (`write()` errors
+    carry no file name, so the CLI could otherwise only say "the output folder")."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno in DISK_FULL:
+            raise disk_full(path, needed) from None
+        raise
