@@ -39,6 +39,18 @@ def _hparam_flags(p: argparse.ArgumentParser, train_wav2lip: bool) -> None:
     p.set_defaults(train_wav2lip=train_wav2lip)
 
 
+def _detector_flags(p: argparse.ArgumentParser) -> None:
+    from atelier.lipsync.detect import DETECTORS
+
+    p.add_argument(
+        "--detector",
+        choices=DETECTORS,
+        default=DETECTORS[0],
+        help="face detector (default %(default)s; rates and speeds in docs/lipsync.md)",
+    )
+    p.add_argument("--s3fd-path", "--s3fd_path", type=Path, help="s3fd.pth (for --detector s3fd)")
+
+
 def register(suites: argparse._SubParsersAction) -> None:
     ls = suites.add_parser("lipsync", help="Wav2Lip preprocessing, training and inference")
     verbs = ls.add_subparsers(dest="verb", metavar="VERB", required=True)
@@ -48,8 +60,7 @@ def register(suites: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--preprocessed-root", "--preprocessed_root", type=Path, required=True, help="output root"
     )
-    p.add_argument("--detector", choices=["opencv", "s3fd"], default="opencv")
-    p.add_argument("--s3fd-path", "--s3fd_path", type=Path, help="s3fd.pth (for --detector s3fd)")
+    _detector_flags(p)
     p.add_argument(
         "--batch-size", "--batch_size", type=Int(1, 1 << 16), default=32, help="detection batch"
     )
@@ -106,8 +117,7 @@ def register(suites: argparse._SubParsersAction) -> None:
     p.add_argument("--box", nargs=4, type=Int(-1, 1 << 16), default=[-1, -1, -1, -1], metavar="N")
     p.add_argument("--rotate", action="store_true")
     p.add_argument("--nosmooth", action="store_true")
-    p.add_argument("--detector", choices=["opencv", "s3fd"], default="opencv")
-    p.add_argument("--s3fd-path", "--s3fd_path", type=Path)
+    _detector_flags(p)
     p.add_argument("--device", default="auto", help="auto | cuda | npu | cpu | mps")
     p.set_defaults(func=run_infer)
 
@@ -136,7 +146,9 @@ def run_preprocess(args: argparse.Namespace) -> int:
         f"({sum(v.skipped for v in done)} from an earlier run), {len(report.failed)} failed"
     )
     for v in report.videos:
-        if v.without_face:
+        if v.unusable:
+            print(f"  {v.name}: left out of the filelists ({v.unusable})")
+        elif v.without_face:
             print(f"  {v.name}: {len(v.without_face)}/{v.frames} frame(s) without a face")
     if report.train or report.val:
         print(f"filelists: {len(report.train)} train, {len(report.val)} val")
@@ -153,7 +165,8 @@ def run_train(args: argparse.Namespace) -> int:
         if not sep:
             raise AtelierError(f"--set {item!r}: expected KEY=VALUE")
         sets[key.strip()] = value.strip()
-    hp = load_hparams(args.hparams, **sets)
+    # the flags were range-checked at parse time; their names are the error source here
+    hp = load_hparams(args.hparams, "--set", **sets)
     if args.train_wav2lip:
         hp = hp.replace(
             batch_size=args.batch_size,

@@ -10,6 +10,7 @@ worker and cached.
 from __future__ import annotations
 
 import functools
+import itertools
 import random
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,6 +40,27 @@ def read_filelist(
     if not names:
         raise AtelierError(f"{path}: empty filelist")
     return [Path(data_root) / n for n in names]
+
+
+def unusable_reason(face_frames: list[int] | tuple[int, ...], syncnet_t: int) -> str | None:
+    """Why the trainers could never draw a window from a video with these crops, or None.
+
+    The same conditions `_pick`/`read_window` need: more than 3 T face frames and a run of
+    T consecutive ones. preprocess leaves such videos out of the filelists (they once went
+    in and training died with "no usable training window after 2000 tries").
+    """
+    if not face_frames:
+        return "no face found in any frame"
+    if len(face_frames) <= 3 * syncnet_t:
+        return f"only {len(face_frames)} frame(s) with a face, training needs {3 * syncnet_t + 1}"
+    ordered = sorted(face_frames)
+    run = best = 1
+    for a, b in itertools.pairwise(ordered):
+        run = run + 1 if b == a + 1 else 1
+        best = max(best, run)
+    if best < syncnet_t:
+        return f"no {syncnet_t} consecutive frames with a face (longest run {best})"
+    return None
 
 
 class _Base:

@@ -56,11 +56,14 @@ def _anchors(height: int, width: int) -> np.ndarray:
 class RetinaFaceDetector:
     """Most confident face per BGR frame (score > `threshold`), or None.
 
+    0.8: on the measured footage every frame with a face scored above 0.84 and all but 2
+    of 111 face-free frames (a cooking pan, a dog) below 0.8.
+
     Frames are scaled so that their longer side is `max_side` (up or down): the anchors
     cover faces of 16-512 px, so a 240p video gains from upscaling and a 4K one needs none.
     """
 
-    def __init__(self, device: str = "auto", max_side: int = 640, threshold: float = 0.5):
+    def __init__(self, device: str = "auto", max_side: int = 640, threshold: float = 0.8):
         try:
             import onnxruntime as ort
         except ImportError as e:
