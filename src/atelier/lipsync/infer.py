@@ -116,16 +116,16 @@ def check_config(cfg: InferConfig) -> None:
     output_folder(out.parent, "--outfile")
 
 
-def _check_geometry(cfg: InferConfig, raw: tuple[int, int], frame: tuple[int, int]) -> None:
-    """`--resize-factor`, `--crop` and `--box` against the real frame size (h, w)."""
-    h, w = raw
+def _check_geometry(cfg: InferConfig, raw: np.ndarray) -> None:
+    """`--resize-factor`, `--crop` and `--box` against the first real frame."""
+    h, w = raw.shape[:2]
     if h // cfg.resize_factor < 16 or w // cfg.resize_factor < 16:
         most = max(1, min(h, w) // 16)
         raise AtelierError(
             f"--resize-factor {cfg.resize_factor}: shrinks the {w}x{h} frames below 16 px; "
             f"use at most {most}"
         )
-    fh, fw = frame  # after resize and rotate, before the crop
+    fh, fw = _resized_shape(raw, cfg)  # after resize and rotate, before the crop
     y1, y2, x1, x2 = cfg.crop
     y2, x2 = fh if y2 == -1 else y2, fw if x2 == -1 else x2
     if not (0 <= y1 < y2 <= fh and 0 <= x1 < x2 <= fw) or y2 - y1 < 16 or x2 - x1 < 16:
@@ -204,14 +204,10 @@ def read_face_frames(
 
     face = Path(cfg.face)
     if face.suffix.lower() in IMAGE_SUFFIXES:
-        img = read_image(face)
-        _check_geometry(cfg, img.shape[:2], _resized_shape(img, cfg))
-        return [_prepare(img, cfg)], float(cfg.fps), True
+        return [_prepare(read_image(face), cfg)], float(cfg.fps), True
     fps = video_fps(face)
     frames: list[np.ndarray] = []
     for raw in iter_frames(face):
-        if not frames:
-            _check_geometry(cfg, raw.shape[:2], _resized_shape(raw, cfg))
         frames.append(_prepare(raw, cfg))
         if len(frames) == 1 and limit:
             _check_memory(frames[0], limit, face)
@@ -220,6 +216,17 @@ def read_face_frames(
     if not frames:
         raise AtelierError(f"--face {face}: no frames decoded")
     return frames, fps, cfg.static
+
+
+def first_frame(face: Path) -> np.ndarray:
+    """The first frame of a video or the image: enough to check the geometry flags."""
+    from atelier.lipsync.media import IMAGE_SUFFIXES, iter_frames, read_image
+
+    if face.suffix.lower() in IMAGE_SUFFIXES:
+        return read_image(face)
+    for frame in iter_frames(face):
+        return frame
+    raise AtelierError(f"--face {face}: no frames decoded")
 
 
 def _resized_shape(frame: np.ndarray, cfg: InferConfig) -> tuple[int, int]:
@@ -352,6 +359,7 @@ def infer(cfg: InferConfig) -> InferResult:
     started = time.perf_counter()
     hp = cfg.hparams
     check_config(cfg)
+    _check_geometry(cfg, first_frame(Path(cfg.face)))  # before audio and model: fail in a second
     from atelier.lipsync.media import decode_audio, resample_mono
 
     audio = decode_audio(cfg.audio)  # decoded once: the mel and the output's audio track
