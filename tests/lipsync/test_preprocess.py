@@ -103,7 +103,7 @@ def test_kill_9_leaves_no_worker_and_the_rerun_completes(tmp_path: Path) -> None
         make_face_video(root / f"spk{i}" / "v.mp4", 0.8, 25, 160, 120)
     out = tmp_path / "pre"
     cmd = [sys.executable, "-m", "atelier.cli.main", "lipsync", "preprocess", "--data-root",
-           str(root), "--preprocessed-root", str(out), "--workers", "2", "--device", "cpu"]  # fmt: skip
+           str(root), "--preprocessed-root", str(out), "--workers", "2"]  # fmt: skip
     parent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     workers: list[int] = []
     deadline = time.monotonic() + 60
