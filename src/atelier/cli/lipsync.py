@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from atelier.core.flags import POSITIVE_FLOAT, POSITIVE_INT, SEED, Float, Int
+from atelier.core.flags import POSITIVE_INT, SEED, Float, Int
 
 
 def _bool(text: str) -> bool:
@@ -24,7 +24,7 @@ def _hparam_flags(p: argparse.ArgumentParser, train_wav2lip: bool) -> None:
         help="override one hyperparameter, e.g. --set eval_interval=1000 (repeatable)",
     )
     g.add_argument("--batch-size", "--batch_size", type=Int(1, 1 << 16), help="training batch size")
-    g.add_argument("--lr", type=POSITIVE_FLOAT, help="learning rate")
+    g.add_argument("--lr", type=Float(0, 10, lo_open=True), help="learning rate")
     g.add_argument("--eval-interval", type=POSITIVE_INT, help="steps between evals")
     g.add_argument("--checkpoint-interval", type=POSITIVE_INT, help="steps between checkpoints")
     g.add_argument(
@@ -165,24 +165,17 @@ def run_train(args: argparse.Namespace) -> int:
         if not sep:
             raise AtelierError(f"--set {item!r}: expected KEY=VALUE")
         sets[key.strip()] = value.strip()
-    # the flags were range-checked at parse time; their names are the error source here
     hp = load_hparams(args.hparams, "--set", **sets)
-    if args.train_wav2lip:
-        hp = hp.replace(
-            batch_size=args.batch_size,
-            initial_learning_rate=args.lr,
-            eval_interval=args.eval_interval,
-            checkpoint_interval=args.checkpoint_interval,
-            num_workers=args.workers,
-        )
-    else:
-        hp = hp.replace(
-            syncnet_batch_size=args.batch_size,
-            syncnet_lr=args.lr,
-            syncnet_eval_interval=args.eval_interval,
-            syncnet_checkpoint_interval=args.checkpoint_interval,
-            num_workers=args.workers,
-        )
+    prefix = "" if args.train_wav2lip else "syncnet_"
+    flags = {
+        "--batch-size": (f"{prefix}batch_size", args.batch_size),
+        "--lr": ("initial_learning_rate" if args.train_wav2lip else "syncnet_lr", args.lr),
+        "--eval-interval": (f"{prefix}eval_interval", args.eval_interval),
+        "--checkpoint-interval": (f"{prefix}checkpoint_interval", args.checkpoint_interval),
+        "--workers": ("num_workers", args.workers),
+    }
+    for flag, (key, value) in flags.items():  # one at a time, so an error names its flag
+        hp = hp.replace(flag, **{key: value})
     common = dict(
         data_root=args.data_root,
         checkpoint_dir=args.checkpoint_dir,
