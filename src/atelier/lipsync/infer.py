@@ -103,10 +103,11 @@ def check_config(cfg: InferConfig) -> None:
     if cfg.detector not in DETECTORS:
         raise AtelierError(f"--detector {cfg.detector!r}: use one of {', '.join(DETECTORS)}")
     face, audio, out = Path(cfg.face), Path(cfg.audio), Path(cfg.outfile)
-    if not face.is_file():
-        raise AtelierError(f"--face {face}: no such file")
-    if not audio.is_file():
-        raise AtelierError(f"--audio {audio}: no such file")
+    for flag, path in (("--face", face), ("--audio", audio)):
+        if path.is_dir():
+            raise AtelierError(f"{flag} {path}: is a folder; give a media file")
+        if not path.is_file():
+            raise AtelierError(f"{flag} {path}: no such file")
     if out.is_dir():
         raise AtelierError(
             f"--outfile {out}: is a folder; give a file name such as {out / 'result.mp4'}"

@@ -114,14 +114,17 @@ def train_syncnet(cfg: TrainConfig) -> TrainResult:
     device = pick_device(cfg.device)
     ckpt_dir = Path(cfg.checkpoint_dir)
     train_set = SyncDataset(
-        read_filelist(cfg.data_root, "train", cfg.filelists_dir),
+        read_filelist(cfg.data_root, "train", cfg.filelists_dir, hp.syncnet_T),
         hp,
         cfg.seed,
         hp.syncnet_batch_size,
     )
     val_seed = None if cfg.seed is None else cfg.seed + 1
     val_set = SyncDataset(
-        read_filelist(cfg.data_root, "val", cfg.filelists_dir), hp, val_seed, hp.syncnet_batch_size
+        read_filelist(cfg.data_root, "val", cfg.filelists_dir, hp.syncnet_T),
+        hp,
+        val_seed,
+        hp.syncnet_batch_size,
     )
     output_folder(ckpt_dir, "--checkpoint-dir")
     train_loader = make_loader(train_set, hp.syncnet_batch_size, _workers(cfg))

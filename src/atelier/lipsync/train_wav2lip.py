@@ -81,10 +81,13 @@ def train_wav2lip(cfg: Wav2LipTrainConfig) -> TrainResult:
     ckpt_dir = Path(cfg.checkpoint_dir)
     workers = hp.num_workers if cfg.workers is None else cfg.workers
     train_set = Wav2LipDataset(
-        read_filelist(cfg.data_root, "train", cfg.filelists_dir), hp, cfg.seed, hp.batch_size
+        read_filelist(cfg.data_root, "train", cfg.filelists_dir, hp.syncnet_T),
+        hp,
+        cfg.seed,
+        hp.batch_size,
     )
     val_set = Wav2LipDataset(
-        read_filelist(cfg.data_root, "val", cfg.filelists_dir),
+        read_filelist(cfg.data_root, "val", cfg.filelists_dir, hp.syncnet_T),
         hp,
         None if cfg.seed is None else cfg.seed + 1,
         hp.batch_size,  # the expert stays in train mode (official), so no batch of 1
