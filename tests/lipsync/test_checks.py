@@ -117,7 +117,7 @@ def test_infer_geometry_flags(
     extra: list[str],
     flag: str,
 ) -> None:
-    out = tmp_path / "o.mp4"
+    out = tmp_path / "results" / "o.mp4"  # not even its folder may appear
     argv = ["lipsync", "infer", "--checkpoint-path", str(media["ckpt"]), "--face",
             str(media["face"]), "--audio", str(media["audio"]), "--outfile", str(out),
             "--device", "cpu", *extra]  # fmt: skip

@@ -114,7 +114,6 @@ def check_config(cfg: InferConfig) -> None:
         )
     if out.exists() and out.resolve() in (face.resolve(), audio.resolve()):
         raise AtelierError(f"--outfile {out}: is an input of this run; choose another name")
-    output_folder(out.parent, "--outfile")
 
 
 def _check_geometry(cfg: InferConfig, raw: np.ndarray) -> None:
@@ -361,6 +360,7 @@ def infer(cfg: InferConfig) -> InferResult:
     hp = cfg.hparams
     check_config(cfg)
     _check_geometry(cfg, first_frame(Path(cfg.face)))  # before audio and model: fail in a second
+    output_folder(Path(cfg.outfile).parent, "--outfile")  # created only once the flags hold
     from atelier.lipsync.media import decode_audio, resample_mono
 
     audio = decode_audio(cfg.audio)  # decoded once: the mel and the output's audio track
