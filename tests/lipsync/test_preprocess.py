@@ -99,7 +99,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_kill_9_leaves_no_worker_and_the_rerun_completes(tmp_path: Path) -> None:
     root = tmp_path / "main"
-    for i in range(4):
+    for i in range(3):
         make_face_video(root / f"spk{i}" / "v.mp4", 0.8, 25, 160, 120)
     out = tmp_path / "pre"
     cmd = [sys.executable, "-m", "atelier.cli.main", "lipsync", "preprocess", "--data-root",
@@ -121,9 +121,9 @@ def test_kill_9_leaves_no_worker_and_the_rerun_completes(tmp_path: Path) -> None
     while time.monotonic() < deadline and any(_alive(w) for w in workers):
         time.sleep(0.1)
     assert not [w for w in workers if _alive(w)], "workers outlived their killed parent"
-    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run([*cmd[:-1], "1"], capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert all((out / f"spk{i}" / "v" / "audio.wav").is_file() for i in range(4))
+    assert all((out / f"spk{i}" / "v" / "audio.wav").is_file() for i in range(3))
     assert not list(out.glob("*/.*.partial"))
 
 

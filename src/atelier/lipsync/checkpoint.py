@@ -55,12 +55,20 @@ def load_state_dict(path: str | Path) -> dict[str, Any]:
 def load_into(model: Any, path: str | Path, what: str = "model") -> None:
     """Strict load with a readable message when the file is for another network."""
     state = load_state_dict(path)
+    want = model.state_dict()
+    missing = [k for k in want if k not in state]
+    extra = [k for k in state if k not in want]
+    if missing or extra:
+        raise AtelierError(
+            f"{path}: not a {what} checkpoint ({len(missing)} of its {len(want)} weights "
+            f"missing, e.g. {missing[:1]}; {len(extra)} unexpected, e.g. {extra[:1]})"
+        )
     try:
         model.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, AttributeError, ValueError) as e:
-        # RuntimeError: other keys or shapes; the rest: values that are not tensors
-        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-        raise AtelierError(f"{path}: not a {what} checkpoint ({first})") from e
+        # RuntimeError: other shapes; the rest: values that are not tensors
+        first = str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__
+        raise AtelierError(f"{path}: not a {what} checkpoint ({first.strip()})") from e
 
 
 @dataclasses.dataclass
