@@ -89,6 +89,8 @@ def test_library_checks_name_the_parameter(tmp_path: Path) -> None:
         ({"resize_factor": 0}, "--resize-factor"),
         ({"box": (10, -1, 5, 50)}, "--box"),
         ({"detector": "dlib"}, "--detector"),
+        ({"detector": "s3fd"}, "--s3fd-path"),
+        ({"detector": "s3fd", "s3fd_path": tmp_path / "s3fd.pth"}, "--s3fd-path"),
     ]:
         cfg = InferConfig(**{**base.__dict__, **change})
         with pytest.raises(AtelierError, match=flag):

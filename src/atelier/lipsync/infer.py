@@ -102,6 +102,11 @@ def check_config(cfg: InferConfig) -> None:
         )
     if cfg.detector not in DETECTORS:
         raise AtelierError(f"--detector {cfg.detector!r}: use one of {', '.join(DETECTORS)}")
+    if cfg.detector == "s3fd" and cfg.box[0] == -1:
+        if not cfg.s3fd_path:
+            raise AtelierError("--detector s3fd needs --s3fd-path pointing at s3fd.pth")
+        if not Path(cfg.s3fd_path).is_file():
+            raise AtelierError(f"--s3fd-path {cfg.s3fd_path}: no such file")
     face, audio, out = Path(cfg.face), Path(cfg.audio), Path(cfg.outfile)
     for flag, path in (("--face", face), ("--audio", audio)):
         if path.is_dir():
