@@ -206,6 +206,12 @@ def test_hparams_yaml_types_are_strict(tmp_path: Path) -> None:
         load_hparams(bad)
     with pytest.raises(AtelierError, match="--hparams"):
         load_hparams(tmp_path / "missing.yaml")
+    bad.write_bytes(b"\xfe\xff\x00binary")  # found by the sweep: a traceback before
+    with pytest.raises(AtelierError, match="not a UTF-8 text"):
+        load_hparams(bad)
+    bad.write_text("- a\n- list\n")
+    with pytest.raises(AtelierError, match="mapping"):
+        load_hparams(bad)
 
 
 def test_huge_frames_are_refused_before_memory_runs_out() -> None:

@@ -199,6 +199,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as e:
         raise AtelierError(f"{path}: cannot read hyperparameters ({e.strerror})") from e
+    except UnicodeDecodeError as e:
+        raise AtelierError(
+            f"{path}: not a UTF-8 text (YAML) file ({e.reason} at byte {e.start})"
+        ) from e
     except yaml.YAMLError as e:
         raise AtelierError(f"{path}: not valid YAML ({e})") from e
     if not isinstance(data, dict):
