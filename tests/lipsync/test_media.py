@@ -119,3 +119,12 @@ def test_corrupt_mp3_middle_still_decodes(tmp_path: Path) -> None:
         assert "v.mp3" in str(e)
     else:
         assert 0.3 < audio.seconds < SECONDS + 0.1
+
+
+def test_frames_the_encoder_refuses_are_one_line(tmp_path: Path) -> None:
+    """A 20000 px wide frame is beyond H.264's limits: said in one line, not an FFmpeg trace."""
+    with (
+        pytest.raises(AtelierError, match=r"20000x64 video failed.*--resize-factor"),
+        VideoWriter(tmp_path / "wide.mp4", 25, 20000, 64) as w,
+    ):
+        w.write(np.zeros((64, 20000, 3), np.uint8))

@@ -237,8 +237,22 @@ class VideoWriter:
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(bgr), format="bgr24")
         frame.pts = self.frames
         self.frames += 1
-        for packet in self.stream.encode(frame):
-            self.container.mux(packet)
+        self._encode(frame)
+
+    def _encode(self, frame: av.VideoFrame | None) -> None:
+        """One frame (None: flush) through the video encoder, its errors said in one line."""
+        import av
+
+        try:
+            for packet in self.stream.encode(frame):
+                self.container.mux(packet)
+        except av.FFmpegError as e:
+            if isinstance(e, OSError) and e.errno not in (None, 0) and e.errno < 1000:
+                raise  # a real OS error (disk full...): the CLI words those
+            raise AtelierError(
+                f"encoding {self.width}x{self.height} video failed ({e}); "
+                "use --resize-factor or --crop for very large frames"
+            ) from e
 
     def _mux_audio(self) -> None:
         """Encode the decoded samples to AAC, timestamps counted in samples at the output rate."""
@@ -268,8 +282,7 @@ class VideoWriter:
             self.container.mux(packet)
 
     def close(self) -> None:
-        for packet in self.stream.encode(None):
-            self.container.mux(packet)
+        self._encode(None)
         try:
             if self.audio is not None:
                 self._mux_audio()
