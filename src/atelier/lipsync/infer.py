@@ -25,9 +25,9 @@ from atelier.core.atomic import atomic_file
 from atelier.core.device import pick_device
 from atelier.core.errors import AtelierError
 from atelier.core.log import get_logger
-from atelier.core.paths import output_folder
 from atelier.core.progress import progress_bar
 from atelier.lipsync.hparams import HParams, load_hparams
+from atelier.lipsync.output_paths import check_creatable
 
 if TYPE_CHECKING:
     import torch
@@ -365,7 +365,7 @@ def infer(cfg: InferConfig) -> InferResult:
     hp = cfg.hparams
     check_config(cfg)
     _check_geometry(cfg, first_frame(Path(cfg.face)))  # before audio and model: fail in a second
-    output_folder(Path(cfg.outfile).parent, "--outfile")  # created only once the flags hold
+    check_creatable(Path(cfg.outfile).parent, "--outfile")  # made only when the video is
     from atelier.lipsync.media import decode_audio, resample_mono
 
     audio = decode_audio(cfg.audio)  # decoded once: the mel and the output's audio track

@@ -19,6 +19,7 @@ from atelier.core.paths import output_folder
 from atelier.core.progress import progress_bar
 from atelier.lipsync.checkpoint import TrainState, resume, save_checkpoint
 from atelier.lipsync.hparams import HParams, load_hparams
+from atelier.lipsync.output_paths import check_creatable
 
 if TYPE_CHECKING:
     import torch
@@ -45,14 +46,7 @@ def check_train_config(cfg: TrainConfig) -> None:
 
     if not Path(cfg.data_root).is_dir():
         raise AtelierError(f"--data-root {cfg.data_root}: not a folder")
-    ckpt_dir = Path(cfg.checkpoint_dir)
-    for p in (ckpt_dir, *ckpt_dir.parents):
-        if p.exists():
-            if not p.is_dir():
-                raise AtelierError(
-                    f"--checkpoint-dir {ckpt_dir}: {p} is a file, not a folder; choose another path"
-                )
-            break
+    check_creatable(cfg.checkpoint_dir, "--checkpoint-dir")
     if cfg.checkpoint_path is not None and not Path(cfg.checkpoint_path).is_file():
         raise AtelierError(f"--checkpoint-path {cfg.checkpoint_path}: no such file")
     for flag, value, lo in (("--max-steps", cfg.max_steps, 1), ("--workers", cfg.workers, 0)):
