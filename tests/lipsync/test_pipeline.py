@@ -107,3 +107,19 @@ def test_train_wav2lip_and_disc(preprocessed: Path, tiny_hp: HParams, tmp_path: 
     )  # fmt: skip
     assert gan.global_step == 1 and np.isfinite(gan.losses[0])
     assert (tmp_path / "gan" / "disc_checkpoint_step000000001.pth").is_file()
+
+
+def test_filelist_entries_that_cannot_train_fail_fast(preprocessed: Path, tmp_path: Path) -> None:
+    """A stale or hand-made filelist: missing folders are named now, not after 2000 tries."""
+    import pytest
+
+    from atelier.core.errors import AtelierError
+    from atelier.lipsync.dataset import read_filelist
+
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "train.txt").write_text("spk1/00001\nspk9/gone\n")
+    assert read_filelist(preprocessed, "train", lists) == [preprocessed / "spk1" / "00001"]
+    (lists / "val.txt").write_text("spk9/gone\n")
+    with pytest.raises(AtelierError, match=r"spk9/gone \(no .*audio\.wav\)"):
+        read_filelist(preprocessed, "val", lists)

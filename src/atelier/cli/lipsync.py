@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from atelier.core.flags import POSITIVE_FLOAT, POSITIVE_INT, SEED, Float, Int
+from atelier.core.flags import POSITIVE_INT, SEED, Float, Int
 
 
 def _bool(text: str) -> bool:
@@ -24,7 +24,7 @@ def _hparam_flags(p: argparse.ArgumentParser, train_wav2lip: bool) -> None:
         help="override one hyperparameter, e.g. --set eval_interval=1000 (repeatable)",
     )
     g.add_argument("--batch-size", "--batch_size", type=Int(1, 1 << 16), help="training batch size")
-    g.add_argument("--lr", type=POSITIVE_FLOAT, help="learning rate")
+    g.add_argument("--lr", type=Float(0, 10, lo_open=True), help="learning rate")
     g.add_argument("--eval-interval", type=POSITIVE_INT, help="steps between evals")
     g.add_argument("--checkpoint-interval", type=POSITIVE_INT, help="steps between checkpoints")
     g.add_argument(
@@ -39,6 +39,18 @@ def _hparam_flags(p: argparse.ArgumentParser, train_wav2lip: bool) -> None:
     p.set_defaults(train_wav2lip=train_wav2lip)
 
 
+def _detector_flags(p: argparse.ArgumentParser) -> None:
+    from atelier.lipsync.detect import DETECTORS
+
+    p.add_argument(
+        "--detector",
+        choices=DETECTORS,
+        default=DETECTORS[0],
+        help="face detector (default %(default)s; rates and speeds in docs/lipsync.md)",
+    )
+    p.add_argument("--s3fd-path", "--s3fd_path", type=Path, help="s3fd.pth (for --detector s3fd)")
+
+
 def register(suites: argparse._SubParsersAction) -> None:
     ls = suites.add_parser("lipsync", help="Wav2Lip preprocessing, training and inference")
     verbs = ls.add_subparsers(dest="verb", metavar="VERB", required=True)
@@ -48,8 +60,7 @@ def register(suites: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--preprocessed-root", "--preprocessed_root", type=Path, required=True, help="output root"
     )
-    p.add_argument("--detector", choices=["opencv", "s3fd"], default="opencv")
-    p.add_argument("--s3fd-path", "--s3fd_path", type=Path, help="s3fd.pth (for --detector s3fd)")
+    _detector_flags(p)
     p.add_argument(
         "--batch-size", "--batch_size", type=Int(1, 1 << 16), default=32, help="detection batch"
     )
@@ -106,8 +117,7 @@ def register(suites: argparse._SubParsersAction) -> None:
     p.add_argument("--box", nargs=4, type=Int(-1, 1 << 16), default=[-1, -1, -1, -1], metavar="N")
     p.add_argument("--rotate", action="store_true")
     p.add_argument("--nosmooth", action="store_true")
-    p.add_argument("--detector", choices=["opencv", "s3fd"], default="opencv")
-    p.add_argument("--s3fd-path", "--s3fd_path", type=Path)
+    _detector_flags(p)
     p.add_argument("--device", default="auto", help="auto | cuda | npu | cpu | mps")
     p.set_defaults(func=run_infer)
 
@@ -136,7 +146,9 @@ def run_preprocess(args: argparse.Namespace) -> int:
         f"({sum(v.skipped for v in done)} from an earlier run), {len(report.failed)} failed"
     )
     for v in report.videos:
-        if v.without_face:
+        if v.unusable:
+            print(f"  {v.name}: left out of the filelists ({v.unusable})")
+        elif v.without_face:
             print(f"  {v.name}: {len(v.without_face)}/{v.frames} frame(s) without a face")
     if report.train or report.val:
         print(f"filelists: {len(report.train)} train, {len(report.val)} val")
@@ -153,23 +165,17 @@ def run_train(args: argparse.Namespace) -> int:
         if not sep:
             raise AtelierError(f"--set {item!r}: expected KEY=VALUE")
         sets[key.strip()] = value.strip()
-    hp = load_hparams(args.hparams, **sets)
-    if args.train_wav2lip:
-        hp = hp.replace(
-            batch_size=args.batch_size,
-            initial_learning_rate=args.lr,
-            eval_interval=args.eval_interval,
-            checkpoint_interval=args.checkpoint_interval,
-            num_workers=args.workers,
-        )
-    else:
-        hp = hp.replace(
-            syncnet_batch_size=args.batch_size,
-            syncnet_lr=args.lr,
-            syncnet_eval_interval=args.eval_interval,
-            syncnet_checkpoint_interval=args.checkpoint_interval,
-            num_workers=args.workers,
-        )
+    hp = load_hparams(args.hparams, "--set", **sets)
+    prefix = "" if args.train_wav2lip else "syncnet_"
+    flags = {
+        "--batch-size": (f"{prefix}batch_size", args.batch_size),
+        "--lr": ("initial_learning_rate" if args.train_wav2lip else "syncnet_lr", args.lr),
+        "--eval-interval": (f"{prefix}eval_interval", args.eval_interval),
+        "--checkpoint-interval": (f"{prefix}checkpoint_interval", args.checkpoint_interval),
+        "--workers": ("num_workers", args.workers),
+    }
+    for flag, (key, value) in flags.items():  # one at a time, so an error names its flag
+        hp = hp.replace(flag, **{key: value})
     common = dict(
         data_root=args.data_root,
         checkpoint_dir=args.checkpoint_dir,

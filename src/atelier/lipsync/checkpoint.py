@@ -24,8 +24,12 @@ def _torch_load(path: str | Path) -> Any:
     import torch
 
     path = Path(path)
+    if path.is_dir():
+        raise AtelierError(f"{path}: is a folder, not a checkpoint file")
     if not path.is_file():
         raise AtelierError(f"{path}: checkpoint not found")
+    if path.stat().st_size == 0:
+        raise AtelierError(f"{path}: empty file, not a torch checkpoint")
     try:
         # weights_only=False: official checkpoints pickle optimizer state and plain ints only,
         # but older torch saved them in ways the weights-only unpickler may refuse.
@@ -50,11 +54,21 @@ def load_state_dict(path: str | Path) -> dict[str, Any]:
 
 def load_into(model: Any, path: str | Path, what: str = "model") -> None:
     """Strict load with a readable message when the file is for another network."""
+    state = load_state_dict(path)
+    want = model.state_dict()
+    missing = [k for k in want if k not in state]
+    extra = [k for k in state if k not in want]
+    if missing or extra:
+        raise AtelierError(
+            f"{path}: not a {what} checkpoint ({len(missing)} of its {len(want)} weights "
+            f"missing, e.g. {missing[:1]}; {len(extra)} unexpected, e.g. {extra[:1]})"
+        )
     try:
-        model.load_state_dict(load_state_dict(path), strict=True)
-    except RuntimeError as e:
-        first = str(e).splitlines()[0]
-        raise AtelierError(f"{path}: not a {what} checkpoint ({first})") from e
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, AttributeError, ValueError) as e:
+        # RuntimeError: other shapes; the rest: values that are not tensors
+        first = str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__
+        raise AtelierError(f"{path}: not a {what} checkpoint ({first.strip()})") from e
 
 
 @dataclasses.dataclass

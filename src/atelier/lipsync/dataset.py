@@ -10,6 +10,7 @@ worker and cached.
 from __future__ import annotations
 
 import functools
+import itertools
 import random
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from atelier.core.errors import AtelierError
+from atelier.core.log import get_logger
 from atelier.lipsync.audio import melspectrogram
 from atelier.lipsync.hparams import HParams
 
@@ -24,21 +26,75 @@ if TYPE_CHECKING:
     import torch
     from torch.utils.data import DataLoader
 
+log = get_logger(__name__)
+
 MAX_TRIES = 2000
 
 
 def read_filelist(
-    data_root: str | Path, split: str, filelists_dir: str | Path | None
+    data_root: str | Path, split: str, filelists_dir: str | Path | None, syncnet_t: int = 5
 ) -> list[Path]:
-    """Video dirs listed in `{filelists_dir}/{split}.txt` (official: first token per line)."""
+    """Video dirs listed in `{filelists_dir}/{split}.txt` (official: first token per line).
+
+    Entries the trainers could never sample (folder or audio.wav missing, too few face
+    crops) are dropped with a warning naming them; none left is an error now rather than
+    "no usable training window after 2000 tries" later.
+    """
     lists = Path(filelists_dir) if filelists_dir else Path(data_root) / "filelists"
     path = lists / f"{split}.txt"
     if not path.is_file():
         raise AtelierError(f"{path}: filelist not found (make it with preprocess --make-filelists)")
-    names = [ln.split()[0] for ln in path.read_text().splitlines() if ln.strip()]
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise AtelierError(f"{path}: not a readable text filelist ({e})") from e
+    names = [ln.split()[0] for ln in lines if ln.strip()]
     if not names:
         raise AtelierError(f"{path}: empty filelist")
-    return [Path(data_root) / n for n in names]
+    videos, dropped = [], []
+    for name in names:
+        video = Path(data_root) / name
+        if not (video / "audio.wav").is_file():
+            dropped.append(f"{name} (no {video / 'audio.wav'})")
+            continue
+        frames = [int(p.stem) for p in video.glob("*.jpg") if p.stem.isdigit()]
+        reason = unusable_reason(frames, syncnet_t)
+        if reason:
+            dropped.append(f"{name} ({reason})")
+            continue
+        videos.append(video)
+    if dropped:
+        shown = "; ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else "")
+        log.warning(
+            "%s: %d of %d entries unusable, left out: %s", path, len(dropped), len(names), shown
+        )
+    if not videos:
+        raise AtelierError(
+            f"{path}: none of its {len(names)} entries can train, e.g. {dropped[0]}; "
+            f"check --data-root {data_root} (rerun preprocess --make-filelists)"
+        )
+    return videos
+
+
+def unusable_reason(face_frames: list[int] | tuple[int, ...], syncnet_t: int) -> str | None:
+    """Why the trainers could never draw a window from a video with these crops, or None.
+
+    The same conditions `_pick`/`read_window` need: more than 3 T face frames and a run of
+    T consecutive ones. preprocess leaves such videos out of the filelists (they once went
+    in and training died with "no usable training window after 2000 tries").
+    """
+    if not face_frames:
+        return "no face found in any frame"
+    if len(face_frames) <= 3 * syncnet_t:
+        return f"only {len(face_frames)} frame(s) with a face, training needs {3 * syncnet_t + 1}"
+    ordered = sorted(face_frames)
+    run = best = 1
+    for a, b in itertools.pairwise(ordered):
+        run = run + 1 if b == a + 1 else 1
+        best = max(best, run)
+    if best < syncnet_t:
+        return f"no {syncnet_t} consecutive frames with a face (longest run {best})"
+    return None
 
 
 class _Base:

@@ -1,4 +1,4 @@
-"""Face boxes for every frame: Haar (offline default) or S3FD, then fill, pad and smooth.
+"""Face boxes for every frame (RetinaFace by default, Haar, MTCNN or S3FD): fill, pad, smooth.
 
 The official code raises "Face not detected!" on the first bad frame. Here a frame
 without a face gets a box interpolated from its neighbours and is reported; only a
@@ -195,15 +195,31 @@ def _clip_box(box: Sequence[float], h: int, w: int) -> Box:
     )
 
 
-def make_detector(kind: str = "opencv", s3fd_path: str | Path | None = None, device: str = "auto"):
-    """`opencv` (Haar, offline default) or `s3fd` (needs the user's s3fd.pth)."""
+DETECTORS = ("retinaface", "opencv", "mtcnn", "s3fd")  # the first is the default
+
+
+def make_detector(
+    kind: str = "retinaface", s3fd_path: str | Path | None = None, device: str = "auto"
+) -> FaceDetector:
+    """`retinaface` (default, offline), `opencv` (Haar), `mtcnn`, or `s3fd` (user's weights).
+
+    docs/lipsync.md gives each one's detection rate and speed on real footage.
+    """
+    if kind == "retinaface":
+        from atelier.lipsync.retina import RetinaFaceDetector
+
+        return RetinaFaceDetector(device)
     if kind == "opencv":
         return HaarDetector()
+    if kind == "mtcnn":
+        from atelier.lipsync.mtcnn import MTCNNDetector
+
+        return MTCNNDetector(device)
     if kind == "s3fd":
         if not s3fd_path:
             raise AtelierError("--detector s3fd needs --s3fd-path pointing at s3fd.pth")
         return S3FDDetector(s3fd_path, device)
-    raise AtelierError(f"--detector {kind!r}: use opencv or s3fd")
+    raise AtelierError(f"--detector {kind!r}: use one of {', '.join(DETECTORS)}")
 
 
 def detect_all(
@@ -236,7 +252,7 @@ def fill_missing(boxes: Sequence[Box | None], what: str = "video") -> FilledBoxe
     if not found:
         raise AtelierError(
             f"{what}: no face detected in any of its {len(boxes)} frame(s); "
-            "try --detector s3fd, --resize-factor, --crop or a fixed --box"
+            "try another --detector, --resize-factor, --crop or a fixed --box"
         )
     known = np.array([boxes[i] for i in found], dtype=np.float64)
     idx = np.arange(len(boxes))

@@ -7,6 +7,7 @@ an `AtelierError` naming the file.
 
 from __future__ import annotations
 
+import dataclasses
 import wave
 from collections.abc import Iterator
 from fractions import Fraction
@@ -17,11 +18,21 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from atelier.core.errors import AtelierError
+from atelier.core.log import get_logger
 
 if TYPE_CHECKING:
     import av
 
+log = get_logger(__name__)
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+# What FFmpeg's native AAC encoder accepts; any other rate is resampled to the next one up.
+AAC_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200)
+AAC_RATES += (96000,)
+
+
+def aac_rate(rate: int) -> int:
+    return next((r for r in AAC_RATES if r >= rate), AAC_RATES[-1])
 
 
 def _open(path: str | Path) -> av.container.InputContainer:
@@ -70,38 +81,89 @@ def read_image(path: str | Path) -> np.ndarray:
     return img
 
 
+@dataclasses.dataclass
+class Audio:
+    """Decoded audio at its own rate: (channels, samples) float32, 1 or 2 channels."""
+
+    samples: np.ndarray
+    rate: int
+
+    @property
+    def seconds(self) -> float:
+        return self.samples.shape[1] / self.rate
+
+    def mono(self) -> np.ndarray:
+        return self.samples.mean(axis=0)
+
+
+def decode_audio(path: str | Path) -> Audio:
+    """The first audio stream of any file PyAV reads (mp3, aac/m4a, ogg/opus, flac, wav...,
+    or a video's audio track), at its own rate, down-mixed to stereo when it has more.
+
+    Decoding is done here, before any output is opened, so a bad input is named as such
+    (it once failed while muxing and blamed the output's temporary file). A corrupt packet
+    is skipped with a warning, as ffmpeg does; a stream whose format or rate changes
+    midway is converted to its first format.
+    """
+    import av
+
+    chunks: list[np.ndarray] = []
+    bad = 0
+    resampler = None
+    source: tuple[str, str, int] | None = None
+    layout, rate = "mono", 0
+    with _open(path) as container:
+        if not container.streams.audio:
+            raise AtelierError(f"{path}: has no audio stream")
+        stream = container.streams.audio[0]
+        try:
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.InvalidDataError:
+                    bad += 1
+                    continue
+                for frame in frames:
+                    key = (frame.format.name, frame.layout.name, frame.sample_rate)
+                    if resampler is None:
+                        rate = frame.sample_rate
+                        layout = "mono" if len(frame.layout.channels) == 1 else "stereo"
+                    if key != source:
+                        if resampler is not None:
+                            chunks.extend(f.to_ndarray() for f in resampler.resample(None))
+                        resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
+                        source = key
+                    frame.pts = None  # timestamps are not needed, and may be broken
+                    chunks.extend(f.to_ndarray() for f in resampler.resample(frame))
+            if resampler is not None:
+                chunks.extend(f.to_ndarray() for f in resampler.resample(None))
+        except (av.FFmpegError, ValueError) as e:
+            raise AtelierError(f"{path}: audio decoding failed ({e})") from e
+    if bad:
+        log.warning("%s: %d corrupt audio packet(s) skipped", path, bad)
+    if not chunks or sum(c.shape[1] for c in chunks) == 0:
+        raise AtelierError(f"{path}: the audio stream holds no samples")
+    samples = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)
+    if not np.isfinite(samples).all():
+        raise AtelierError(f"{path}: the audio holds NaN or infinite samples")
+    return Audio(samples, rate)
+
+
 def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     """Mono float32 at `sample_rate` from any audio or video file.
 
     Channels are averaged and the rate converted with librosa (soxr), which is what
     `librosa.load(path, sr=...)` in the official code does.
     """
-    import av
+    return resample_mono(decode_audio(path), sample_rate)
 
-    chunks: list[np.ndarray] = []
-    native_rate = 0
-    with _open(path) as container:
-        if not container.streams.audio:
-            raise AtelierError(f"{path}: has no audio stream")
-        stream = container.streams.audio[0]
-        native_rate = stream.rate or stream.codec_context.sample_rate
-        channels = stream.codec_context.channels or 1
-        resampler = av.AudioResampler(format="fltp", layout=stream.layout.name, rate=native_rate)
-        try:
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(channels, -1))
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(channels, -1))
-        except av.FFmpegError as e:
-            raise AtelierError(f"{path}: audio decoding failed ({e})") from e
-    if not chunks:
-        raise AtelierError(f"{path}: the audio stream is empty")
-    wav = np.concatenate(chunks, axis=1).astype(np.float32).mean(axis=0)
-    if native_rate != sample_rate:
+
+def resample_mono(audio: Audio, sample_rate: int) -> np.ndarray:
+    wav = audio.mono()
+    if audio.rate != sample_rate:
         import librosa
 
-        wav = librosa.resample(wav, orig_sr=native_rate, target_sr=sample_rate)
+        wav = librosa.resample(wav, orig_sr=audio.rate, target_sr=sample_rate)
     return np.ascontiguousarray(wav, dtype=np.float32)
 
 
@@ -133,7 +195,7 @@ class VideoWriter:
         fps: float,
         width: int,
         height: int,
-        audio_source: str | Path | None = None,
+        audio_source: str | Path | Audio | None = None,
         container_format: str = "mp4",
         codec: str = "libx264",
         options: dict[str, str] | None = None,
@@ -141,7 +203,12 @@ class VideoWriter:
         import av
 
         self.path = Path(path)
-        self.audio_source = audio_source
+        # Decoded before the output is opened: an audio error names the audio file.
+        self.audio = (
+            decode_audio(audio_source)
+            if audio_source is not None and not isinstance(audio_source, Audio)
+            else audio_source
+        )
         # yuv420p needs even sizes; an odd edge is padded by one replicated pixel.
         self.width, self.height = width + width % 2, height + height % 2
         self.container = av.open(str(self.path), mode="w", format=container_format)
@@ -154,15 +221,10 @@ class VideoWriter:
         )
         self.frames = 0
         self.audio_stream = None
-        if audio_source is not None:
+        if self.audio is not None:
             # Streams must all exist before the first packet is muxed (header time).
-            with _open(audio_source) as src:
-                if not src.streams.audio:
-                    self.container.close()
-                    raise AtelierError(f"{audio_source}: has no audio stream")
-                a = src.streams.audio[0]
-                self.audio_rate = a.rate or a.codec_context.sample_rate or 16000
-                self.audio_layout = "mono" if (a.codec_context.channels or 1) == 1 else "stereo"
+            self.audio_rate = aac_rate(self.audio.rate)
+            self.audio_layout = "mono" if self.audio.samples.shape[0] == 1 else "stereo"
             self.audio_stream = self.container.add_stream("aac", rate=self.audio_rate)
             self.audio_stream.layout = self.audio_layout
 
@@ -175,41 +237,54 @@ class VideoWriter:
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(bgr), format="bgr24")
         frame.pts = self.frames
         self.frames += 1
-        for packet in self.stream.encode(frame):
-            self.container.mux(packet)
+        self._encode(frame)
 
-    def _mux_audio(self) -> None:
-        """Re-encode the source's first audio stream to AAC at its own rate and layout."""
+    def _encode(self, frame: av.VideoFrame | None) -> None:
+        """One frame (None: flush) through the video encoder, its errors said in one line."""
         import av
 
-        out = self.audio_stream
+        try:
+            for packet in self.stream.encode(frame):
+                self.container.mux(packet)
+        except av.FFmpegError as e:
+            if isinstance(e, OSError) and e.errno not in (None, 0) and e.errno < 1000:
+                raise  # a real OS error (disk full...): the CLI words those
+            raise AtelierError(
+                f"encoding {self.width}x{self.height} video failed ({e}); "
+                "use --resize-factor or --crop for very large frames"
+            ) from e
+
+    def _mux_audio(self) -> None:
+        """Encode the decoded samples to AAC, timestamps counted in samples at the output rate."""
+        import av
+
+        assert self.audio is not None and self.audio_stream is not None
+        out, samples = self.audio_stream, self.audio.samples
         resampler = av.AudioResampler(format="fltp", layout=self.audio_layout, rate=self.audio_rate)
         pts = 0
 
-        def encode(chunks: list) -> None:
+        def encode(chunks: list[av.AudioFrame]) -> None:
             nonlocal pts
             for chunk in chunks:
-                chunk.pts = pts
+                chunk.pts, chunk.time_base = pts, Fraction(1, self.audio_rate)
                 pts += chunk.samples
                 for packet in out.encode(chunk):
                     self.container.mux(packet)
 
-        with _open(self.audio_source) as src:
-            in_stream = src.streams.audio[0]
-            try:
-                for frame in src.decode(in_stream):
-                    encode(resampler.resample(frame))
-            except av.FFmpegError as e:
-                raise AtelierError(f"{self.audio_source}: audio decoding failed ({e})") from e
-            encode(resampler.resample(None))
-            for packet in out.encode(None):
-                self.container.mux(packet)
+        step = 1 << 14
+        for i in range(0, samples.shape[1], step):
+            part = np.ascontiguousarray(samples[:, i : i + step])
+            frame = av.AudioFrame.from_ndarray(part, format="fltp", layout=self.audio_layout)
+            frame.sample_rate = self.audio.rate
+            encode(resampler.resample(frame))
+        encode(resampler.resample(None))
+        for packet in out.encode(None):
+            self.container.mux(packet)
 
     def close(self) -> None:
-        for packet in self.stream.encode(None):
-            self.container.mux(packet)
+        self._encode(None)
         try:
-            if self.audio_source is not None:
+            if self.audio is not None:
                 self._mux_audio()
         finally:
             self.container.close()

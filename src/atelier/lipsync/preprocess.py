@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
-import shutil
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from atelier.core.atomic import atomic_dir, write_text_atomic
 from atelier.core.errors import AtelierError
 from atelier.core.log import get_logger
+from atelier.core.paths import output_folder
 from atelier.core.progress import progress_bar
+from atelier.core.workers import process_pool
 
 log = get_logger(__name__)
 
@@ -29,7 +30,7 @@ REPORT_NAME = "faces.json"
 class PreprocessConfig:
     data_root: Path
     preprocessed_root: Path
-    detector: str = "opencv"
+    detector: str = "retinaface"
     s3fd_path: Path | None = None
     batch_size: int = 32
     workers: int = 1
@@ -48,6 +49,7 @@ class VideoReport:
     without_face: list[int] = dataclasses.field(default_factory=list)
     skipped: bool = False  # already done by an earlier run
     error: str | None = None
+    unusable: str | None = None  # why the trainers could not use it (left out of filelists)
 
 
 @dataclasses.dataclass
@@ -59,6 +61,10 @@ class PreprocessReport:
     @property
     def failed(self) -> list[VideoReport]:
         return [v for v in self.videos if v.error]
+
+    @property
+    def unusable(self) -> list[VideoReport]:
+        return [v for v in self.videos if not v.error and v.unusable]
 
 
 def _process_one(video: Path, out_dir: Path, cfg: PreprocessConfig) -> VideoReport:
@@ -102,10 +108,17 @@ def _process_one(video: Path, out_dir: Path, cfg: PreprocessConfig) -> VideoRepo
 
 def _job(args: tuple[Path, Path, PreprocessConfig]) -> VideoReport:
     video, out_dir, cfg = args
+    name = f"{video.parent.name}/{video.stem}"
     try:
         return _process_one(video, out_dir, cfg)
+    except FileExistsError:
+        # Another process (an orphan of a killed run, or a concurrent run) finished this
+        # video while we worked on it: its folder is complete (renamed in whole), keep it.
+        if (out_dir / "audio.wav").is_file():
+            return _earlier_report(out_dir, name)
+        return VideoReport(name=name, error=f"{out_dir} exists and is not ours; move it away")
     except AtelierError as e:
-        return VideoReport(name=f"{video.parent.name}/{video.stem}", error=str(e))
+        return VideoReport(name=name, error=str(e))
 
 
 def _earlier_report(out_dir: Path, name: str) -> VideoReport:
@@ -116,12 +129,6 @@ def _earlier_report(out_dir: Path, name: str) -> VideoReport:
         report = VideoReport(name)
     report.skipped = True
     return report
-
-
-def _clean_partials(root: Path) -> None:
-    """Remove temporary directories an interrupted (killed) run left behind."""
-    for stale in root.glob("*/.*.partial"):
-        shutil.rmtree(stale, ignore_errors=True)
 
 
 def split_filelists(names: list[str], val_ratio: float, seed: int) -> tuple[list[str], list[str]]:
@@ -135,19 +142,37 @@ def split_filelists(names: list[str], val_ratio: float, seed: int) -> tuple[list
     return sorted(names[n_val:]), sorted(names[:n_val])
 
 
+def check_config(cfg: PreprocessConfig) -> None:
+    """Every parameter, before anything is read or written (library callers get this too)."""
+    from atelier.lipsync.detect import DETECTORS
+
+    if cfg.detector not in DETECTORS:
+        raise AtelierError(f"--detector {cfg.detector!r}: use one of {', '.join(DETECTORS)}")
+    for flag, value in (("--batch-size", cfg.batch_size), ("--workers", cfg.workers)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise AtelierError(f"{flag} {value!r}: must be a whole number >= 1")
+    if not (isinstance(cfg.sample_rate, int) and 1000 <= cfg.sample_rate <= 384000):
+        raise AtelierError(f"sample_rate {cfg.sample_rate!r}: must be 1000..384000 Hz")
+    ratio = cfg.val_ratio
+    if not (isinstance(ratio, int | float) and math.isfinite(ratio) and 0 <= ratio < 1):
+        raise AtelierError(f"--val-ratio {ratio!r}: must be a share in [0, 1)")
+
+
 def preprocess(cfg: PreprocessConfig) -> PreprocessReport:
+    check_config(cfg)
     data_root, out_root = Path(cfg.data_root), Path(cfg.preprocessed_root)
     if not data_root.is_dir():
         raise AtelierError(f"--data-root {data_root}: not a directory")
     videos = sorted(data_root.glob("*/*.mp4"))
     if not videos:
         raise AtelierError(f"--data-root {data_root}: no */*.mp4 videos (LRS2 main/ layout)")
-    if cfg.detector == "s3fd":  # fail fast on a bad weights path, not once per video
-        from atelier.lipsync.detect import make_detector
+    # fail fast on a bad weights path or a missing package, not once per video
+    from atelier.lipsync.detect import make_detector
 
-        make_detector(cfg.detector, cfg.s3fd_path, "cpu")
-    out_root.mkdir(parents=True, exist_ok=True)
-    _clean_partials(out_root)
+    make_detector(cfg.detector, cfg.s3fd_path, "cpu")
+    output_folder(out_root, "--preprocessed-root")
+    if cfg.filelists_dir is not None:
+        output_folder(cfg.filelists_dir, "--filelists-dir")
 
     reports: list[VideoReport] = []
     todo = []
@@ -161,7 +186,8 @@ def preprocess(cfg: PreprocessConfig) -> PreprocessReport:
 
     with progress_bar("preprocess", total=len(todo), unit="videos") as bar:
         if cfg.workers > 1 and len(todo) > 1:
-            with ProcessPoolExecutor(max_workers=cfg.workers) as pool:
+            # workers die with this process: a killed run leaves no orphan renaming folders
+            with process_pool(min(cfg.workers, len(todo))) as pool:
                 results = pool.map(_job, todo)
                 for r in results:
                     reports.append(r)
@@ -178,19 +204,34 @@ def preprocess(cfg: PreprocessConfig) -> PreprocessReport:
                 "%s: no face in %d of %d frame(s): %s", r.name, len(r.without_face), r.frames,
                 _ranges(r.without_face),
             )  # fmt: skip
+    from atelier.lipsync.dataset import unusable_reason
+    from atelier.lipsync.hparams import load_hparams
+
+    syncnet_t = load_hparams().syncnet_T
+    for r in reports:
+        if not r.error:
+            with_face = sorted(set(range(r.frames)) - set(r.without_face))
+            r.unusable = unusable_reason(with_face, syncnet_t)
+            if r.unusable:
+                log.warning("%s: left out of the filelists: %s", r.name, r.unusable)
     reports.sort(key=lambda r: r.name)
     result = PreprocessReport(reports)
-    done = [r.name for r in reports if not r.error]
+    done = [r.name for r in reports if not r.error and not r.unusable]
+    write_text_atomic(
+        out_root / "preprocess_report.json",
+        json.dumps([dataclasses.asdict(r) for r in reports], indent=1),
+    )
     if cfg.make_filelists:
+        if not done:
+            raise AtelierError(
+                f"--make-filelists: none of the {len(reports)} video(s) can train (failed or "
+                f"unusable: see {out_root / 'preprocess_report.json'}); filelists not written"
+            )
         result.train, result.val = split_filelists(done, cfg.val_ratio, cfg.seed)
         lists = Path(cfg.filelists_dir) if cfg.filelists_dir else out_root / "filelists"
         lists.mkdir(parents=True, exist_ok=True)
         write_text_atomic(lists / "train.txt", "".join(f"{n}\n" for n in result.train))
         write_text_atomic(lists / "val.txt", "".join(f"{n}\n" for n in result.val))
-    write_text_atomic(
-        out_root / "preprocess_report.json",
-        json.dumps([dataclasses.asdict(r) for r in reports], indent=1),
-    )
     return result
 
 

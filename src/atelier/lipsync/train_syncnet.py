@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from atelier.core.device import pick_device
+from atelier.core.errors import AtelierError
 from atelier.core.log import get_logger
+from atelier.core.paths import output_folder
 from atelier.core.progress import progress_bar
 from atelier.lipsync.checkpoint import TrainState, resume, save_checkpoint
 from atelier.lipsync.hparams import HParams, load_hparams
+from atelier.lipsync.output_paths import check_creatable
 
 if TYPE_CHECKING:
     import torch
@@ -35,6 +38,23 @@ class TrainConfig:
     max_steps: int | None = None  # stop (and save) at this global step
     workers: int | None = None  # DataLoader workers; default hparams.num_workers
     seed: int | None = None
+
+
+def check_train_config(cfg: TrainConfig) -> None:
+    """Parameters and paths, before a model is built or anything is written."""
+    from atelier.lipsync.hparams import check_hparams
+
+    if not Path(cfg.data_root).is_dir():
+        raise AtelierError(f"--data-root {cfg.data_root}: not a folder")
+    check_creatable(cfg.checkpoint_dir, "--checkpoint-dir")
+    if cfg.checkpoint_path is not None and not Path(cfg.checkpoint_path).is_file():
+        raise AtelierError(f"--checkpoint-path {cfg.checkpoint_path}: no such file")
+    for flag, value, lo in (("--max-steps", cfg.max_steps, 1), ("--workers", cfg.workers, 0)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < lo
+        ):
+            raise AtelierError(f"{flag} {value!r}: must be a whole number >= {lo}")
+    check_hparams(cfg.hparams, "hparams")
 
 
 @dataclasses.dataclass
@@ -81,22 +101,26 @@ def train_syncnet(cfg: TrainConfig) -> TrainResult:
     from atelier.lipsync.dataset import SyncDataset, make_loader, read_filelist
     from atelier.lipsync.models import SyncNet_color
 
+    check_train_config(cfg)
     hp = cfg.hparams
     if cfg.seed is not None:
         torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
     ckpt_dir = Path(cfg.checkpoint_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
     train_set = SyncDataset(
-        read_filelist(cfg.data_root, "train", cfg.filelists_dir),
+        read_filelist(cfg.data_root, "train", cfg.filelists_dir, hp.syncnet_T),
         hp,
         cfg.seed,
         hp.syncnet_batch_size,
     )
     val_seed = None if cfg.seed is None else cfg.seed + 1
     val_set = SyncDataset(
-        read_filelist(cfg.data_root, "val", cfg.filelists_dir), hp, val_seed, hp.syncnet_batch_size
+        read_filelist(cfg.data_root, "val", cfg.filelists_dir, hp.syncnet_T),
+        hp,
+        val_seed,
+        hp.syncnet_batch_size,
     )
+    output_folder(ckpt_dir, "--checkpoint-dir")
     train_loader = make_loader(train_set, hp.syncnet_batch_size, _workers(cfg))
     val_loader = make_loader(val_set, hp.syncnet_batch_size, min(_workers(cfg), 8), shuffle=False)
 

@@ -16,9 +16,15 @@ from typing import TYPE_CHECKING
 from atelier.core.device import pick_device
 from atelier.core.errors import AtelierError
 from atelier.core.log import get_logger
+from atelier.core.paths import output_folder
 from atelier.core.progress import progress_bar
 from atelier.lipsync.checkpoint import NAME, TrainState, load_into, resume, save_checkpoint
-from atelier.lipsync.train_syncnet import TrainConfig, TrainResult, cosine_loss
+from atelier.lipsync.train_syncnet import (
+    TrainConfig,
+    TrainResult,
+    check_train_config,
+    cosine_loss,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -63,22 +69,30 @@ def train_wav2lip(cfg: Wav2LipTrainConfig) -> TrainResult:
 
     if cfg.syncnet_checkpoint_path is None:
         raise AtelierError("--syncnet-checkpoint-path (the trained expert) is required")
+    check_train_config(cfg)
+    for flag, path in (("--syncnet-checkpoint-path", cfg.syncnet_checkpoint_path),
+                       ("--disc-checkpoint-path", cfg.disc_checkpoint_path)):  # fmt: skip
+        if path is not None and not Path(path).is_file():
+            raise AtelierError(f"{flag} {path}: no such file")
     hp = cfg.hparams
     if cfg.seed is not None:
         torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
     ckpt_dir = Path(cfg.checkpoint_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
     workers = hp.num_workers if cfg.workers is None else cfg.workers
     train_set = Wav2LipDataset(
-        read_filelist(cfg.data_root, "train", cfg.filelists_dir), hp, cfg.seed, hp.batch_size
+        read_filelist(cfg.data_root, "train", cfg.filelists_dir, hp.syncnet_T),
+        hp,
+        cfg.seed,
+        hp.batch_size,
     )
     val_set = Wav2LipDataset(
-        read_filelist(cfg.data_root, "val", cfg.filelists_dir),
+        read_filelist(cfg.data_root, "val", cfg.filelists_dir, hp.syncnet_T),
         hp,
         None if cfg.seed is None else cfg.seed + 1,
         hp.batch_size,  # the expert stays in train mode (official), so no batch of 1
     )
+    output_folder(ckpt_dir, "--checkpoint-dir")
     train_loader = make_loader(train_set, hp.batch_size, workers)
     val_loader = make_loader(val_set, hp.batch_size, min(workers, 4), shuffle=False)
 
