@@ -199,13 +199,17 @@ def _atelier(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess
     )
 
 
-def test_bad_inputs_are_one_line_exit_2(tmp_path: Path) -> None:
+def test_bad_inputs_are_one_line_exit_2(tmp_path: Path, clean_env, capsys) -> None:
+    """In-process (`main`): these are refused before any process or model is started."""
     import json
+
+    from atelier.cli.main import main
 
     common = ["--data-path", str(tmp_path / "d"), "--train-iters", "2", "--seq-length", "8"]
     gpt2 = tmp_path / "gpt2"
     gpt2.mkdir()
     (gpt2 / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"]}))
+    (tmp_path / "empty").mkdir()
     cases = [
         (["--load", str(gpt2)], "unsupported architecture"),
         (["--load", str(tmp_path / "missing")], "no such folder"),
@@ -214,13 +218,11 @@ def test_bad_inputs_are_one_line_exit_2(tmp_path: Path) -> None:
         (["--convert-mg2hf", str(tmp_path / "hf")], "needs --save"),
         ([], "give --train-iters"),
     ]
-    (tmp_path / "empty").mkdir()
     for extra, needle in cases:
         argv = [a for a in common if not (extra == [] and a in ("--train-iters", "2"))] + extra
-        r = _atelier(*argv)
-        assert r.returncode == 2, (extra, r.stderr)
-        lines = r.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("atelier: error:"), (extra, r.stderr)
+        assert main(["llm", "train", *argv]) == 2, extra
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("atelier: error:"), (extra, lines)
         assert needle in lines[0], (extra, lines[0])
     assert not (tmp_path / "hf").exists()
 
@@ -304,15 +306,29 @@ def test_env_form_trains_logs_and_converts(job, tmp_path: Path) -> None:
     assert out.shape == (1, 6)
 
 
-def test_sigterm_saves_and_exits_0(job, tmp_path: Path) -> None:
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_sigterm_saves_and_exits_0(job, tmp_path: Path, nproc: int) -> None:
+    """SIGTERM to the process the user started: with --nproc-per-node 2 (TP 2) the parent
+    passes it on to the ranks it spawned; every rank stops after the same iteration."""
     import os
     import signal
     import time
 
     save, log_file = tmp_path / "save", tmp_path / "m.jsonl"
     base = {k: v for k, v in os.environ.items() if k not in ENV_TO_FIELD}
+    spawn = ["--nproc-per-node", "2", "--tensor-model-parallel-size", "2"] if nproc > 1 else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "atelier", "llm", "train", *FAST, "--log-file", str(log_file)],
+        [
+            sys.executable,
+            "-m",
+            "atelier",
+            "llm",
+            "train",
+            *FAST,
+            *spawn,
+            "--log-file",
+            str(log_file),
+        ],
         env={**base, **_env_job(job, save, 500)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -330,7 +346,7 @@ def test_sigterm_saves_and_exits_0(job, tmp_path: Path) -> None:
     it = int(line.split("after iteration ")[1].split(";")[0])
     assert f"checkpoint saved to {save / f'iter_{it:07d}'}" in line
     assert (save / "latest_checkpointed_iteration.txt").read_text().strip() == str(it)
-    assert "SIGTERM received: finishing iteration" in err
+    assert err.count("SIGTERM received: finishing iteration") == 1
 
 
 def test_llm_run_does_the_whole_job_and_skips_what_exists(job, tmp_path: Path) -> None:
@@ -371,13 +387,20 @@ def test_llm_run_does_the_whole_job_and_skips_what_exists(job, tmp_path: Path) -
     assert "trained 0 iterations" in second and "Hugging Face model: skipped" in second
 
 
-def test_library_errors_name_the_flags(job) -> None:
+def test_library_errors_name_the_flags(job, clean_env, capsys) -> None:
+    from atelier.cli.main import main
+
     env = _env_job(job, job["root"] / "unused-save", 2)
-    for extra, needle in (
+    missing = job["root"] / "nope_text_document"
+    for k, v in env.items():
+        clean_env.setenv(k, v)
+    assert main(["llm", "train", *FAST, "--data-path", str(missing)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"atelier: error: --data-path {missing}: no dataset")
+    for extra, needle in (  # these reach the engine, so in a process of their own
         (["--global-batch-size", "3"], "--global-batch-size 3 is not divisible by --micro-batch"),
         (["--num-layers", "7"], "--num-layers 7 disagrees with the checkpoint's"),
         (["--seq-length", "999"], "--seq-length 999 is longer than the model's"),
-        (["--data-path", str(job["root"] / "nope")], "--data-path "),
     ):
         r = _atelier(*FAST, *extra, env=env)
         lines = r.stderr.strip().splitlines()

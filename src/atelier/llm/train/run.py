@@ -114,7 +114,7 @@ def _tokenizer(req: TrainRequest, src: LoadSource | None):
 def build_config(req: TrainRequest, src: LoadSource | None):
     """The TrainConfig of this request, its DataSpec included."""
     from atelier.llm.train.config import TrainConfig
-    from atelier.llm.train.data import DataSpec, check_vocab
+    from atelier.llm.train.data import DataSpec
 
     if req.seq_length is None:
         raise AtelierError("--seq-length is required (or SEQ_LEN)")
@@ -136,8 +136,7 @@ def build_config(req: TrainRequest, src: LoadSource | None):
         pad_id=tok.pad,
         data_cache_path=req.data_cache_path,
     )
-    if src is not None:
-        check_vocab(spec, src.meta.vocab_size)
+    _check_data_exists(spec)
     extra = dict(req.config.get("extra_args", {}))
     if req.vocab_size is not None:
         extra["vocab_size"] = req.vocab_size
@@ -152,6 +151,20 @@ def build_config(req: TrainRequest, src: LoadSource | None):
     )
     cfg.check()
     return cfg, tok_path
+
+
+def _check_data_exists(spec) -> None:
+    """Open every prefix's index now (cheap), so a missing dataset is one line before any
+    process starts; the engine checks token ids against the vocabulary when it builds them."""
+    from atelier.llm.train.data.instruction import open_instruction
+    from atelier.llm.train.data.pretrain import open_pretraining
+
+    prefixes = spec.blend[0]
+    if spec.is_instruction:
+        open_instruction(prefixes[0])
+    else:
+        for prefix in prefixes:
+            open_pretraining(prefix)
 
 
 # --- the job ----------------------------------------------------------------------------

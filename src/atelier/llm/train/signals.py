@@ -35,6 +35,8 @@ class StopOnSignal(TrainHooks):
         self.received = signum
         if signum == signal.SIGINT:  # a second Ctrl-C interrupts at once
             signal.signal(signum, signal.default_int_handler)
+        if self.state is not None and not self.state.env.is_main:
+            return  # one line for the run, from rank 0
         it = self.state.iteration + 1 if self.state is not None else 0
         again = " (Ctrl-C again to stop at once without saving)" if signum == signal.SIGINT else ""
         print(

@@ -103,15 +103,18 @@ def resumable_checkpoint(save: Path) -> Path | None:
 
 
 def check_save_dir(save: Path, flag: str = "--save") -> None:
-    """Fail at start, not after hours of training, when `save` cannot be written."""
-    probe_parent = save
-    while not probe_parent.exists():
-        probe_parent = probe_parent.parent
-    if not probe_parent.is_dir():
-        raise AtelierError(f"{flag} {save}: {probe_parent} is a file; choose a folder path")
+    """Fail at start, not after hours of training, when `save` cannot be written.
+
+    Nothing is created: the probe file goes into `save` or, when it does not exist yet,
+    into the nearest folder above it that does.
+    """
+    probe = save
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise AtelierError(f"{flag} {save}: {probe} is a file; choose a folder path")
     try:
-        save.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=".atelier-write-test.", dir=save)
+        fd, name = tempfile.mkstemp(prefix=".atelier-write-test.", dir=probe)
         os.close(fd)
         os.unlink(name)
     except OSError as e:
