@@ -57,7 +57,7 @@ def _sync(device: torch.device) -> None:
 def run_atelier(opts: dict) -> dict:
     from atelier.llm.train.batches import SampleBatches, pretraining_samples
     from atelier.llm.train.config import TrainConfig
-    from atelier.llm.train.loop import setup, train_step
+    from atelier.llm.train.loop import next_train_batches, setup, train_step
 
     h, n_layers, heads, kv, ffn, vocab = SIZES[opts["size"]]
     cfg = TrainConfig(
@@ -84,14 +84,7 @@ def run_atelier(opts: dict) -> dict:
     data = SampleBatches({"train": pretraining_samples(_tokens(opts["gbs"] * 4, *_sv(opts)))})
     times = []
     for _ in range(opts["steps"] + 1):
-        batches = data.micro_batches(
-            "train",
-            state.consumed_train_samples,
-            cfg.micro_batch_size,
-            state.global_batch_size,
-            state.env.dp_rank,
-            state.env.dp,
-        )
+        batches = next_train_batches(state, data)
         _sync(state.env.device)
         t0 = time.perf_counter()
         m = train_step(state, batches)

@@ -268,6 +268,18 @@ def _oom(cfg: TrainConfig) -> AtelierError:
     )
 
 
+def next_train_batches(state: TrainState, data: BatchSource) -> list[Batch]:
+    """This rank's micro-batches of the next global batch."""
+    return data.micro_batches(
+        "train",
+        state.consumed_train_samples,
+        state.cfg.micro_batch_size,
+        state.global_batch_size,
+        state.env.dp_rank,
+        state.env.dp,
+    )
+
+
 def train_step(state: TrainState, batches: list[Batch]) -> StepMetrics:
     """One optimizer step over this rank's micro-batches of a global batch."""
     cfg, env, model = state.cfg, state.env, state.model
@@ -430,14 +442,7 @@ def train(
     start = time.monotonic()
     state.model.train()
     while state.iteration < state.total_iters:
-        batches = data.micro_batches(
-            "train",
-            state.consumed_train_samples,
-            cfg.micro_batch_size,
-            state.global_batch_size,
-            state.env.dp_rank,
-            state.env.dp,
-        )
+        batches = next_train_batches(state, data)
         try:
             metrics = train_step(state, batches)
         except torch.OutOfMemoryError:
