@@ -48,6 +48,20 @@ def _tokenizer_flags(p: argparse.ArgumentParser, required_type: bool = False) ->
     )
     g.add_argument("--vocab-file", default=None, help="GPT-2 vocab.json or BERT vocab.txt")
     g.add_argument("--merge-file", default=None, help="GPT-2 merges.txt")
+    g.add_argument(
+        "--tokenizer-backend",
+        choices=["auto", "hf", "fastokens"],
+        default="auto",
+        help="encoder: auto = fastokens when it is installed and gives the same ids as hf "
+        "(checked at load and on a sample during the run), else hf (default auto)",
+    )
+    g.add_argument(
+        "--verify-tokenizer",
+        choices=["sample", "all"],
+        default="sample",
+        help="re-encode 1 document in 256 (sample) or every document (all) with hf and "
+        "fall back to hf on any difference (default sample)",
+    )
 
 
 def _tokenizer_spec(args: argparse.Namespace):
@@ -59,6 +73,8 @@ def _tokenizer_spec(args: argparse.Namespace):
         vocab_file=args.vocab_file,
         merge_file=args.merge_file,
         use_fast=not args.tokenizer_not_use_fast,
+        backend=getattr(args, "tokenizer_backend", "auto"),
+        verify=getattr(args, "verify_tokenizer", "sample"),
     )
 
 

@@ -8,7 +8,6 @@ parse and tokenize whole chunks. Output is therefore identical for any
 from __future__ import annotations
 
 import multiprocessing
-import os
 import shutil
 import tempfile
 import time
@@ -17,6 +16,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +38,13 @@ from atelier.llm.data.handlers import (
 from atelier.llm.data.indexed import IndexedReader, IndexedWriter, optimal_dtype
 from atelier.llm.data.packing import pack_plan
 from atelier.llm.data.templates import get_template
-from atelier.llm.data.tokenizer import LoadedTokenizer, TokenizerSpec, load_tokenizer
+from atelier.llm.data.tokenizer import (
+    LoadedTokenizer,
+    TokenizerSpec,
+    choose_backend,
+    load_tokenizer,
+)
+from atelier.llm.data.tokenizer_backends import single_threaded
 
 log = get_logger(__name__)
 
@@ -72,6 +78,8 @@ class Report:
     skipped: Counter = field(default_factory=Counter)
     outputs: list[str] = field(default_factory=list)
     packed_rows: int | None = None
+    backend: str = "hf"
+    notices: list[str] = field(default_factory=list)
 
     @property
     def tokens_per_s(self) -> float:
@@ -90,6 +98,8 @@ class Report:
         ]
         if self.packed_rows is not None:
             out.append(f"packed rows        {self.packed_rows}")
+        out.append(f"tokenizer backend  {self.backend}")
+        out += [f"note               {n}" for n in self.notices]
         out += [f"output             {p}" for p in self.outputs]
         return out
 
@@ -99,15 +109,25 @@ class Report:
 _worker_encoder: Encoder | None = None
 
 
-def _init_worker(job: EncodeJob) -> None:
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    global _worker_encoder
+_worker_fallback: Any = None  # an Event set when any worker had to switch to hf
+
+
+def _init_worker(job: EncodeJob, fallback: Any) -> None:
+    single_threaded()
+    global _worker_encoder, _worker_fallback
     _worker_encoder = Encoder(job)
+    _worker_fallback = fallback
 
 
 def _encode_in_worker(chunk: sources.Chunk) -> ChunkResult:
     assert _worker_encoder is not None
-    return _worker_encoder.encode(chunk)
+    backend = _worker_encoder.backend
+    if _worker_fallback.is_set():
+        backend.use_reference("another worker found a difference")
+    res = _worker_encoder.encode(chunk)
+    if res.fell_back is not None:
+        _worker_fallback.set()
+    return res
 
 
 def run_chunks(
@@ -115,13 +135,16 @@ def run_chunks(
 ) -> Iterator[ChunkResult]:
     """Encode chunks in order; at most 2 chunks per worker are in flight."""
     if workers <= 1:
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        single_threaded()
         encoder = Encoder(job)
         for chunk in chunks:
             yield encoder.encode(chunk)
         return
     ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(job,))
+    fallback = ctx.Event()
+    pool = ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(job, fallback)
+    )
     pending: deque[Future[ChunkResult]] = deque()
     try:
         for chunk in chunks:
@@ -163,7 +186,11 @@ def build_job(cfg: PreprocessConfig, srcs: list[sources.SourceFile]) -> EncodeJo
         template = get_template(name, cfg.prompt_type_path)
     elif cfg.pack:
         raise AtelierError("--pack is for instruction handlers; pretraining data is not packed")
-    loaded = load_tokenizer(cfg.tokenizer)
+    loaded, notice = choose_backend(
+        load_tokenizer(cfg.tokenizer), cfg.tokenizer.backend, _sample_texts(srcs)
+    )
+    if notice:
+        log.warning("tokenizer backend: %s", notice)
     return EncodeJob(
         handler=handler,
         tokenizer=loaded,
@@ -173,6 +200,30 @@ def build_job(cfg: PreprocessConfig, srcs: list[sources.SourceFile]) -> EncodeJo
         map_keys=parse_map_keys(cfg.map_keys),
         template=template,
     )
+
+
+def _sample_texts(srcs: list[sources.SourceFile], limit: int = 256) -> list[str]:
+    """Strings of the input's first records, for the load-time backend identity check."""
+    first = next(sources.iter_chunks(srcs[:1]), None)
+    if first is None:
+        return []
+    out: list[str] = []
+
+    def collect(value: Any) -> None:
+        if isinstance(value, str):
+            out.append(value)
+        elif isinstance(value, dict):
+            for v in value.values():
+                collect(v)
+        elif isinstance(value, list):
+            for v in value:
+                collect(v)
+
+    for _, rec in iter_records(first, "text"):
+        collect(rec)
+        if len(out) >= limit:
+            break
+    return out[:limit]
 
 
 def output_prefixes(job: EncodeJob, prefix: str) -> dict[str, str]:
@@ -223,7 +274,7 @@ def preprocess(cfg: PreprocessConfig) -> Report:
     )
     targets = {k: str(scratch / k) if scratch else p for k, p in finals.items()}
     writers = {k: IndexedWriter(p, dtype) for k, p in targets.items()}
-    report = Report()
+    report = Report(backend=job.tokenizer.backend)
     t0 = time.perf_counter()
     try:
         done_bytes = 0
@@ -238,6 +289,10 @@ def preprocess(cfg: PreprocessConfig) -> Report:
                 report.written += res.written
                 report.tokens += res.tokens
                 report.skipped.update(res.skipped)
+                if res.fell_back is not None:
+                    log.warning("tokenizer backend: %s; chunk redone with hf", res.fell_back)
+                    report.notices.append(f"{res.fell_back}; switched to hf")
+                    report.backend = f"{job.tokenizer.backend}, then hf"
                 done_bytes += res.nbytes
                 bar.update(0, completed=done_bytes, status=f"{report.written} docs")
                 if not interactive() and cfg.log_interval and report.read >= next_log:
