@@ -256,11 +256,10 @@ class Backend:
         if self._fast is not None:
             ids, lens = encode_flat_fastokens(self._fast, texts, add_special)
             picked = self._check.pick(len(texts))
-            if picked.size and not self._same_as_reference(texts, add_special, ids, lens, picked):
-                i = int(picked[0])
-                self.use_reference(f"fastokens differed from hf near {texts[i][:40]!r}")
-                return encode_flat_hf(self._rust, texts, add_special)
-            return ids, lens
+            bad = self._first_difference(texts, add_special, ids, lens, picked)
+            if bad is None:
+                return ids, lens
+            self.use_reference(f"fastokens differed from hf on {texts[bad][:40]!r}")
         if self._rust is not None:
             return encode_flat_hf(self._rust, texts, add_special)
         seqs = [self._slow.encode(t, add_special_tokens=add_special) for t in texts]
@@ -268,20 +267,26 @@ class Backend:
         flat = np.fromiter((i for s in seqs for i in s), dtype=np.int64, count=int(lens.sum()))
         return flat, lens
 
-    def _same_as_reference(
+    def _first_difference(
         self,
         texts: Sequence[str],
         add_special: bool,
         ids: np.ndarray,
         lens: np.ndarray,
         picked: np.ndarray,
-    ) -> bool:
+    ) -> int | None:
+        """Index of the first picked text whose fast ids differ from the reference's."""
+        if not picked.size:
+            return None
         ref_ids, ref_lens = encode_flat_hf(self._rust, [texts[i] for i in picked], add_special)
-        if not np.array_equal(lens[picked], ref_lens):
-            return False
-        starts = np.concatenate([[0], np.cumsum(lens)])[picked]
-        got = np.concatenate([ids[a : a + n] for a, n in zip(starts, lens[picked], strict=True)])
-        return np.array_equal(got, ref_ids)
+        starts = np.concatenate([[0], np.cumsum(lens)])
+        ref_start = 0
+        for i, n_ref in zip(picked.tolist(), ref_lens.tolist(), strict=True):
+            got = ids[starts[i] : starts[i] + lens[i]]
+            if lens[i] != n_ref or not np.array_equal(got, ref_ids[ref_start : ref_start + n_ref]):
+                return i
+            ref_start += n_ref
+        return None
 
     def encode_batch(self, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
         ids, lens = self.encode_flat(texts, add_special_tokens)
