@@ -76,8 +76,9 @@ def test_environment_variables_fill_absent_flags(tmp_path, hf_tokenizer_dir, mon
     monkeypatch.setenv("PROCESSED_DATA_PREFIX", str(tmp_path / "env"))
     monkeypatch.setenv("TOKENIZER_TYPE", "PretrainedFromHF")
     monkeypatch.setenv("SEQ_LEN", "2")
-    assert main(["llm", "preprocess"]) == 0
-    assert "too_long 3" in capsys.readouterr().out  # SEQ_LEN applied
+    line = _err(capsys, ["llm", "preprocess"])  # SEQ_LEN applied: every document too long
+    assert "0 of 3 documents written (skipped: too_long 3)" in line
+    assert "raise --seq-length 2" in line and not (tmp_path / "env_text_document.idx").exists()
     assert main(["llm", "preprocess", "--seq-length", "64"]) == 0  # a flag wins over SEQ_LEN
     assert len(IndexedReader.open(tmp_path / "env_text_document")) == 3
     monkeypatch.setenv("RUN_TYPE", "sft")
@@ -218,7 +219,6 @@ def test_inspect_shows_counts_histogram_and_masked_sample(tmp_path, hf_tokenizer
             ["--prompt-type", "nope", "--handler-name", "AlpacaStyleInstructionHandler"],
             "--prompt-type nope: unknown; known:",
         ),
-        (["--workers", "0"], "argument --workers: 0 is below the minimum (allowed: 1 to 1024)"),
         (["--shard", "3", "--num-shards", "2"], "need 0 <= I < N"),
         (
             [

@@ -1,12 +1,17 @@
 """`atelier` entry point: one parser, a sub-parser per suite, one error policy.
 
-A user mistake (`AtelierError`) prints one line and exits 2; Ctrl-C exits 130
-without a traceback; anything else is a bug and keeps its traceback.
+A user mistake (`AtelierError`) prints one line and exits 2; so does an OS error
+the environment caused (full disk, read-only or foreign folder, a path through a
+file: `core.errors.from_os_error`). Ctrl-C exits 130 without a traceback; a
+closed stdout (`atelier ... | head`) exits quietly like other Unix tools; anything
+else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -16,7 +21,7 @@ from atelier.cli import dws as dws_cli
 from atelier.cli import lipsync as lipsync_cli
 from atelier.cli import llm as llm_cli
 from atelier.cli import sd as sd_cli
-from atelier.core.errors import AtelierError
+from atelier.core.errors import AtelierError, from_os_error
 from atelier.core.flags import OneLineParser
 from atelier.core.log import setup_logging
 
@@ -47,13 +52,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 2
     setup_logging(args.log_level)
     try:
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe surfaces here, not at interpreter exit
+        return rc
     except AtelierError as e:
-        print(f"atelier: error: {e}", file=sys.stderr)
-        return e.exit_code
+        return _fail(str(e), e.exit_code)
+    except BrokenPipeError:
+        return _stdout_gone()
+    except OSError as e:
+        mapped = from_os_error(e)
+        if mapped is None:
+            raise
+        return _fail(str(mapped), mapped.exit_code)
     except KeyboardInterrupt:
         print("atelier: interrupted; no partial output was left under final names", file=sys.stderr)
         return 130
+
+
+def _fail(message: str, code: int) -> int:
+    with contextlib.suppress(BrokenPipeError):
+        print(f"atelier: error: {message}", file=sys.stderr)
+    return code
+
+
+def _stdout_gone() -> int:
+    """The reader of stdout left (`| head`): stop quietly, 128 + SIGPIPE like a shell."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 141
 
 
 if __name__ == "__main__":

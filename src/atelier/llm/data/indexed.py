@@ -9,7 +9,9 @@ int64 document indices (starting with 0). Writing the same ids through
 
 from __future__ import annotations
 
+import os
 import struct
+import time
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from atelier.core.atomic import temp_sibling
+from atelier.core.atomic import settle, temp_sibling
 from atelier.core.errors import AtelierError
 
 MAGIC = b"MMIDIDX\x00\x00"
@@ -137,12 +139,37 @@ class IndexedReader:
 
     @classmethod
     def open(cls, prefix: str | Path) -> IndexedReader:
+        """Open a pair as one consistent snapshot, even while a writer commits.
+
+        A commit in progress is waited for (a killed one completed) first. The
+        pair is opened by descriptor and both names are checked to still point
+        at what was opened; if a commit slipped in between, it is read again.
+        """
         prefix = Path(prefix)
         ipath, bpath = idx_path(prefix), bin_path(prefix)
-        for p in (ipath, bpath):
-            if not p.is_file():
-                raise AtelierError(f"{p}: not found (expected a Megatron .bin/.idx pair)")
-        raw = np.memmap(ipath, dtype=np.uint8, mode="r")
+        for attempt in range(50):
+            settle(ipath)
+            for p in (ipath, bpath):
+                if not p.is_file():
+                    raise AtelierError(f"{p}: not found (expected a Megatron .bin/.idx pair)")
+            try:
+                with open(ipath, "rb") as fi, open(bpath, "rb") as fb:
+                    if _same_file(ipath, fi) and _same_file(bpath, fb):
+                        return cls._from_files(prefix, fi, fb)
+            except FileNotFoundError:
+                pass
+            time.sleep(0.01 * attempt)
+        raise AtelierError(f"{ipath}: kept changing while being opened; is a writer looping?")
+
+    @classmethod
+    def _from_files(cls, prefix: Path, fi: BinaryIO, fb: BinaryIO) -> IndexedReader:
+        ipath, bpath = idx_path(prefix), bin_path(prefix)
+        isize = os.fstat(fi.fileno()).st_size
+        if isize < 34:
+            raise AtelierError(
+                f"{ipath}: not a Megatron index ({isize} bytes); was it written fully?"
+            )
+        raw = np.memmap(fi, dtype=np.uint8, mode="r")
         if bytes(raw[:9]) != MAGIC:
             raise AtelierError(f"{ipath}: not a Megatron index (bad magic); was it written fully?")
         version, code, n_seq, n_doc = struct.unpack("<QBQQ", bytes(raw[9:34]))
@@ -159,12 +186,12 @@ class IndexedReader:
         off += n_seq * 8
         docs = np.frombuffer(raw, dtype=np.int64, count=n_doc, offset=off)
         total = int(lengths.astype(np.int64).sum())
-        size = bpath.stat().st_size
+        size = os.fstat(fb.fileno()).st_size
         if size != total * dtype.itemsize:
             raise AtelierError(
                 f"{bpath}: holds {size} bytes but the index describes {total * dtype.itemsize}"
             )
-        data = np.memmap(bpath, dtype=dtype, mode="r") if size else np.zeros(0, dtype=dtype)
+        data = np.memmap(fb, dtype=dtype, mode="r") if size else np.zeros(0, dtype=dtype)
         return cls(prefix, dtype, lengths, pointers, docs, data)
 
     def __len__(self) -> int:
@@ -181,6 +208,14 @@ class IndexedReader:
     def __getitem__(self, i: int) -> np.ndarray:
         start = int(self.pointers[i]) // self.dtype.itemsize
         return np.asarray(self.data[start : start + int(self.lengths[i])])
+
+
+def _same_file(path: Path, f: BinaryIO) -> bool:
+    try:
+        a, b = os.stat(path), os.fstat(f.fileno())
+    except FileNotFoundError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def exists(prefix: str | Path) -> bool:

@@ -12,7 +12,8 @@ import glob
 from pathlib import Path
 
 from atelier.core.atomic import commit_files
-from atelier.core.errors import AtelierError
+from atelier.core.errors import AtelierError, disk_full_at, require_free
+from atelier.core.paths import output_folder
 from atelier.llm.data.indexed import IndexedReader, IndexedWriter, bin_path, exists
 
 SUFFIX = "_document"
@@ -57,10 +58,24 @@ def merge(inputs: list[str], output_prefix: str) -> dict[str, int]:
     """Merge; returns output prefix -> number of sequences written."""
     if not inputs:
         raise AtelierError("--input: give at least one dataset")
+    if Path(output_prefix).is_dir():
+        raise AtelierError(f"--output-prefix {output_prefix} is a folder; give a file prefix")
     plan = plan_merge(inputs, output_prefix)
     for out, parts in plan.items():
-        if out in parts:
+        if any(_same_prefix(out, p) for p in parts):
             raise AtelierError(f"--output-prefix {output_prefix}: would overwrite an input")
+    folder = output_folder(Path(output_prefix).parent, "--output-prefix")
+    needed = sum(bin_path(p).stat().st_size for parts in plan.values() for p in parts)
+    require_free(folder, needed)
+    with disk_full_at(folder, needed):
+        return _merge(plan)
+
+
+def _same_prefix(a: str, b: str) -> bool:
+    return Path(a).absolute().resolve() == Path(b).absolute().resolve()
+
+
+def _merge(plan: dict[str, list[str]]) -> dict[str, int]:
     pairs = []
     written = {}
     writers: list[IndexedWriter] = []
@@ -77,6 +92,8 @@ def merge(inputs: list[str], output_prefix: str) -> dict[str, int]:
                 w.append_raw(bin_path(r.prefix), r.lengths, r.doc_ends)
             written[out] = len(w.lengths)
             pairs += w.finish()
+        if not any(written.values()):
+            raise AtelierError("--input: the inputs hold 0 sequences; nothing was written")
         commit_files(pairs)
     except BaseException:
         for w in writers:

@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import multiprocessing
 import shutil
-import tempfile
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from atelier.core.atomic import commit_files
-from atelier.core.errors import AtelierError
+from atelier.core.atomic import commit_files, temp_dir_sibling
+from atelier.core.errors import AtelierError, disk_full_at
 from atelier.core.log import get_logger
+from atelier.core.paths import output_folder
 from atelier.core.progress import interactive, progress_bar
+from atelier.core.workers import process_pool
 from atelier.llm.data import sources
 from atelier.llm.data.conversation import parse_map_keys
 from atelier.llm.data.handlers import (
@@ -140,11 +141,8 @@ def run_chunks(
         for chunk in chunks:
             yield encoder.encode(chunk)
         return
-    ctx = multiprocessing.get_context("spawn")
-    fallback = ctx.Event()
-    pool = ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_init_worker, initargs=(job, fallback)
-    )
+    fallback = multiprocessing.get_context("spawn").Event()  # process_pool spawns too
+    pool = process_pool(workers, _init_worker, (job, fallback))
     pending: deque[Future[ChunkResult]] = deque()
     try:
         for chunk in chunks:
@@ -245,15 +243,25 @@ def _check(cfg: PreprocessConfig) -> None:
         raise AtelierError("--output-prefix is required")
     if not cfg.json_keys:
         raise AtelierError("--json-keys needs at least one key")
-    parent = Path(cfg.output_prefix).parent
-    parent.mkdir(parents=True, exist_ok=True)
+    if Path(cfg.output_prefix).is_dir():
+        raise AtelierError(
+            f"--output-prefix {cfg.output_prefix} is a folder; give a file prefix inside it, "
+            f"e.g. {Path(cfg.output_prefix) / 'data'}"
+        )
+    output_folder(Path(cfg.output_prefix).parent, "--output-prefix")
 
 
 # ------------------------------------------------------------------ run
 
 
 def preprocess(cfg: PreprocessConfig) -> Report:
+    """Run; a full disk is reported at the output folder, nothing half-written stays."""
     _check(cfg)
+    with disk_full_at(Path(cfg.output_prefix).parent):
+        return _preprocess(cfg)
+
+
+def _preprocess(cfg: PreprocessConfig) -> Report:
     srcs = sources.resolve_inputs(cfg.input)
     job = build_job(cfg, srcs)
     finals = output_prefixes(job, cfg.output_prefix)
@@ -267,11 +275,7 @@ def preprocess(cfg: PreprocessConfig) -> Report:
         start, stop = sources.shard_range(count, cfg.shard, cfg.num_shards)
         total = total * (stop - start) // max(count, 1)
 
-    scratch = (
-        Path(tempfile.mkdtemp(prefix=".atelier-pack-", dir=Path(cfg.output_prefix).parent))
-        if cfg.pack
-        else None
-    )
+    scratch = temp_dir_sibling(Path(f"{cfg.output_prefix}.pack")) if cfg.pack else None
     targets = {k: str(scratch / k) if scratch else p for k, p in finals.items()}
     writers = {k: IndexedWriter(p, dtype) for k, p in targets.items()}
     report = Report(backend=job.tokenizer.backend)
@@ -305,7 +309,13 @@ def preprocess(cfg: PreprocessConfig) -> Report:
                     )
                     next_log = (report.read // cfg.log_interval + 1) * cfg.log_interval
         if report.read == 0:
-            raise AtelierError(f"--input {cfg.input}: no records found (empty input)")
+            where = f" in --shard {cfg.shard} of {cfg.num_shards}" if cfg.num_shards > 1 else ""
+            raise AtelierError(
+                f"--input {cfg.input}: no records found{where} (empty input); "
+                "nothing was written or replaced"
+            )
+        if report.written == 0:
+            raise AtelierError(_nothing_written(cfg, report))
         pairs = [pair for w in writers.values() for pair in w.finish()]
         if scratch is not None:
             commit_files(pairs)
@@ -321,6 +331,26 @@ def preprocess(cfg: PreprocessConfig) -> Report:
     report.seconds = time.perf_counter() - t0
     report.outputs = list(finals.values())
     return report
+
+
+_HINTS = {
+    "too_long": "raise --seq-length",
+    "bad_record": "fix those records",
+    "empty": "check --json-keys / --map-keys",
+}
+
+
+def _nothing_written(cfg: PreprocessConfig, report: Report) -> str:
+    """Why a run produced no documents; the old outputs stay as they were."""
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(report.skipped.items())) or "none"
+    hints = [h for k, h in _HINTS.items() if report.skipped.get(k)]
+    if "too_long" in report.skipped and cfg.seq_length is not None:
+        hints[hints.index("raise --seq-length")] = f"raise --seq-length {cfg.seq_length}"
+    fix = f"; {', '.join(hints)}" if hints else ""
+    return (
+        f"--input {cfg.input}: 0 of {report.read} documents written (skipped: {reasons}); "
+        f"nothing was replaced{fix}"
+    )
 
 
 def _pack(

@@ -12,6 +12,7 @@ import glob
 import gzip
 import io
 import json
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -97,9 +98,35 @@ def resolve_inputs(spec: str) -> list[SourceFile]:
     return out
 
 
+class _CheckedGzip(gzip.GzipFile):
+    """A gzip reader whose corrupt or truncated input is a one-line error naming the file."""
+
+    def _checked(self, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+            why = "truncated" if isinstance(e, EOFError) else "not gzip data or corrupt"
+            raise AtelierError(
+                f"{self.name}: {why} ({e}); re-download or re-compress it, or rename it "
+                "without .gz if it is not compressed"
+            ) from None
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self._checked(super().read, size)
+
+    def read1(self, size: int = -1) -> bytes:
+        return self._checked(super().read1, size)
+
+    def readinto(self, b: Any) -> int:
+        return self._checked(super().readinto, b)
+
+    def peek(self, n: int) -> bytes:
+        return self._checked(super().peek, n)
+
+
 def _open_binary(src: SourceFile) -> BinaryIO:
     if src.compressed:
-        return gzip.open(src.path, "rb")  # type: ignore[return-value]
+        return _CheckedGzip(src.path, "rb")  # type: ignore[return-value]
     return open(src.path, "rb")
 
 
@@ -201,7 +228,9 @@ def _iter_json_array(src: SourceFile) -> Iterator[tuple[int, Any, int]]:
     """Elements of a top-level JSON array, decoded incrementally."""
     decoder = json.JSONDecoder()
     with open(src.path, "rb") as disk:
-        raw: BinaryIO = gzip.GzipFile(fileobj=disk) if src.compressed else disk  # type: ignore[assignment]
+        raw: BinaryIO = (
+            _CheckedGzip(filename=src.path, fileobj=disk) if src.compressed else disk  # type: ignore[assignment]
+        )
         f = io.TextIOWrapper(raw, encoding="utf-8-sig")
         buf = f.read(1 << 20)
         pos = len(buf) - len(buf.lstrip())

@@ -1,0 +1,130 @@
+"""Worker processes that die with their parent.
+
+A `ProcessPoolExecutor` worker blocks on its task queue forever when the parent
+is killed with SIGKILL (no `finally`, no atexit): it sits idle holding its model
+or tokenizer, or worse keeps renaming outputs under a rerun's feet. Two
+mechanisms, both armed in the worker itself, stop that:
+
+* Linux: `prctl(PR_SET_PDEATHSIG, SIGKILL)` -- the kernel kills the worker the
+  moment its parent dies. The kernel ties this to the *thread* that created the
+  worker, so it is only armed when the pool was created on the main thread
+  (which lives as long as the process).
+* Everywhere: a daemon thread that polls the parent pid and exits the worker
+  (`os._exit`) once it has changed (re-parented to init or a subreaper) or is
+  gone. This also covers the instant between the spawn and the `prctl` call.
+
+No torch import here: `atelier.core` stays light.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+PR_SET_PDEATHSIG = 1
+POLL_S = 0.5
+
+_armed = False
+
+
+def _set_pdeathsig(sig: int = signal.SIGKILL) -> bool:
+    """Ask the Linux kernel to send `sig` when the parent thread dies."""
+    if not sys.platform.startswith("linux") or os.environ.get("ATELIER_NO_PDEATHSIG"):
+        return False  # the variable lets tests prove the portable watch alone
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _parent_alive(parent_pid: int) -> bool:
+    if os.getppid() != parent_pid:
+        return False  # re-parented: the parent is gone
+    if os.name == "nt":  # pragma: no cover - getppid is not re-parented on Windows
+        return _windows_pid_alive(parent_pid)
+    return True
+
+
+def _windows_pid_alive(pid: int) -> bool:  # pragma: no cover - exercised on Windows only
+    kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+    synchronize, wait_timeout = 0x00100000, 0x00000102
+    handle = kernel32.OpenProcess(synchronize, False, pid)
+    if not handle:
+        return False
+    try:
+        return kernel32.WaitForSingleObject(handle, 0) == wait_timeout
+    finally:
+        kernel32.CloseHandle(handle)
+
+
+def _watch(parent_pid: int, poll_s: float) -> None:
+    while _parent_alive(parent_pid):
+        time.sleep(poll_s)
+    os._exit(1)
+
+
+def die_with_parent(parent_pid: int, pdeathsig: bool = True, poll_s: float = POLL_S) -> None:
+    """Call first thing in a child process: it exits as soon as `parent_pid` dies.
+
+    Idempotent. `pdeathsig=False` skips the Linux kernel signal (use it when the
+    child was started from a thread that may exit before the process does).
+    """
+    global _armed
+    if _armed:
+        return
+    _armed = True
+    if pdeathsig:
+        _set_pdeathsig()
+    if not _parent_alive(parent_pid):  # the parent died before we were armed
+        os._exit(1)
+    threading.Thread(
+        target=_watch, args=(parent_pid, poll_s), name="atelier-parent-watch", daemon=True
+    ).start()
+
+
+def _child_init(
+    parent_pid: int,
+    pdeathsig: bool,
+    init: Callable[..., Any] | None,
+    args: tuple[Any, ...],
+) -> None:
+    die_with_parent(parent_pid, pdeathsig)
+    if init is not None:
+        init(*args)
+
+
+def orphan_safe_initializer(
+    initializer: Callable[..., Any] | None = None, initargs: tuple[Any, ...] = ()
+) -> tuple[Callable[..., None], tuple[Any, ...]]:
+    """`(initializer, initargs)` for any pool: arms `die_with_parent`, then runs yours.
+
+    `initializer` must be picklable (a module-level function) for spawn pools.
+    """
+    pdeathsig = threading.current_thread() is threading.main_thread()
+    return _child_init, (os.getpid(), pdeathsig, initializer, tuple(initargs))
+
+
+def process_pool(
+    workers: int,
+    initializer: Callable[..., Any] | None = None,
+    initargs: tuple[Any, ...] = (),
+    start_method: str = "spawn",
+) -> ProcessPoolExecutor:
+    """A `ProcessPoolExecutor` whose workers die with this process.
+
+    Spawn by default: forking a process that holds threads (tokenizers, torch)
+    is unsafe. Submit from the thread that created the pool.
+    """
+    init, args = orphan_safe_initializer(initializer, initargs)
+    ctx = multiprocessing.get_context(start_method)
+    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=init, initargs=args)

@@ -1,0 +1,69 @@
+"""core.workers: a worker whose parent is SIGKILLed exits within seconds."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="uses POSIX signals and /proc")
+
+PARENT = textwrap.dedent(
+    """
+    import sys, time
+    from atelier.core.workers import process_pool
+
+    def pid():
+        import os
+        return os.getpid()
+
+    if __name__ == "__main__":
+        pool = process_pool(2)
+        pids = {pool.submit(pid).result() for _ in range(8)}
+        print(" ".join(map(str, sorted(pids))), flush=True)
+        time.sleep(60)
+    """
+)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purpose
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _run_and_kill(tmp_path, env_extra: dict[str, str]) -> list[int]:
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT)
+    env = {**os.environ, **env_extra}
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    line = proc.stdout.readline()
+    workers = [int(x) for x in line.split()]
+    assert workers, "the pool started no worker"
+    assert all(_alive(w) for w in workers)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return workers
+
+
+@pytest.mark.parametrize("mechanism", ["pdeathsig", "watch-thread"])
+def test_workers_die_with_killed_parent(tmp_path, mechanism):
+    env = {"ATELIER_NO_PDEATHSIG": "1"} if mechanism == "watch-thread" else {}
+    workers = _run_and_kill(tmp_path, env)
+    deadline = time.monotonic() + 5
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [w for w in workers if _alive(w)], f"orphaned workers ({mechanism})"
