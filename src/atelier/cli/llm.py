@@ -148,6 +148,21 @@ def _preprocess(verbs: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--num-shards", type=Int(1, 1 << 20), default=1, help="number of slices (default 1)"
     )
+    g.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="run shards as Ray tasks: no ADDRESS starts a local Ray, 'auto' joins the running "
+        "cluster; the output folder must be shared by the nodes (same bytes as one run)",
+    )
+    g.add_argument(
+        "--ray-shards",
+        type=Int(1, 1 << 20),
+        default=None,
+        help="number of Ray tasks (default 4 per cluster CPU)",
+    )
     g = p.add_argument_group("output")
     g.add_argument(
         "--output-prefix", default=None, help="output path prefix  [env PROCESSED_DATA_PREFIX]"
@@ -201,7 +216,14 @@ def run_preprocess(args: argparse.Namespace) -> int:
         num_shards=args.num_shards,
         skip_bad_records=args.skip_bad_records,
     )
-    report = preprocess(cfg)
+    if args.ray is not None:
+        from atelier.llm.data.ray_run import preprocess_on_ray
+
+        report = preprocess_on_ray(cfg, address=args.ray, num_shards=args.ray_shards)
+    else:
+        if args.ray_shards is not None:
+            raise AtelierError("--ray-shards goes with --ray")
+        report = preprocess(cfg)
     print("\n".join(report.lines()), file=sys.stdout)
     return 0
 

@@ -68,6 +68,10 @@ class PreprocessConfig:
     shard: int = 0
     num_shards: int = 1
     skip_bad_records: bool = False
+    # Set by the Ray driver for its tasks: an explicit record range instead of --shard, and
+    # no error for a range whose records were all skipped (the driver checks the total).
+    record_range: tuple[int, int] | None = None
+    allow_empty: bool = False
 
 
 @dataclass
@@ -270,7 +274,9 @@ def _preprocess(cfg: PreprocessConfig) -> Report:
 
     start, stop = 0, None
     total = sources.total_bytes(srcs)
-    if cfg.num_shards > 1:
+    if cfg.record_range is not None:
+        start, stop = cfg.record_range
+    elif cfg.num_shards > 1:
         count = sources.count_total(srcs)
         start, stop = sources.shard_range(count, cfg.shard, cfg.num_shards)
         total = total * (stop - start) // max(count, 1)
@@ -314,7 +320,7 @@ def _preprocess(cfg: PreprocessConfig) -> Report:
                 f"--input {cfg.input}: no records found{where} (empty input); "
                 "nothing was written or replaced"
             )
-        if report.written == 0:
+        if report.written == 0 and not cfg.allow_empty:
             raise AtelierError(_nothing_written(cfg, report))
         pairs = [pair for w in writers.values() for pair in w.finish()]
         if scratch is not None:
@@ -351,6 +357,13 @@ def _nothing_written(cfg: PreprocessConfig, report: Report) -> str:
         f"--input {cfg.input}: 0 of {report.read} documents written (skipped: {reasons}); "
         f"nothing was replaced{fix}"
     )
+
+
+def pack_dataset(
+    job: EncodeJob, cfg: PreprocessConfig, unpacked: dict[str, str], report: Report
+) -> None:
+    """Pack finished unpacked datasets (key -> prefix) into cfg's outputs and commit them."""
+    commit_files(_pack(job, cfg, unpacked, output_prefixes(job, cfg.output_prefix), report))
 
 
 def _pack(
