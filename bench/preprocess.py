@@ -488,7 +488,8 @@ def atelier_cmd(
         "llm", "preprocess", "--input", corpus, "--output-prefix", prefix,
         "--tokenizer-type", "PretrainedFromHF", "--tokenizer-name-or-path", str(tokenizer),
         "--json-keys", "text", "--append-eod", "--workers", str(workers),
-        "--tokenizer-backend", backend,
+        *(["--tokenizer-backend", "auto", "--ray"] if backend == "ray" else
+          ["--tokenizer-backend", backend]),
     ]  # fmt: skip
 
 
@@ -647,7 +648,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--backends",
         default="hf,auto",
-        help="Atelier --tokenizer-backend values to run, comma-separated (default hf,auto)",
+        help="Atelier --tokenizer-backend values to run, comma-separated (default hf,auto); "
+        "'ray' runs auto with --ray on a local Ray (install atelier[ray])",
     )
     p.add_argument(
         "--tokenizer-dir",

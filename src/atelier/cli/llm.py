@@ -161,7 +161,7 @@ def _preprocess(verbs: argparse._SubParsersAction) -> None:
         "--ray-shards",
         type=Int(1, 1 << 20),
         default=None,
-        help="number of Ray tasks (default 4 per cluster CPU)",
+        help="number of Ray tasks (default 2 per cluster CPU)",
     )
     g = p.add_argument_group("output")
     g.add_argument(

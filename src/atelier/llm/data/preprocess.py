@@ -258,16 +258,17 @@ def _check(cfg: PreprocessConfig) -> None:
 # ------------------------------------------------------------------ run
 
 
-def preprocess(cfg: PreprocessConfig) -> Report:
+def preprocess(cfg: PreprocessConfig, job: EncodeJob | None = None) -> Report:
     """Run; a full disk is reported at the output folder, nothing half-written stays."""
     _check(cfg)
     with disk_full_at(Path(cfg.output_prefix).parent):
-        return _preprocess(cfg)
+        return _preprocess(cfg, job)
 
 
-def _preprocess(cfg: PreprocessConfig) -> Report:
+def _preprocess(cfg: PreprocessConfig, job: EncodeJob | None) -> Report:
     srcs = sources.resolve_inputs(cfg.input)
-    job = build_job(cfg, srcs)
+    if job is None:  # a Ray task gets the driver's, tokenizer loaded and backend chosen
+        job = build_job(cfg, srcs)
     finals = output_prefixes(job, cfg.output_prefix)
     is_pretrain = handler_kind(job.handler) == "pretrain"
     dtype = optimal_dtype(job.tokenizer.vocab_size) if is_pretrain else np.int32

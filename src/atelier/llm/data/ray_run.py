@@ -30,6 +30,7 @@ from atelier.core.errors import AtelierError
 from atelier.core.log import get_logger
 from atelier.core.progress import progress_bar
 from atelier.llm.data import sources
+from atelier.llm.data.handlers import EncodeJob
 from atelier.llm.data.merge import merge
 from atelier.llm.data.preprocess import (
     PreprocessConfig,
@@ -64,7 +65,12 @@ def _fingerprint(cfg: PreprocessConfig, srcs: list[sources.SourceFile], n: int) 
 
 
 def _run_shard(
-    cfg_fields: dict[str, Any], index: int, start: int, stop: int, kill_marker: str | None
+    cfg_fields: dict[str, Any],
+    job: EncodeJob,
+    index: int,
+    start: int,
+    stop: int,
+    kill_marker: str | None,
 ) -> dict[str, Any]:
     """One Ray task: records [start, stop) -> shard prefix; returns its report's counts."""
     marker = kill_marker
@@ -76,7 +82,7 @@ def _run_shard(
     fields = dict(cfg_fields)
     fields["tokenizer"] = TokenizerSpec(**fields["tokenizer"])
     cfg = PreprocessConfig(**fields)
-    report = preprocess(dataclasses.replace(cfg, record_range=(start, stop), allow_empty=True))
+    report = preprocess(dataclasses.replace(cfg, record_range=(start, stop), allow_empty=True), job)
     return {
         "read": report.read,
         "written": report.written,
@@ -97,7 +103,8 @@ def preprocess_on_ray(
     """Preprocess `cfg` as Ray tasks; the result equals `preprocess(cfg)` byte for byte.
 
     `address`: None or "local" starts a local Ray (with `num_cpus`), "auto" joins the running
-    cluster, anything else is `ray.init(address)`. `num_shards` defaults to 4 per cluster CPU.
+    cluster, anything else is `ray.init(address)`. `num_shards` defaults to 2 per cluster CPU
+    (each task's fixed cost is building the encoder; more tasks = finer retries and resume).
     """
     try:
         import ray
@@ -128,7 +135,7 @@ def preprocess_on_ray(
             raise AtelierError(f"--ray {address}: cannot connect ({e})") from None
     try:
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        n = max(1, min(num_shards or 4 * cpus, total))
+        n = max(1, min(num_shards or 2 * cpus, total))
         folder = shard_folder(cfg.output_prefix)
         fingerprint = _fingerprint(cfg, srcs, n)
         done = _finished_shards(folder, fingerprint)
@@ -136,12 +143,13 @@ def preprocess_on_ray(
         fields = dataclasses.asdict(cfg)
         shard_cfg = {**fields, "workers": 1, "pack": False}
         task = ray.remote(num_cpus=1, max_retries=max_retries)(_run_shard)
+        job_ref = ray.put(job)  # loaded and checked once, here, not once per task
         pending = {}
         for i, (a, b) in enumerate(ranges):
             if i in done:
                 continue
             shard_cfg_i = {**shard_cfg, "output_prefix": str(folder / f"shard-{i:05d}")}
-            pending[task.remote(shard_cfg_i, i, a, b, os.environ.get(KILL_ONCE_ENV))] = i
+            pending[task.remote(shard_cfg_i, job_ref, i, a, b, os.environ.get(KILL_ONCE_ENV))] = i
         if done:
             log.info("--ray: %d of %d shards kept from an earlier run in %s", len(done), n, folder)
         results = dict(done)
