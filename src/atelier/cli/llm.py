@@ -49,6 +49,20 @@ def _tokenizer_flags(p: argparse.ArgumentParser, required_type: bool = False) ->
     )
     g.add_argument("--vocab-file", default=None, help="GPT-2 vocab.json or BERT vocab.txt")
     g.add_argument("--merge-file", default=None, help="GPT-2 merges.txt")
+    g.add_argument(
+        "--tokenizer-backend",
+        choices=["auto", "hf", "fastokens"],
+        default="auto",
+        help="encoder: auto = fastokens when it is installed and gives the same ids as hf "
+        "(checked at load and on a sample during the run), else hf (default auto)",
+    )
+    g.add_argument(
+        "--verify-tokenizer",
+        choices=["sample", "all"],
+        default="sample",
+        help="re-encode 1 document in 256 (sample) or every document (all) with hf and "
+        "fall back to hf on any difference (default sample)",
+    )
 
 
 def _tokenizer_spec(args: argparse.Namespace):
@@ -60,6 +74,8 @@ def _tokenizer_spec(args: argparse.Namespace):
         vocab_file=args.vocab_file,
         merge_file=args.merge_file,
         use_fast=not args.tokenizer_not_use_fast,
+        backend=getattr(args, "tokenizer_backend", "auto"),
+        verify=getattr(args, "verify_tokenizer", "sample"),
     )
 
 
@@ -133,6 +149,21 @@ def _preprocess(verbs: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--num-shards", type=Int(1, 1 << 20), default=1, help="number of slices (default 1)"
     )
+    g.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="run shards as Ray tasks: no ADDRESS starts a local Ray, 'auto' joins the running "
+        "cluster; the output folder must be shared by the nodes (same bytes as one run)",
+    )
+    g.add_argument(
+        "--ray-shards",
+        type=Int(1, 1 << 20),
+        default=None,
+        help="number of Ray tasks (default 2 per cluster CPU)",
+    )
     g = p.add_argument_group("output")
     g.add_argument(
         "--output-prefix", default=None, help="output path prefix  [env PROCESSED_DATA_PREFIX]"
@@ -186,7 +217,14 @@ def run_preprocess(args: argparse.Namespace) -> int:
         num_shards=args.num_shards,
         skip_bad_records=args.skip_bad_records,
     )
-    report = preprocess(cfg)
+    if args.ray is not None:
+        from atelier.llm.data.ray_run import preprocess_on_ray
+
+        report = preprocess_on_ray(cfg, address=args.ray, num_shards=args.ray_shards)
+    else:
+        if args.ray_shards is not None:
+            raise AtelierError("--ray-shards goes with --ray")
+        report = preprocess(cfg)
     print("\n".join(report.lines()), file=sys.stdout)
     return 0
 

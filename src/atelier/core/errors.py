@@ -42,7 +42,10 @@ def free_bytes(path: str | os.PathLike[str]) -> int:
 
 
 def _gb(n: int) -> str:
-    return f"{n / GB:.2f} GB" if n < 10 * GB else f"{n / GB:.0f} GB"
+    for unit, size in (("GB", GB), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def disk_full(path: str | os.PathLike[str] | None, needed: int | None = None) -> DiskFullError:

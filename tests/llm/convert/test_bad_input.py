@@ -129,18 +129,32 @@ def test_megatron_dir_given_to_hf2mg(hf_model, tmp_path: Path) -> None:
         hf2mg(Hf2MgOptions(load_dir=tmp_path / "mg", save_dir=tmp_path / "x"))
 
 
-def test_non_empty_save_dir_needs_overwrite(hf_model, tmp_path: Path) -> None:
+def test_save_dir_with_user_files_is_never_replaced(hf_model, tmp_path: Path) -> None:
     out = tmp_path / "mg"
     out.mkdir()
     (out / "keep.txt").write_text("x")
     opts = Hf2MgOptions(load_dir=hf_model("llama"), save_dir=out)
-    with pytest.raises(AtelierError, match="not empty; pass --overwrite"):
-        hf2mg(opts)
-    assert (out / "keep.txt").exists()
-    opts.overwrite = True
+    for overwrite in (False, True):
+        opts.overwrite = overwrite
+        with pytest.raises(AtelierError, match=r"holds files Atelier did not write \(keep\.txt\)"):
+            hf2mg(opts)
+        assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mg"]  # no temporaries left
+
+
+def test_earlier_atelier_output_needs_overwrite(hf_model, tmp_path: Path) -> None:
+    out = tmp_path / "mg"
+    opts = Hf2MgOptions(load_dir=hf_model("llama"), save_dir=out)
     hf2mg(opts)
-    assert not (out / "keep.txt").exists()
+    first = (out / ".atelier-output.json").read_text()
+    with pytest.raises(AtelierError, match="holds an earlier Atelier output; pass --overwrite"):
+        hf2mg(opts)
+    opts.overwrite, opts.tp = True, 2
+    hf2mg(opts)
     assert (out / "latest_checkpointed_iteration.txt").read_text() == "1\n"
+    assert (out / "iter_0000001" / "mp_rank_01").is_dir()
+    assert (out / ".atelier-output.json").read_text() != first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mg"]
 
 
 def test_embedding_config_vocab_mismatch_names_both(hf_model, tmp_path: Path) -> None:

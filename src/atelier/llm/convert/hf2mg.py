@@ -7,7 +7,6 @@ from pathlib import Path
 
 import torch
 
-from atelier.core.atomic import atomic_dir
 from atelier.core.errors import AtelierError
 from atelier.llm.convert.assets import (
     ASSETS_DIRNAME,
@@ -18,7 +17,7 @@ from atelier.llm.convert.assets import (
 from atelier.llm.convert.hf_checkpoint import HFSource
 from atelier.llm.convert.megatron_checkpoint import MegatronLayout
 from atelier.llm.convert.megatron_writer import MegatronTarget, write_megatron
-from atelier.llm.convert.output_dir import check_save_dir
+from atelier.llm.convert.output_dir import check_save_dir, writing
 
 FORMATS = ("legacy", "mcore")
 NORMS = ("te", "local")
@@ -52,7 +51,7 @@ def hf2mg(opts: Hf2MgOptions) -> MegatronLayout:
     check_format(opts.fmt, opts.mcore_norms)
     if opts.make_vocab_size_divisible_by < 1:
         raise AtelierError("make_vocab_size_divisible_by must be at least 1")
-    replace = check_save_dir(opts.save_dir, opts.load_dir, opts.overwrite)
+    save = check_save_dir(opts.save_dir, opts.load_dir, opts.overwrite, "hf2mg")
     source = HFSource(opts.load_dir, opts.true_vocab_size)
     tok = opts.tokenizer_model
     tok_dir = (tok if tok.is_dir() else tok.parent) if tok else opts.load_dir
@@ -68,8 +67,10 @@ def hf2mg(opts: Hf2MgOptions) -> MegatronLayout:
         divisible_by=opts.make_vocab_size_divisible_by,
         dtype=opts.params_dtype,
     )
+    dtype = opts.params_dtype or source.meta.dtype
+    needed = source.meta.num_parameters() * dtype.itemsize
     try:
-        with atomic_dir(opts.save_dir, overwrite=replace) as tmp:
+        with writing(save, "hf2mg", needed) as tmp:
             layout = write_megatron(source, tmp, target)
             copy_assets(opts.load_dir, tmp / ASSETS_DIRNAME)
             if tok:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from atelier.core.atomic import atomic_dir
 from atelier.core.errors import AtelierError
 from atelier.core.log import get_logger
 from atelier.llm.convert.assets import (
@@ -28,7 +27,7 @@ from atelier.llm.convert.hf_checkpoint import (
 )
 from atelier.llm.convert.megatron_checkpoint import MegatronSource
 from atelier.llm.convert.meta import hf_config_from_meta, meta_from_hf_config
-from atelier.llm.convert.output_dir import check_save_dir
+from atelier.llm.convert.output_dir import check_save_dir, writing
 
 log = get_logger(__name__)
 CHECKED_FIELDS = (
@@ -55,8 +54,27 @@ def _adopt_config(source: MegatronSource, config_dir: Path) -> None:
                 f"hf_config_dir {path}: {name} is {want} but the Megatron "
                 f"checkpoint has {have}; pass the config of this model"
             )
+    _check_vocab(source, path, given.vocab_size)
     given.vocab_size = source.meta.vocab_size
     source.meta = given
+
+
+def _check_vocab(source: MegatronSource, path: Path, want: int) -> None:
+    """The config's vocab_size must be the checkpoint's true vocabulary.
+
+    Megatron pads the embedding (to a multiple of make_vocab_size_divisible_by x TP);
+    the true size is in the args when the writer recorded it. Without it, any size
+    up to the padded rows is possible and the checkpoint's own value is kept.
+    """
+    padded = source.layout.padded_vocab
+    args = source.args
+    recorded = getattr(args, "true_vocab_size", None) or getattr(args, "vocab_size", None)
+    if want > padded or (recorded is not None and int(recorded) != want):
+        have = f"{recorded} (padded to {padded} rows)" if recorded else f"{padded} padded rows"
+        raise AtelierError(
+            f"--hf-config-dir {path}: vocab_size is {want} but the Megatron checkpoint has "
+            f"{have}; pass the config of this model (or fix its vocab_size)"
+        )
 
 
 def mg2hf(
@@ -69,7 +87,7 @@ def mg2hf(
     overwrite: bool = False,
 ) -> list[str]:
     """Convert; returns the names of the files written."""
-    replace = check_save_dir(save_dir, load_dir, overwrite)
+    save = check_save_dir(save_dir, load_dir, overwrite, "mg2hf")
     source = MegatronSource(load_dir)
     assets = hf_config_dir or source.assets_dir
     if hf_config_dir is not None and not hf_config_dir.is_dir():
@@ -77,8 +95,9 @@ def mg2hf(
     if assets is not None and (assets / "config.json").is_file():
         _adopt_config(source, assets)
     meta = source.meta
+    needed = meta.num_parameters() * meta.dtype.itemsize
     try:
-        with atomic_dir(save_dir, overwrite=replace) as tmp:
+        with writing(save, "mg2hf", needed) as tmp:
             write_safetensors_sharded(
                 hf_tensors(source), tmp, hf_plan(meta), meta.dtype, max_shard_bytes
             )
@@ -103,7 +122,8 @@ def mg2hf(
                     "no tokenizer files found; pass --hf-config-dir ORIGINAL_HF or "
                     "--tokenizer-model to include them"
                 )
-            written = sorted(p.name for p in tmp.iterdir())
+            sub = save.target.relative_to(save_dir) if save.target != save_dir else None
+            written = sorted(f"{sub}/{p.name}" if sub else p.name for p in tmp.iterdir())
     finally:
         source.close()
     return written

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import torch
 
-from atelier.core.atomic import atomic_dir
 from atelier.llm.convert.assets import ASSETS_DIRNAME
 from atelier.llm.convert.hf2mg import check_format
 from atelier.llm.convert.megatron_checkpoint import MegatronLayout, MegatronSource
 from atelier.llm.convert.megatron_writer import MegatronTarget, write_megatron
-from atelier.llm.convert.output_dir import check_save_dir
+from atelier.llm.convert.output_dir import check_save_dir, writing
 
 
 def mg2mg(
@@ -29,7 +28,7 @@ def mg2mg(
     overwrite: bool = False,
 ) -> MegatronLayout:
     """Reshard; unset options keep the source's format, norm naming and vocab padding rule."""
-    replace = check_save_dir(save_dir, load_dir, overwrite)
+    save = check_save_dir(save_dir, load_dir, overwrite, "mg2mg")
     source = MegatronSource(load_dir)
     src = source.layout
     fmt = fmt or src.fmt
@@ -49,8 +48,9 @@ def mg2mg(
         divisible_by=int(divisible),
         dtype=params_dtype,
     )
+    needed = source.meta.num_parameters() * (params_dtype or source.meta.dtype).itemsize
     try:
-        with atomic_dir(save_dir, overwrite=replace) as tmp:
+        with writing(save, "mg2mg", needed) as tmp:
             layout = write_megatron(source, tmp, target)
             if source.assets_dir is not None:
                 shutil.copytree(source.assets_dir, tmp / ASSETS_DIRNAME)

@@ -11,8 +11,12 @@ like any other checkpoint; the tests check that.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
+import os
 import pickle
+import shutil
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -90,6 +94,18 @@ def _writer(path: Path) -> Any:
         return torch._C.PyTorchFileWriter(str(path))
 
 
+def _write_failed(path: Path, e: RuntimeError, nbytes: int) -> OSError:
+    """The `OSError` behind a C++ stream failure (it keeps no errno): a full disk when
+    the free space is short of what was being written, else an I/O error."""
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = 0
+    if free < nbytes + (1 << 20):
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return OSError(errno.EIO, f"write failed ({e})", str(path))
+
+
 class StreamingTorchFile:
     """One `torch.save` file being written: the object first, then tensors in slot order.
 
@@ -102,14 +118,42 @@ class StreamingTorchFile:
         _Pickler(buf, protocol=2).dump(obj)
         data = buf.getvalue()
         self._slots = iter(slots)
+        self._path = path
+        self._done = False
         self._w = _writer(path)
-        self._w.write_record("data.pkl", data, len(data))
-        self._w.write_record(".format_version", "1", 1)
         align = getattr(torch.serialization, "_get_storage_alignment", None)
-        if align is not None:
-            text = str(align())
-            self._w.write_record(".storage_alignment", text, len(text))
-        self._w.write_record("byteorder", sys.byteorder, len(sys.byteorder))
+        text = str(align()) if align is not None else None
+        self._guarded(
+            lambda: (
+                self._w.write_record("data.pkl", data, len(data)),
+                self._w.write_record(".format_version", "1", 1),
+                text is not None and self._w.write_record(".storage_alignment", text, len(text)),
+                self._w.write_record("byteorder", sys.byteorder, len(sys.byteorder)),
+            ),
+            len(data),
+        )
+
+    def _guarded(self, fn: Callable[[], Any], nbytes: int) -> None:
+        """Run a C++ write; on failure finalize the writer and raise an `OSError`.
+
+        A `PyTorchFileWriter` destroyed unfinalized after a failed write throws from
+        its destructor: `std::terminate`, SIGABRT, rc 134 (seen on a full disk).
+        """
+        try:
+            fn()
+        except RuntimeError as e:
+            self.abandon()
+            raise _write_failed(self._path, e, nbytes) from None
+
+    def abandon(self) -> None:
+        """Finalize the writer without raising; the file is then discarded by the caller."""
+        if not self._done:
+            self._done = True
+            with contextlib.suppress(RuntimeError):
+                self._w.write_end_of_file()
+
+    def __del__(self) -> None:
+        self.abandon()
 
     def write(self, t: torch.Tensor) -> None:
         slot = next(self._slots)
@@ -121,12 +165,17 @@ class StreamingTorchFile:
         t = t.contiguous()
         if t.storage_offset() != 0 or t.untyped_storage().nbytes() != t.nbytes:
             t = t.clone()
-        self._w.write_record(f"data/{slot.key}", t.untyped_storage(), t.nbytes)
+        self._guarded(
+            lambda: self._w.write_record(f"data/{slot.key}", t.untyped_storage(), t.nbytes),
+            t.nbytes,
+        )
 
     def close(self) -> None:
         if next(self._slots, None) is not None:
+            self.abandon()
             raise RuntimeError("bug: file closed before every planned tensor was written")
-        self._w.write_end_of_file()
+        self._guarded(self._w.write_end_of_file, 1 << 16)
+        self._done = True
 
 
 def save_streaming(

@@ -80,6 +80,8 @@ class ChunkResult:
     nbytes: int = 0
     skipped: Counter = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
+    backend: str = "hf"  # the encoder that produced this chunk
+    fell_back: str | None = None  # why this worker switched to hf (first chunk that did)
 
 
 def _where(chunk: Chunk, number: int) -> str:
@@ -144,9 +146,12 @@ class Encoder:
                 raise AtelierError(f"--prompt-type {t.name} uses EOS but the tokenizer has none")
 
     def encode(self, chunk: Chunk) -> ChunkResult:
-        if self.kind == "pretrain":
-            return self._pretrain(chunk)
-        return self._instruction(chunk)
+        already = self.backend.fell_back
+        res = self._pretrain(chunk) if self.kind == "pretrain" else self._instruction(chunk)
+        res.backend = self.backend.name
+        if self.backend.fell_back is not None and already is None:
+            res.fell_back = self.backend.fell_back
+        return res
 
     # ------------------------------------------------------------- pretrain
 
@@ -178,6 +183,9 @@ class Encoder:
                 res.errors.append(f"{_where(chunk, number)}: {e}")
                 res.skipped["bad_record"] += 1
         texts = [s for per_key in docs for sentences in per_key for s in sentences]
+        if len(texts) == len(docs) and len(job.json_keys) == 1:  # one text per document
+            self._pretrain_flat(res, texts)
+            return res
         ids = iter(
             self.backend.encode_batch(texts, job.tokenizer.pretrain_special) if texts else []
         )
@@ -214,6 +222,34 @@ class Encoder:
                 np.asarray(per_doc[k], dtype=np.int64),
             )
         return res
+
+    def _pretrain_flat(self, res: ChunkResult, texts: list[str]) -> None:
+        """One text per document, all in numpy: no per-token Python objects.
+
+        Same rules as the general path: empty documents are skipped, EOD goes after the
+        document, documents longer than seq_length (EOD included) are skipped.
+        """
+        job = self.job
+        ids, lens = self.backend.encode_flat(texts, job.tokenizer.pretrain_special)
+        keep = lens > 0
+        if n_empty := int(len(lens) - keep.sum()):
+            res.skipped["empty"] += n_empty
+        out_lens = lens + 1 if job.append_eod else lens
+        if job.seq_length is not None:
+            too_long = keep & (out_lens > job.seq_length)
+            if n_long := int(too_long.sum()):
+                res.skipped["too_long"] += n_long
+                keep &= ~too_long
+        kept = ids if keep.all() else ids[np.repeat(keep, lens)]
+        if job.append_eod:
+            kept = np.insert(kept, np.cumsum(lens[keep]), job.tokenizer.eod)
+        res.written = int(keep.sum())
+        res.tokens = int(kept.size)
+        res.outputs[job.json_keys[0]] = (
+            kept,
+            out_lens[keep].astype(np.int32),
+            np.ones(res.written, dtype=np.int64),
+        )
 
     # ------------------------------------------------------------- instruction
 

@@ -7,7 +7,7 @@ parse and tokenize whole chunks. Output is therefore identical for any
 
 from __future__ import annotations
 
-import os
+import multiprocessing
 import shutil
 import time
 from collections import Counter, deque
@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +39,13 @@ from atelier.llm.data.handlers import (
 from atelier.llm.data.indexed import IndexedReader, IndexedWriter, optimal_dtype
 from atelier.llm.data.packing import pack_plan
 from atelier.llm.data.templates import get_template
-from atelier.llm.data.tokenizer import LoadedTokenizer, TokenizerSpec, load_tokenizer
+from atelier.llm.data.tokenizer import (
+    LoadedTokenizer,
+    TokenizerSpec,
+    choose_backend,
+    load_tokenizer,
+)
+from atelier.llm.data.tokenizer_backends import single_threaded
 
 log = get_logger(__name__)
 
@@ -61,6 +68,10 @@ class PreprocessConfig:
     shard: int = 0
     num_shards: int = 1
     skip_bad_records: bool = False
+    # Set by the Ray driver for its tasks: an explicit record range instead of --shard, and
+    # no error for a range whose records were all skipped (the driver checks the total).
+    record_range: tuple[int, int] | None = None
+    allow_empty: bool = False
 
 
 @dataclass
@@ -72,6 +83,8 @@ class Report:
     skipped: Counter = field(default_factory=Counter)
     outputs: list[str] = field(default_factory=list)
     packed_rows: int | None = None
+    backend: str = "hf"
+    notices: list[str] = field(default_factory=list)
 
     @property
     def tokens_per_s(self) -> float:
@@ -90,6 +103,8 @@ class Report:
         ]
         if self.packed_rows is not None:
             out.append(f"packed rows        {self.packed_rows}")
+        out.append(f"tokenizer backend  {self.backend}")
+        out += [f"note               {n}" for n in self.notices]
         out += [f"output             {p}" for p in self.outputs]
         return out
 
@@ -99,15 +114,25 @@ class Report:
 _worker_encoder: Encoder | None = None
 
 
-def _init_worker(job: EncodeJob) -> None:
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    global _worker_encoder
+_worker_fallback: Any = None  # an Event set when any worker had to switch to hf
+
+
+def _init_worker(job: EncodeJob, fallback: Any) -> None:
+    single_threaded()
+    global _worker_encoder, _worker_fallback
     _worker_encoder = Encoder(job)
+    _worker_fallback = fallback
 
 
 def _encode_in_worker(chunk: sources.Chunk) -> ChunkResult:
     assert _worker_encoder is not None
-    return _worker_encoder.encode(chunk)
+    backend = _worker_encoder.backend
+    if _worker_fallback.is_set():
+        backend.use_reference("another worker found a difference")
+    res = _worker_encoder.encode(chunk)
+    if res.fell_back is not None:
+        _worker_fallback.set()
+    return res
 
 
 def run_chunks(
@@ -115,12 +140,13 @@ def run_chunks(
 ) -> Iterator[ChunkResult]:
     """Encode chunks in order; at most 2 chunks per worker are in flight."""
     if workers <= 1:
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        single_threaded()
         encoder = Encoder(job)
         for chunk in chunks:
             yield encoder.encode(chunk)
         return
-    pool = process_pool(workers, _init_worker, (job,))
+    fallback = multiprocessing.get_context("spawn").Event()  # process_pool spawns too
+    pool = process_pool(workers, _init_worker, (job, fallback))
     pending: deque[Future[ChunkResult]] = deque()
     try:
         for chunk in chunks:
@@ -162,7 +188,11 @@ def build_job(cfg: PreprocessConfig, srcs: list[sources.SourceFile]) -> EncodeJo
         template = get_template(name, cfg.prompt_type_path)
     elif cfg.pack:
         raise AtelierError("--pack is for instruction handlers; pretraining data is not packed")
-    loaded = load_tokenizer(cfg.tokenizer)
+    loaded, notice = choose_backend(
+        load_tokenizer(cfg.tokenizer), cfg.tokenizer.backend, _sample_texts(srcs)
+    )
+    if notice:
+        log.warning("tokenizer backend: %s", notice)
     return EncodeJob(
         handler=handler,
         tokenizer=loaded,
@@ -172,6 +202,30 @@ def build_job(cfg: PreprocessConfig, srcs: list[sources.SourceFile]) -> EncodeJo
         map_keys=parse_map_keys(cfg.map_keys),
         template=template,
     )
+
+
+def _sample_texts(srcs: list[sources.SourceFile], limit: int = 256) -> list[str]:
+    """Strings of the input's first records, for the load-time backend identity check."""
+    first = next(sources.iter_chunks(srcs[:1]), None)
+    if first is None:
+        return []
+    out: list[str] = []
+
+    def collect(value: Any) -> None:
+        if isinstance(value, str):
+            out.append(value)
+        elif isinstance(value, dict):
+            for v in value.values():
+                collect(v)
+        elif isinstance(value, list):
+            for v in value:
+                collect(v)
+
+    for _, rec in iter_records(first, "text"):
+        collect(rec)
+        if len(out) >= limit:
+            break
+    return out[:limit]
 
 
 def output_prefixes(job: EncodeJob, prefix: str) -> dict[str, str]:
@@ -204,23 +258,26 @@ def _check(cfg: PreprocessConfig) -> None:
 # ------------------------------------------------------------------ run
 
 
-def preprocess(cfg: PreprocessConfig) -> Report:
+def preprocess(cfg: PreprocessConfig, job: EncodeJob | None = None) -> Report:
     """Run; a full disk is reported at the output folder, nothing half-written stays."""
     _check(cfg)
     with disk_full_at(Path(cfg.output_prefix).parent):
-        return _preprocess(cfg)
+        return _preprocess(cfg, job)
 
 
-def _preprocess(cfg: PreprocessConfig) -> Report:
+def _preprocess(cfg: PreprocessConfig, job: EncodeJob | None) -> Report:
     srcs = sources.resolve_inputs(cfg.input)
-    job = build_job(cfg, srcs)
+    if job is None:  # a Ray task gets the driver's, tokenizer loaded and backend chosen
+        job = build_job(cfg, srcs)
     finals = output_prefixes(job, cfg.output_prefix)
     is_pretrain = handler_kind(job.handler) == "pretrain"
     dtype = optimal_dtype(job.tokenizer.vocab_size) if is_pretrain else np.int32
 
     start, stop = 0, None
     total = sources.total_bytes(srcs)
-    if cfg.num_shards > 1:
+    if cfg.record_range is not None:
+        start, stop = cfg.record_range
+    elif cfg.num_shards > 1:
         count = sources.count_total(srcs)
         start, stop = sources.shard_range(count, cfg.shard, cfg.num_shards)
         total = total * (stop - start) // max(count, 1)
@@ -228,7 +285,7 @@ def _preprocess(cfg: PreprocessConfig) -> Report:
     scratch = temp_dir_sibling(Path(f"{cfg.output_prefix}.pack")) if cfg.pack else None
     targets = {k: str(scratch / k) if scratch else p for k, p in finals.items()}
     writers = {k: IndexedWriter(p, dtype) for k, p in targets.items()}
-    report = Report()
+    report = Report(backend=job.tokenizer.backend)
     t0 = time.perf_counter()
     try:
         done_bytes = 0
@@ -243,6 +300,10 @@ def _preprocess(cfg: PreprocessConfig) -> Report:
                 report.written += res.written
                 report.tokens += res.tokens
                 report.skipped.update(res.skipped)
+                if res.fell_back is not None:
+                    log.warning("tokenizer backend: %s; chunk redone with hf", res.fell_back)
+                    report.notices.append(f"{res.fell_back}; switched to hf")
+                    report.backend = f"{job.tokenizer.backend}, then hf"
                 done_bytes += res.nbytes
                 bar.update(0, completed=done_bytes, status=f"{report.written} docs")
                 if not interactive() and cfg.log_interval and report.read >= next_log:
@@ -260,7 +321,7 @@ def _preprocess(cfg: PreprocessConfig) -> Report:
                 f"--input {cfg.input}: no records found{where} (empty input); "
                 "nothing was written or replaced"
             )
-        if report.written == 0:
+        if report.written == 0 and not cfg.allow_empty:
             raise AtelierError(_nothing_written(cfg, report))
         pairs = [pair for w in writers.values() for pair in w.finish()]
         if scratch is not None:
@@ -297,6 +358,13 @@ def _nothing_written(cfg: PreprocessConfig, report: Report) -> str:
         f"--input {cfg.input}: 0 of {report.read} documents written (skipped: {reasons}); "
         f"nothing was replaced{fix}"
     )
+
+
+def pack_dataset(
+    job: EncodeJob, cfg: PreprocessConfig, unpacked: dict[str, str], report: Report
+) -> None:
+    """Pack finished unpacked datasets (key -> prefix) into cfg's outputs and commit them."""
+    commit_files(_pack(job, cfg, unpacked, output_prefixes(job, cfg.output_prefix), report))
 
 
 def _pack(

@@ -10,11 +10,25 @@ workers never import `transformers` on the fast path.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from atelier.core.errors import AtelierError
+from atelier.llm.data.tokenizer_backends import (
+    BACKENDS,
+    VERIFY_MODES,
+    SampledCheck,
+    adversarial_texts,
+    encode_flat_fastokens,
+    encode_flat_hf,
+    fastokens_available,
+    first_mismatch,
+    make_fastokens,
+)
 
 TOKENIZER_TYPES = (
     "PretrainedFromHF",
@@ -31,6 +45,8 @@ class TokenizerSpec:
     vocab_file: str | None = None
     merge_file: str | None = None
     use_fast: bool = True
+    backend: str = "auto"  # auto | hf | fastokens (tokenizer_backends.BACKENDS)
+    verify: str = "sample"  # sample | all: documents re-encoded with hf during the run
 
 
 @dataclass(frozen=True)
@@ -47,6 +63,9 @@ class LoadedTokenizer:
     # whether plain-text encoding adds the tokenizer's special tokens (as HF's
     # `tokenizer(text)` does for Megatron's PretrainedFromHF; GPT-2/BERT add none)
     pretrain_special: bool
+    added_tokens: tuple[str, ...] = ()
+    backend: str = "hf"  # the encoder workers use, decided by `choose_backend`
+    verify: str = "sample"
 
 
 def _need_dir(path: str | None, flag: str) -> Path:
@@ -72,11 +91,53 @@ def load_tokenizer(spec: TokenizerSpec) -> LoadedTokenizer:
         raise AtelierError(
             f"--tokenizer-type {spec.type}: unknown; use one of {', '.join(TOKENIZER_TYPES)}"
         )
+    if spec.backend not in BACKENDS:
+        raise AtelierError(
+            f"--tokenizer-backend {spec.backend}: unknown; use one of {', '.join(BACKENDS)}"
+        )
+    if spec.verify not in VERIFY_MODES:
+        raise AtelierError(
+            f"--verify-tokenizer {spec.verify}: unknown; use one of {', '.join(VERIFY_MODES)}"
+        )
     if spec.type == "PretrainedFromHF":
-        return _load_hf(spec)
-    if spec.type == "GPT2BPETokenizer":
-        return _load_gpt2(spec)
-    return _load_bert(spec, lowercase=spec.type == "BertWordPieceLowerCase")
+        loaded = _load_hf(spec)
+    elif spec.type == "GPT2BPETokenizer":
+        loaded = _load_gpt2(spec)
+    else:
+        loaded = _load_bert(spec, lowercase=spec.type == "BertWordPieceLowerCase")
+    return replace(loaded, verify=spec.verify)
+
+
+def choose_backend(
+    loaded: LoadedTokenizer, wanted: str, sample: Sequence[str]
+) -> tuple[LoadedTokenizer, str | None]:
+    """The fastest encoder proven identical to `hf` on the adversarial suite and `sample`.
+
+    Returns the tokenizer set to that backend and a one-line notice when a faster backend
+    was wanted but not used (None when nothing needs saying).
+    """
+    if wanted == "hf":
+        return replace(loaded, backend="hf"), None
+    if loaded.rust_json is None:
+        why = "the slow (Python) tokenizer has no tokenizer.json pipeline"
+        return replace(loaded, backend="hf"), None if wanted == "auto" else f"{why}; using hf"
+    if not fastokens_available():
+        notice = "fastokens is not installed (pip install fastokens); using hf"
+        return replace(loaded, backend="hf"), None if wanted == "auto" else notice
+    from tokenizers import Tokenizer
+
+    try:
+        fast = make_fastokens(loaded.rust_json)
+    except Exception as e:  # an unsupported pipeline component: fastokens refuses the file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        notice = f"fastokens cannot load this tokenizer ({first}); using hf"
+        return replace(loaded, backend="hf"), notice
+    ref = Tokenizer.from_str(loaded.rust_json)
+    texts = [*adversarial_texts(loaded.added_tokens), *sample]
+    diff = first_mismatch(ref, fast, texts)
+    if diff is not None:
+        return replace(loaded, backend="hf"), f"fastokens differs from hf on {diff}; using hf"
+    return replace(loaded, backend="fastokens"), None
 
 
 def _load_hf(spec: TokenizerSpec) -> LoadedTokenizer:
@@ -104,6 +165,7 @@ def _load_hf(spec: TokenizerSpec) -> LoadedTokenizer:
         eos=eos,
         pad=tok.pad_token_id,
         pretrain_special=True,
+        added_tokens=tuple(str(t) for t in tok.get_added_vocab()),
     )
 
 
@@ -153,16 +215,26 @@ def _load_bert(spec: TokenizerSpec, lowercase: bool) -> LoadedTokenizer:
 
 
 class Backend:
-    """Batch encode/decode in a worker; fast path through `tokenizers` directly."""
+    """Batch encode/decode in a worker: fastokens when chosen, else `tokenizers` directly.
+
+    With fastokens, a sample of documents (all, with verify="all") is re-encoded with the
+    reference; a difference makes this call's whole batch come from the reference and the
+    reference is kept from then on (`fell_back` says why).
+    """
 
     def __init__(self, loaded: LoadedTokenizer) -> None:
         self.loaded = loaded
         self._rust: Any = None
         self._slow: Any = None
+        self._fast: Any = None
+        self.fell_back: str | None = None
+        self._check = SampledCheck(loaded.verify)
         if loaded.rust_json is not None:
             from tokenizers import Tokenizer
 
             self._rust = Tokenizer.from_str(loaded.rust_json)
+            if loaded.backend == "fastokens":
+                self._fast = make_fastokens(loaded.rust_json)
         else:
             from transformers import AutoTokenizer
 
@@ -170,11 +242,61 @@ class Backend:
                 loaded.slow_path, use_fast=False, local_files_only=True
             )
 
-    def encode_batch(self, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
+    @property
+    def name(self) -> str:
+        return "fastokens" if self._fast is not None else "hf"
+
+    def use_reference(self, why: str) -> None:
+        if self._fast is not None:
+            self._fast = None
+            self.fell_back = why
+
+    def encode_flat(self, texts: Sequence[str], add_special: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(ids int64, per-text lengths int64), the texts' ids back to back."""
+        if self._fast is not None:
+            ids, lens = encode_flat_fastokens(self._fast, texts, add_special)
+            picked = self._check.pick(len(texts))
+            bad = self._first_difference(texts, add_special, ids, lens, picked)
+            if bad is None:
+                return ids, lens
+            self.use_reference(f"fastokens differed from hf on {texts[bad][:40]!r}")
         if self._rust is not None:
-            encs = self._rust.encode_batch_fast(texts, add_special_tokens=add_special_tokens)
-            return [e.ids for e in encs]
-        return [self._slow.encode(t, add_special_tokens=add_special_tokens) for t in texts]
+            return encode_flat_hf(self._rust, texts, add_special)
+        seqs = [self._slow.encode(t, add_special_tokens=add_special) for t in texts]
+        lens = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
+        flat = np.fromiter((i for s in seqs for i in s), dtype=np.int64, count=int(lens.sum()))
+        return flat, lens
+
+    def _first_difference(
+        self,
+        texts: Sequence[str],
+        add_special: bool,
+        ids: np.ndarray,
+        lens: np.ndarray,
+        picked: np.ndarray,
+    ) -> int | None:
+        """Index of the first picked text whose fast ids differ from the reference's."""
+        if not picked.size:
+            return None
+        ref_ids, ref_lens = encode_flat_hf(self._rust, [texts[i] for i in picked], add_special)
+        starts = np.concatenate([[0], np.cumsum(lens)])
+        ref_start = 0
+        for i, n_ref in zip(picked.tolist(), ref_lens.tolist(), strict=True):
+            got = ids[starts[i] : starts[i] + lens[i]]
+            if lens[i] != n_ref or not np.array_equal(got, ref_ids[ref_start : ref_start + n_ref]):
+                return i
+            ref_start += n_ref
+        return None
+
+    def encode_batch(self, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
+        ids, lens = self.encode_flat(texts, add_special_tokens)
+        flat = ids.tolist()
+        out: list[list[int]] = []
+        pos = 0
+        for n in lens.tolist():
+            out.append(flat[pos : pos + n])
+            pos += n
+        return out
 
     def decode(self, ids: list[int]) -> str:
         if self._rust is not None:

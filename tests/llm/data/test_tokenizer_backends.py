@@ -1,0 +1,170 @@
+"""The fast encoder gives exactly the reference's ids, and is dropped the moment it doesn't."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from atelier.llm.assets.build import demo_texts
+from atelier.llm.data import tokenizer as tokenizer_mod
+from atelier.llm.data.tokenizer import TokenizerSpec, choose_backend, load_tokenizer
+from atelier.llm.data.tokenizer_backends import (
+    SampledCheck,
+    adversarial_texts,
+    encode_flat_fastokens,
+    encode_flat_hf,
+    first_mismatch,
+    make_fastokens,
+)
+
+from ...conftest import write_jsonl
+from .helpers import files_bytes, run
+
+pytest.importorskip("fastokens")
+
+BUNDLED = Path(__file__).parents[3] / "src" / "atelier" / "llm" / "assets" / "tokenizer"
+
+
+def _random_texts(n: int, seed: int = 0) -> list[str]:
+    """Mixed scripts, whitespace, digits and emoji: a generated adversarial corpus."""
+    rng = random.Random(seed)
+    alphabet = (
+        list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+        + list(" \t\n\r  ")
+        + list(".,;:!?'\"()[]{}<>/\\|@#$%^&*-_=+~`")
+        + list("éèêëàâäôöûüçñßøåæœ")
+        + list("中文日本語한국어ไทยعربيעבריתहिन्दी")
+        + ["😀", "👩\u200d👩\u200d👧", "🇨🇳", "\u0301", "\u1df6", "\u200b", "\ufeff", "\x00"]
+    )
+    words = [w for t in demo_texts() for w in t.split()]
+    out = []
+    for _ in range(n):
+        parts = []
+        for _ in range(rng.randint(0, 30)):
+            if rng.random() < 0.6:
+                parts.append(rng.choice(words))
+            else:
+                parts.append("".join(rng.choices(alphabet, k=rng.randint(1, 6))))
+        out.append(rng.choice(["", " ", "  ", "\n"]).join(parts))
+    return out
+
+
+@pytest.mark.parametrize("which", ["conftest", "bundled"])
+def test_fastokens_ids_identical_on_adversarial_corpus(which, hf_tokenizer_dir):
+    folder = hf_tokenizer_dir if which == "conftest" else BUNDLED
+    loaded = load_tokenizer(TokenizerSpec(name_or_path=str(folder)))
+    from tokenizers import Tokenizer
+
+    ref = Tokenizer.from_str(loaded.rust_json)
+    fast = make_fastokens(loaded.rust_json)
+    texts = adversarial_texts(loaded.added_tokens) + _random_texts(2000)
+    for add_special in (False, True):
+        a_ids, a_len = encode_flat_hf(ref, texts, add_special)
+        b_ids, b_len = encode_flat_fastokens(fast, texts, add_special)
+        np.testing.assert_array_equal(a_len, b_len)
+        np.testing.assert_array_equal(a_ids, b_ids)
+    assert first_mismatch(ref, fast, texts) is None
+    chosen, notice = choose_backend(loaded, "auto", texts[:50])
+    assert chosen.backend == "fastokens" and notice is None
+
+
+class _Broken:
+    """A fast encoder that is wrong on texts containing `trigger` (one id changed)."""
+
+    def __init__(self, inner, trigger: str) -> None:
+        self.inner, self.trigger = inner, trigger
+
+    def encode_batch_flat(self, texts, add_special_tokens=False):
+        ids, offsets = self.inner.encode_batch_flat(texts, add_special_tokens=add_special_tokens)
+        ids = np.frombuffer(ids, np.uint32).copy()
+        offs = np.frombuffer(offsets, np.uint64)
+        for i, t in enumerate(texts):
+            if self.trigger in t and offs[i + 1] > offs[i]:
+                ids[offs[i]] ^= 1
+        return ids.tobytes(), offsets
+
+
+def _break(monkeypatch, trigger: str) -> None:
+    real = tokenizer_mod.make_fastokens
+    monkeypatch.setattr(tokenizer_mod, "make_fastokens", lambda js: _Broken(real(js), trigger))
+
+
+def test_difference_at_load_keeps_hf_with_a_notice(hf_tokenizer_dir, monkeypatch):
+    _break(monkeypatch, "é")  # the adversarial suite has accented text
+    loaded = load_tokenizer(TokenizerSpec(name_or_path=str(hf_tokenizer_dir)))
+    chosen, notice = choose_backend(loaded, "auto", [])
+    assert chosen.backend == "hf"
+    assert notice.startswith("fastokens differs from hf on ") and notice.endswith("; using hf")
+
+
+def test_difference_in_the_input_sample_keeps_hf(hf_tokenizer_dir, monkeypatch):
+    _break(monkeypatch, "ZQXJ")
+    loaded = load_tokenizer(TokenizerSpec(name_or_path=str(hf_tokenizer_dir)))
+    assert choose_backend(loaded, "auto", ["plain text"])[0].backend == "fastokens"
+    chosen, notice = choose_backend(loaded, "auto", ["plain", "a ZQXJ b"])
+    assert chosen.backend == "hf" and "ZQXJ" in notice
+
+
+# beyond the first 256 records, which the load-time check already encodes with both
+@pytest.mark.parametrize("verify,where", [("all", 301), ("sample", 512)])
+def test_difference_during_the_run_redoes_the_chunk_with_hf(
+    tmp_path, hf_tokenizer_dir, monkeypatch, verify, where
+):
+    texts = [f"document number {i} about {demo_texts()[i % 5][:40]}" for i in range(700)]
+    texts[where] = "hidden ZQXJ trigger " + texts[where]
+    src = write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in texts])
+    ref = run(hf_tokenizer_dir, src, tmp_path / "ref", append_eod=True)
+    assert ref.backend == "fastokens"  # nothing wrong yet: the real encoder
+
+    _break(monkeypatch, "ZQXJ")
+    cfg_tok = TokenizerSpec(name_or_path=str(hf_tokenizer_dir), verify=verify)
+    from atelier.llm.data.preprocess import PreprocessConfig, preprocess
+
+    report = preprocess(
+        PreprocessConfig(
+            input=str(src), output_prefix=str(tmp_path / "got"), tokenizer=cfg_tok, append_eod=True
+        )
+    )
+    assert report.backend == "fastokens, then hf"
+    assert len(report.notices) == 1 and "ZQXJ" in report.notices[0]
+    assert files_bytes(tmp_path / "got", ["text"]) == files_bytes(tmp_path / "ref", ["text"])
+
+
+def test_sample_check_is_one_in_n_across_calls():
+    check = SampledCheck("sample", every=4)
+    assert check.pick(6).tolist() == [0, 4]
+    assert check.pick(3).tolist() == [2]  # documents 8 of the stream
+    assert check.pick(1).tolist() == []
+    assert SampledCheck("all").pick(3).tolist() == [0, 1, 2]
+
+
+def test_hf_backend_and_auto_write_the_same_bytes(tmp_path, hf_tokenizer_dir, texts):
+    src = write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in texts] + [{"text": ""}])
+    outs = {}
+    for backend in ("hf", "auto"):
+        from atelier.llm.data.preprocess import PreprocessConfig, preprocess
+
+        report = preprocess(
+            PreprocessConfig(
+                input=str(src),
+                output_prefix=str(tmp_path / backend),
+                tokenizer=TokenizerSpec(name_or_path=str(hf_tokenizer_dir), backend=backend),
+                append_eod=True,
+                seq_length=40,
+            )
+        )
+        assert report.backend == ("hf" if backend == "hf" else "fastokens")
+        outs[backend] = (files_bytes(tmp_path / backend, ["text"]), report.skipped)
+    assert outs["hf"] == outs["auto"]
+
+
+def test_fastokens_missing(hf_tokenizer_dir, monkeypatch):
+    monkeypatch.setattr(tokenizer_mod, "fastokens_available", lambda: False)
+    loaded = load_tokenizer(TokenizerSpec(name_or_path=str(hf_tokenizer_dir)))
+    chosen, notice = choose_backend(loaded, "auto", [])
+    assert chosen.backend == "hf" and notice is None
+    chosen, notice = choose_backend(loaded, "fastokens", [])
+    assert chosen.backend == "hf" and "not installed" in notice
