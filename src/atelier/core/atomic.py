@@ -239,32 +239,34 @@ def _journal_names(journal: Path, final: Path) -> bool:
         return False
 
 
-def settle(final: str | os.PathLike[str], wait_s: float = 10.0) -> None:
+def settle(final: str | os.PathLike[str], wait_s: float = 10.0) -> bool:
     """Before reading `final`: let a commit in progress finish, complete a dead one.
 
     A journal of a live writer is waited for (its two renames take microseconds);
     one whose writer was killed is rolled forward here, so a reader never acts
-    on the gap between the renames.
+    on the gap between the renames. True when there was a commit to wait for.
     """
     final = Path(final)
     deadline = time.monotonic() + wait_s
+    found = False
     while True:
         live = False
         try:
             names = os.listdir(final.parent)
         except OSError:
-            return
+            return found
         for n in names:
             m = _OURS.match(n)
             if not m or m["kind"] != "commit" or not _journal_names(final.parent / n, final):
                 continue
+            found = True
             if m["host"] == _HOST and not _pid_alive(int(m["pid"])):
                 roll_forward(final.parent / n)
             else:
                 live = True
         if not live or time.monotonic() > deadline:
-            return
-        time.sleep(0.01)
+            return found
+        time.sleep(0.001)
 
 
 def commit_files(pairs: Sequence[tuple[Path, Path]], last_suffix: str = ".idx") -> None:

@@ -149,9 +149,11 @@ class IndexedReader:
         ipath, bpath = idx_path(prefix), bin_path(prefix)
         for attempt in range(50):
             settle(ipath)
-            for p in (ipath, bpath):
-                if not p.is_file():
-                    raise AtelierError(f"{p}: not found (expected a Megatron .bin/.idx pair)")
+            missing = [p for p in (ipath, bpath) if not p.is_file()]
+            if missing:
+                if settle(ipath) or (ipath.is_file() and bpath.is_file()):
+                    continue  # a commit was between its two renames
+                raise AtelierError(f"{missing[0]}: not found (expected a Megatron .bin/.idx pair)")
             try:
                 with open(ipath, "rb") as fi, open(bpath, "rb") as fb:
                     if _same_file(ipath, fi) and _same_file(bpath, fb):
