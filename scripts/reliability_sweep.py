@@ -212,6 +212,13 @@ def make_model(w: Path, tok: Path) -> Path:
     return hf
 
 
+def _tensor_names(path: Path) -> list[str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "np") as f:
+        return list(f.keys())
+
+
 def atelier(env: dict[str, str], *argv: str) -> None:
     subprocess.run([PY, "-m", "atelier", *argv], check=True, capture_output=True, env=env)
 
@@ -471,6 +478,17 @@ def llm_trials(w: Path, f: dict[str, Path], env: dict[str, str]) -> list[Trial]:
         ),
         T(
             "llm",
+            "preprocess --output-prefix name of 300 characters",
+            pre(prefix=w / ("n" * 300)),
+        ),
+        T(
+            "llm",
+            "preprocess where the old .idx is a folder",
+            pre(prefix=w / "dirclash", inp=f["three"]),
+            setup=lambda: Path(f"{w / 'dirclash'}_text_document.idx").mkdir(exist_ok=True),
+        ),
+        T(
+            "llm",
             "inspect | head -1",
             [],
             expect=0,
@@ -510,6 +528,12 @@ def convert_trials(w: Path, f: dict[str, Path], env: dict[str, str]) -> list[Tri
     rank = next(trunc_rank.rglob("model_optim_rng.pt"))
     rank.write_bytes(rank.read_bytes()[:3000])
     (w / "empty_dir").mkdir()
+    sharded = w / "hf_sharded"
+    shutil.copytree(hf, sharded)
+    names = list(json.loads(json.dumps(_tensor_names(hf / "model.safetensors"))))
+    index = {"metadata": {}, "weight_map": {n: "model-00001-of-00002.safetensors" for n in names}}
+    (sharded / "model.safetensors.index.json").write_text(json.dumps(index))
+    (sharded / "model.safetensors").unlink()
     full, ro = w / "full", w / "ro"
 
     def conv(verb: str, load: Path, save: Path, *extra: str) -> list[str]:
@@ -601,13 +625,14 @@ def convert_trials(w: Path, f: dict[str, Path], env: dict[str, str]) -> list[Tri
             conv("mg2hf", mg, full / "hf"),
             needs_root=True,
         ),
-        T("convert", "mg2mg -T 3", conv("mg2mg", mg, w / "o3", "-T", "3")),
+        T("convert", "mg2mg -T 3", conv("mg2mg", mg, w / "o3", "-T", "3", "-P", "1")),
         T(
             "convert",
             "mg2mg --save-dir on a read-only fs",
-            conv("mg2mg", mg, ro / "mg", "-T", "1"),
+            conv("mg2mg", mg, ro / "mg", "-T", "1", "-P", "1"),
             needs_root=True,
         ),
+        T("convert", "hf2mg index names a missing shard", conv("hf2mg", sharded, w / "o1")),
         T("convert", "inspect a regular file", ["llm", "convert", "inspect", str(f["regular"])]),
         T(
             "convert",
@@ -703,6 +728,108 @@ def kill_trials(w: Path, f: dict[str, Path], env: dict[str, str], n: int) -> lis
     return results
 
 
+def interrupt_trials(w: Path, f: dict[str, Path], env: dict[str, str]) -> list[tuple[str, str]]:
+    """SIGINT / SIGTERM mid-run: exit 130 / 143, one line, no temporaries, old output
+    intact; kill -9 of hf2mg mid-write: the rerun removes the partial folder and says so."""
+    big = w / "big.jsonl"
+    tok = ["--tokenizer-name-or-path", str(f["tok"])]
+    (w / "sig").mkdir(exist_ok=True)
+    prefix = w / "sig" / "ds"
+    argv = [
+        PY,
+        "-m",
+        "atelier",
+        "llm",
+        "preprocess",
+        "--input",
+        str(big),
+        "--output-prefix",
+        str(prefix),
+        *tok,
+        "--workers",
+        "2",
+    ]
+    subprocess.run(argv, check=True, capture_output=True, env=env)
+    guard = [Path(f"{prefix}_text_document.bin"), Path(f"{prefix}_text_document.idx")]
+    results = []
+    for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        before = digest(guard)
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+        )
+        kids = wait_for_temps(proc, w / "sig", 2)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+        time.sleep(1)
+        why = []
+        if proc.returncode != code:
+            why.append(f"exit {proc.returncode}, wanted {code}")
+        if "Traceback" in err:
+            why.append("traceback")
+        if leftovers([w / "sig"]):
+            why.append("temporaries left")
+        if digest(guard) != before:
+            why.append("old output changed")
+        if [k for k in kids if alive(k)]:
+            why.append("workers left")
+        results.append(
+            (
+                f"{sig.name} mid preprocess --workers 2",
+                "failure: " + "; ".join(why) if why else "clean",
+            )
+        )
+    hf = w / "hf"
+    if hf.is_dir():
+        save = w / "sig" / "mg"
+        cargv = [
+            PY,
+            "-m",
+            "atelier",
+            "llm",
+            "convert",
+            "hf2mg",
+            "--load-dir",
+            str(hf),
+            "--save-dir",
+            str(save),
+            "-T",
+            "2",
+            "-P",
+            "2",
+        ]
+        why = []
+        proc = subprocess.Popen(
+            cargv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+        )
+        wait_for_temps(proc, w / "sig", 0)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if not leftovers([w / "sig"]):
+            why.append("the kill came too late to leave a partial folder")
+        r = subprocess.run(cargv, capture_output=True, text=True, env=env)
+        if r.returncode != 0:
+            why.append(f"rerun exit {r.returncode}")
+        if "stale temporar" not in r.stderr:
+            why.append("rerun did not say it cleaned the partial folder")
+        if leftovers([w / "sig"]):
+            why.append("partial folder left after the rerun")
+        results.append(
+            ("kill -9 mid hf2mg, then rerun", "failure: " + "; ".join(why) if why else "clean")
+        )
+    return results
+
+
+def wait_for_temps(proc: subprocess.Popen, folder: Path, workers: int) -> set[int]:
+    kids: set[int] = set()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        kids |= children(proc.pid)
+        if len(kids) >= workers and any(OURS.match(n) for n in os.listdir(folder)):
+            break
+        time.sleep(0.02)
+    return kids | children(proc.pid)
+
+
 def children(pid: int) -> set[int]:
     out = set()
     for d in os.listdir("/proc"):
@@ -751,11 +878,15 @@ def main() -> int:
                 verdict, detail = run_trial(t, env, watch)
                 results.append((t.suite, t.name, verdict, detail))
                 print(f"{verdict:8} {t.suite:8} {t.name}: {detail}", flush=True)
+        extra: list[tuple[str, str]] = []
         if "llm" in suites and args.kills:
-            for name, verdict in kill_trials(w, f, env, args.kills):
-                v = "clean" if verdict == "clean" else "failure"
-                results.append(("llm", name, v, verdict))
-                print(f"{v:8} llm      {name}: {verdict}", flush=True)
+            extra += kill_trials(w, f, env, args.kills)
+            extra += interrupt_trials(w, f, env)
+        for name, verdict in extra:
+            v = "clean" if verdict == "clean" else "failure"
+            suite = "convert" if "hf2mg" in name else "llm"
+            results.append((suite, name, v, verdict))
+            print(f"{v:8} {suite:8} {name}: {verdict}", flush=True)
     finally:
         shutil.rmtree(w, ignore_errors=True)
     print("\nsuite     tried  clean  failures  skipped")
