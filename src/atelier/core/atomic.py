@@ -77,7 +77,8 @@ def plain_dir_mode() -> int:
 # ------------------------------------------------------------------ names
 
 
-def _tag() -> str:
+def owner_tag() -> str:
+    """HOST-PID: whose temporary this is, for `clean_stale`."""
     return f"{_HOST}-{os.getpid()}"
 
 
@@ -86,7 +87,7 @@ def temp_sibling(final: Path) -> Path:
     final = Path(final)
     _prepare_parent(final.parent)
     fd, name = tempfile.mkstemp(
-        prefix=f".{final.name}.{_tag()}.", suffix=".partial", dir=final.parent
+        prefix=f".{final.name}.{owner_tag()}.", suffix=".partial", dir=final.parent
     )
     os.close(fd)
     os.chmod(name, plain_file_mode())
@@ -97,9 +98,8 @@ def temp_dir_sibling(final: Path, kind: str = "partial") -> Path:
     """A unique hidden folder next to `final`, with the mode `mkdir` would give."""
     final = Path(final)
     _prepare_parent(final.parent)
-    tmp = Path(
-        tempfile.mkdtemp(prefix=f".{final.name}.{_tag()}.", suffix=f".{kind}", dir=final.parent)
-    )
+    prefix = f".{final.name}.{owner_tag()}."
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=f".{kind}", dir=final.parent))
     os.chmod(tmp, plain_dir_mode())
     return tmp
 
@@ -214,7 +214,7 @@ def write_text_atomic(final: str | os.PathLike[str], text: str) -> None:
 
 
 def _journal_path(final: Path) -> Path:
-    return final.parent / f".{final.name}.{_tag()}.{os.urandom(4).hex()}.commit"
+    return final.parent / f".{final.name}.{owner_tag()}.{os.urandom(4).hex()}.commit"
 
 
 def roll_forward(journal: Path) -> None:

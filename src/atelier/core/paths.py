@@ -10,6 +10,7 @@ import errno
 import os
 from pathlib import Path
 
+from atelier.core.atomic import owner_tag
 from atelier.core.errors import AtelierError, from_os_error
 
 
@@ -25,7 +26,7 @@ def output_folder(folder: str | os.PathLike[str], flag: str) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise _named(flag, e, Path(e.filename) if e.filename else folder) from None
-    probe = folder / f".atelier-probe-{os.getpid()}"
+    probe = folder / f".atelier-probe.{owner_tag()}.p.partial"  # our pattern: cleaned if killed
     try:
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         os.unlink(probe)

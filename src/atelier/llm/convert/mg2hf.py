@@ -121,8 +121,7 @@ def mg2hf(
                     "no tokenizer files found; pass --hf-config-dir ORIGINAL_HF or "
                     "--tokenizer-model to include them"
                 )
-            sub = save.target.relative_to(save_dir) if save.target != save_dir else None
-            written = sorted(f"{sub}/{p.name}" if sub else p.name for p in tmp.iterdir())
+            written = sorted(f"{save.sub}/{p.name}" if save.sub else p.name for p in tmp.iterdir())
     finally:
         source.close()
     return written
