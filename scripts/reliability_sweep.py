@@ -873,7 +873,7 @@ def main() -> int:
                 trials += convert_trials(w, f, env)
             if "core" in suites:
                 trials += core_trials(w, f, env)
-            watch = [w, w / "out", w / "full", w / "ro", f["tok"].parent]
+            watch = [w, w / "out", w / "full", w / "ro"]
             for t in trials:
                 verdict, detail = run_trial(t, env, watch)
                 results.append((t.suite, t.name, verdict, detail))

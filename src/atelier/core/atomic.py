@@ -285,6 +285,11 @@ def commit_files(pairs: Sequence[tuple[Path, Path]], last_suffix: str = ".idx") 
     folders = {f.parent.resolve() for _, f in pairs} | {t.parent.resolve() for t, _ in pairs}
     if len(folders) != 1:
         raise ValueError("commit_files: temporaries and finals must share one folder")
+    for _, final in pairs:
+        if final.is_dir() and not final.is_symlink():
+            for tmp, _ in pairs:
+                tmp.unlink(missing_ok=True)
+            raise IsADirectoryError(errno.EISDIR, "is a folder, cannot replace it", str(final))
     firsts = [p for p in pairs if not str(p[1]).endswith(last_suffix)]
     lasts = [p for p in pairs if str(p[1]).endswith(last_suffix)]
     ordered = [*firsts, *lasts]
@@ -292,10 +297,21 @@ def commit_files(pairs: Sequence[tuple[Path, Path]], last_suffix: str = ".idx") 
     journal = _journal_path(anchor)
     with atomic_file(journal) as tmp:
         tmp.write_text(json.dumps({"renames": [[t.name, f.name] for t, f in ordered]}))
-    for _, final in lasts:
-        final.unlink(missing_ok=True)
-    for tmp, final in ordered:
-        os.replace(tmp, final)
+    try:
+        for _, final in lasts:
+            final.unlink(missing_ok=True)
+        for tmp, final in ordered:
+            os.replace(tmp, final)
+    except OSError:
+        # a rename the kernel refused will not succeed on a retry either: give up
+        # cleanly rather than leave a journal that every later run trips over
+        for tmp, _ in ordered:
+            tmp.unlink(missing_ok=True)
+        journal.unlink(missing_ok=True)
+        raise
+    except BaseException:  # Ctrl-C / SIGTERM between renames: finish them, then stop
+        roll_forward(journal)
+        raise
     journal.unlink(missing_ok=True)
 
 

@@ -63,6 +63,9 @@ class IndexedWriter:
         self.dtype = np.dtype(dtype)
         if self.dtype not in CODE_OF:
             raise ValueError(f"unsupported dtype {self.dtype}")
+        for final in (bin_path(prefix), idx_path(prefix)):
+            if final.is_dir():  # found before the work, not at the final rename
+                raise AtelierError(f"{final} is a folder; move it or choose another prefix")
         self.tmp_bin = temp_sibling(bin_path(prefix))
         self.tmp_idx = temp_sibling(idx_path(prefix))
         self._bin: BinaryIO = open(self.tmp_bin, "wb")  # noqa: SIM115 (closed in finish/abort)
