@@ -633,6 +633,18 @@ def convert_trials(w: Path, f: dict[str, Path], env: dict[str, str]) -> list[Tri
             needs_root=True,
         ),
         T("convert", "hf2mg index names a missing shard", conv("hf2mg", sharded, w / "o1")),
+        T(
+            "convert",
+            "hf2mg --make-vocab-size-divisible-by 0",
+            conv("hf2mg", hf, w / "o1", "--make-vocab-size-divisible-by", "0"),
+        ),
+        T(
+            "convert",
+            "hf2mg --save-dir is a symlink to a user folder",
+            conv("hf2mg", hf, w / "link", "--overwrite"),
+            guard=[user],
+            setup=lambda: (w / "link").is_symlink() or (w / "link").symlink_to(user),
+        ),
         T("convert", "inspect a regular file", ["llm", "convert", "inspect", str(f["regular"])]),
         T(
             "convert",
