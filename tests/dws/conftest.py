@@ -42,12 +42,16 @@ def pg_dsn() -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_schema(pg_dsn: str, worker_id: str) -> Iterator[str]:
-    """A schema of our own per xdist worker, so parallel workers never collide."""
+def pg_schema(pg_dsn: str) -> Iterator[str]:
+    """A schema of our own per xdist worker, so parallel workers never collide.
+
+    The worker name comes from the environment xdist sets (PYTEST_XDIST_WORKER), not from
+    its `worker_id` fixture, so the suite also runs with `-p no:xdist`.
+    """
     import psycopg
     from psycopg import sql
 
-    name = f"t_{worker_id}"
+    name = f"t_{os.environ.get('PYTEST_XDIST_WORKER', 'master')}"
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))

@@ -7,7 +7,8 @@ import json
 from psycopg import sql
 
 from atelier.cli.main import main
-from atelier.dws.advise import quote_ident, read_workload
+from atelier.dws.identifiers import quote_ident
+from atelier.dws.workload import read_workload
 
 
 def test_json_and_ddl(capsys, pg_dsn, pg_conn, pg_schema):
@@ -55,13 +56,13 @@ def test_json_and_ddl(capsys, pg_dsn, pg_conn, pg_schema):
     assert exact[("order_id",)]["distinct_exact"] is True
     assert exact[("order_id",)]["rows_per_dn"] == keys[("order_id",)]["rows_per_dn"]
     assert main([*base, "--jobs", "0"]) == 2
-    assert "--jobs 0: need at least 1" in capsys.readouterr().err
+    assert "argument --jobs: 0 is below the minimum" in capsys.readouterr().err
     code = main(base)
     text = capsys.readouterr().out
     assert code == 0 and "REPLICATION" in text  # 20000 rows < 1M: a dimension-sized table
 
     code = main(["dws", "scan", "--dsn", pg_dsn, "--schema", pg_schema, "--nodes", "4", "--json"])
-    listed = json.loads(capsys.readouterr().out)
+    listed = json.loads(capsys.readouterr().out)["tables"]
     assert code == 0
     assert any(r["table"] == f"{pg_schema}.facts" and r["key"] == ["status"] for r in listed)
 

@@ -8,21 +8,8 @@ import socket
 import pytest
 from psycopg import sql
 
-from atelier.cli.main import main
-
-
-def _run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(["dws", *argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _one_line_error(code: int, err: str) -> str:
-    assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("atelier: error: ")
-    return lines[0]
+from tests.dws.cli import one_line_error as _one_line_error
+from tests.dws.cli import run as _run
 
 
 @pytest.fixture(scope="module")

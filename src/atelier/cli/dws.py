@@ -15,9 +15,10 @@ def register(suites: argparse._SubParsersAction) -> None:
         "skew",
         help="rows per DN for the current and candidate distribution keys, and the best key",
         description="Place every row the way GaussDB(DWS)/openGauss does (type hash, "
-        "rotate-xor across key columns, 16384 buckets, bucket %% N) for each candidate key, "
+        "rotate-xor across key columns, 16384 buckets, bucket % N) for each candidate key, "
         "inside the database (only counts leave it) or offline from a parquet/csv file. "
-        "Read-only: recommended DDL is printed, never executed.",
+        "Read-only: recommended DDL is printed, never executed. A key the table's primary "
+        "key or unique constraints do not contain is never recommended.",
     )
     src = p.add_argument_group("source (one of)")
     src.add_argument("--dsn", help="postgresql://user:password@host:port/db")
@@ -46,6 +47,19 @@ def register(suites: argparse._SubParsersAction) -> None:
         default=[],
         metavar="COL=TYPE",
         help="offline: PostgreSQL type of a file column (e.g. code=bpchar)",
+    )
+    p.add_argument(
+        "--primary-key",
+        metavar="COLS",
+        help="offline: the table's primary key, e.g. id or a,b (with --dsn it comes from the "
+        "catalog)",
+    )
+    p.add_argument(
+        "--unique",
+        action="append",
+        default=[],
+        metavar="COLS",
+        help="offline: a unique constraint's columns, e.g. email (repeatable)",
     )
     p.add_argument(
         "--replicate-below",
@@ -82,6 +96,12 @@ def register(suites: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--nodes", type=Int(1, 4096), default=6, help="data nodes (DNs) (default 6)")
     s.add_argument("--sample", type=POSITIVE_INT, default=None, metavar="ROWS")
+    s.add_argument(
+        "--jobs",
+        type=Int(1, 64),
+        default=None,
+        help="scan each table in this many page ranges at once (default min(4, CPUs))",
+    )
     _common(s)
     s.set_defaults(func=run_scan)
 
@@ -106,6 +126,8 @@ def run_skew(args: argparse.Namespace) -> int:
     from atelier.dws.skew import parse_keys
 
     types = {}
+    pk = _column_list(args.primary_key, "--primary-key") if args.primary_key else None
+    unique = [_column_list(u, "--unique") for u in args.unique]
     for item in args.type:
         name, sep, typ = item.partition("=")
         if not sep or not name or not typ:
@@ -124,6 +146,8 @@ def run_skew(args: argparse.Namespace) -> int:
         types=types,
         exact_distinct=args.exact_distinct,
         jobs=args.jobs,
+        primary_key=pk,
+        unique=unique,
     )
     report = skew(cfg)
     if args.json:
@@ -139,7 +163,7 @@ def run_scan(args: argparse.Namespace) -> int:
     from atelier.dws.analyze import scan
     from atelier.dws.render import scan_table, to_json
 
-    rows = scan(
+    report = scan(
         args.dsn,
         schema=args.schema,
         nodes=args.nodes,
@@ -147,9 +171,22 @@ def run_scan(args: argparse.Namespace) -> int:
         top=args.top,
         sample=args.sample,
         statement_timeout=args.statement_timeout,
+        jobs=args.jobs,
     )
     if args.json:
-        print(to_json([r.to_json() for r in rows]))
+        print(to_json(report.to_json()))
     else:
-        scan_table(rows, args.threshold, Console())
+        scan_table(report, args.threshold, Console())
     return 0
+
+
+def _column_list(spec: str, flag: str) -> tuple[str, ...]:
+    """`a,b` or `"Odd, name",b` -> column names (one constraint's columns)."""
+    from atelier.core.errors import AtelierError
+    from atelier.dws.skew import parse_keys
+
+    keys = parse_keys(spec, flag)
+    cols = tuple(c for key in keys for c in key)
+    if len(set(cols)) != len(cols):
+        raise AtelierError(f"{flag} {spec!r}: names a column twice")
+    return cols

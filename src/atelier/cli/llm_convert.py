@@ -3,8 +3,48 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import re
+from collections.abc import Callable
 
 from atelier.core.flags import Int
+
+# Library errors name parameters (so the trainer can reuse the readers); users see flags.
+PARAM_FLAGS = {
+    "load_dir": "--load-dir",
+    "save_dir": "--save-dir",
+    "overwrite": "--overwrite",
+    "tp": "--tensor-model-parallel-size",
+    "pp": "--pipeline-model-parallel-size",
+    "num_layer_list": "--num-layer-list",
+    "make_vocab_size_divisible_by": "--make-vocab-size-divisible-by",
+    "fmt": "--format",
+    "mcore_norms": "--mcore-norms",
+    "params_dtype": "--params-dtype",
+    "tokenizer_model": "--tokenizer-model",
+    "true_vocab_size": "--true-vocab-size",
+    "hf_config_dir": "--hf-config-dir",
+    "max_shard_bytes": "--max-shard-size",
+}
+_PARAM = re.compile(r"(?<![\w./-])(" + "|".join(PARAM_FLAGS) + r")(?![\w/-])")
+
+
+def flags_for_params(message: str) -> str:
+    """`tp 8 must divide ...` -> `--tensor-model-parallel-size 8 must divide ...`."""
+    return _PARAM.sub(lambda m: PARAM_FLAGS[m.group(1)], message)
+
+
+def _speaks_flags(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    @functools.wraps(run)
+    def wrapped(args: argparse.Namespace) -> int:
+        from atelier.core.errors import AtelierError
+
+        try:
+            return run(args)
+        except AtelierError as e:
+            raise AtelierError(flags_for_params(str(e))) from None
+
+    return wrapped
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
@@ -171,6 +211,7 @@ def _dtype(name: str | None):
     return parse_dtype(name, "--params-dtype") if name else None
 
 
+@_speaks_flags
 def run_convert_hf2mg(args: argparse.Namespace) -> int:
     from atelier.llm.convert import Hf2MgOptions, hf2mg
 
@@ -216,6 +257,7 @@ def _size(text: str) -> int:
     return size
 
 
+@_speaks_flags
 def run_convert_mg2hf(args: argparse.Namespace) -> int:
     from atelier.llm.convert import mg2hf
 
@@ -231,6 +273,7 @@ def run_convert_mg2hf(args: argparse.Namespace) -> int:
     return 0
 
 
+@_speaks_flags
 def run_convert_mg2mg(args: argparse.Namespace) -> int:
     from atelier.llm.convert import mg2mg
 
@@ -253,6 +296,7 @@ def run_convert_mg2mg(args: argparse.Namespace) -> int:
     return 0
 
 
+@_speaks_flags
 def run_convert_inspect(args: argparse.Namespace) -> int:
     from atelier.llm.convert import inspect_checkpoint
 

@@ -49,15 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        return _main(argv)
+        rc = _main(argv)
+        sys.stdout.flush()  # a closed pipe surfaces here (also after --help), not at exit
+        return rc
     except BrokenPipeError:
         return _stdout_gone()
-    except SystemExit as e:  # --help / usage errors: their output may meet a closed pipe too
-        try:
-            sys.stdout.flush()
-        except BrokenPipeError:
-            return _stdout_gone()
-        raise e from None
 
 
 class Terminated(KeyboardInterrupt):
@@ -71,7 +67,10 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error already printed in one line (2)
+        return e.code if isinstance(e.code, int) else 2
     setup_logging(args.log_level)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)

@@ -12,15 +12,11 @@ from typing import Any
 
 from atelier.core.errors import AtelierError
 from atelier.dws import catalog
-from atelier.dws.advise import (
-    REPLICATE_BELOW,
-    Ranked,
-    Recommendation,
-    rank,
-    read_workload,
-    recommend,
-)
+from atelier.dws.advise import REPLICATE_BELOW, Ranked, Recommendation, rank, recommend
+from atelier.dws.constraints import UniqueConstraint, common_columns
+from atelier.dws.identifiers import parse_qualified
 from atelier.dws.skew import KeyStats
+from atelier.dws.workload import Workload, read_workload
 
 
 @dataclass
@@ -37,6 +33,8 @@ class SkewConfig:
     types: dict[str, str] = field(default_factory=dict)  # offline type overrides
     exact_distinct: bool = False  # count(DISTINCT) (a sort per key) instead of HyperLogLog
     jobs: int | None = None  # concurrent page ranges; None: min(4, CPUs)
+    primary_key: tuple[str, ...] | None = None  # offline: the table's primary key
+    unique: list[tuple[str, ...]] = field(default_factory=list)  # offline: unique constraints
 
 
 def default_jobs() -> int:
@@ -56,6 +54,7 @@ class SkewReport:
     ranked: list[Ranked]
     recommendation: Recommendation
     native: dict[str, Any] = field(default_factory=dict)
+    constraints: list[UniqueConstraint] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +66,7 @@ class SkewReport:
             "sample_fraction": self.sample_fraction,
             "current_key": list(self.current_key) if self.current_key else None,
             "current_key_source": self.current_source,
+            "constraints": [c.to_json() for c in self.constraints],
             "keys": [r.to_json() for r in self.ranked],
             "recommendation": self.recommendation.to_json(),
             "native": self.native,
@@ -86,19 +86,43 @@ def _validate(cfg: SkewConfig) -> None:
         raise AtelierError("give either --dsn (with --table) or --file")
     if cfg.dsn and not cfg.table:
         raise AtelierError("--table schema.table is required with --dsn")
+    if cfg.file and (cfg.sample or cfg.jobs or cfg.table):
+        flag = "--sample" if cfg.sample else "--jobs" if cfg.jobs else "--table"
+        raise AtelierError(f"{flag} is for --dsn; --file is always read whole, as one table")
+    if cfg.table:
+        parse_qualified(cfg.table)  # a malformed name fails before connecting
+    if cfg.dsn and (cfg.primary_key or cfg.unique):
+        raise AtelierError(
+            "--primary-key/--unique are for --file; with --dsn the constraints come from the "
+            "catalog (pg_constraint, pg_index)"
+        )
 
 
 def _candidates(cfg: SkewConfig, info: catalog.TableInfo) -> list[tuple[str, ...]]:
     keys = list(cfg.columns or [])
     if not keys:
-        keys = [(c.name,) for c in info.columns if c.distributable]
-        if not keys:
+        # columns the user may not SELECT are left out (they would fail the whole scan)
+        keys = [(c.name,) for c in info.columns if c.distributable and c.readable]
+        if not keys and any(c.distributable for c in info.columns):
             raise AtelierError(
-                f"{info.qualified} has no column that can be a distribution key; "
-                f"distributable types: {catalog.DISTRIBUTABLE_HELP}"
+                f"permission denied for every distributable column of {info.qualified}: the "
+                "advisor needs SELECT on the key columns (GRANT SELECT ON ... TO the --dsn user)"
             )
-    if info.current_key and tuple(info.current_key) not in keys:
-        keys.insert(0, tuple(info.current_key))
+        if not keys:
+            listed = ", ".join(f"{c.name} ({c.type})" for c in info.columns[:20])
+            raise AtelierError(
+                f"{info.qualified} has no column that can be a distribution key (columns: "
+                f"{listed}); distributable types: {catalog.DISTRIBUTABLE_HELP}"
+            )
+        # the widest key every constraint allows (e.g. a composite primary key) is a
+        # candidate too: always allowed, and usually even
+        shared = common_columns(info.constraints)
+        if shared and len(shared) > 1 and all(info.column(c).distributable for c in shared):
+            keys.append(shared)
+    readable = {c.name for c in info.columns if c.readable}
+    current = tuple(info.current_key or ())
+    if current and current not in keys and set(current) <= readable:
+        keys.insert(0, current)
     return keys
 
 
@@ -110,6 +134,7 @@ def _finish(
     table_rows: int,
     fraction: float,
     source: str,
+    workload: Workload | None,
 ) -> SkewReport:
     if rows == 0:
         what = "the sample" if fraction < 1 else "the table"
@@ -118,9 +143,8 @@ def _finish(
     for s in stats:
         s.fold(cfg.nodes)
         s.current = info.current_key is not None and s.columns == tuple(info.current_key)
-    workload = read_workload(cfg.workload) if cfg.workload else None
-    ranked = rank(stats, workload)
-    rec = recommend(info.qualified, ranked, table_rows, info.current_key, cfg.replicate_below)
+    ranked = rank(stats, workload, info.constraints, {c.name: c.type for c in info.columns})
+    rec = recommend(info, ranked, table_rows, cfg.replicate_below)
     return SkewReport(
         table=info.qualified,
         source=source,
@@ -133,14 +157,17 @@ def _finish(
         ranked=ranked,
         recommendation=rec,
         native=info.native,
+        constraints=info.constraints,
     )
 
 
 def skew(cfg: SkewConfig) -> SkewReport:
     """Analyze one table: in the database (`dsn`) or offline (`file`)."""
     _validate(cfg)
+    # a bad workload file fails before any database work
+    workload = read_workload(cfg.workload) if cfg.workload else None
     if cfg.file:
-        return _skew_file(cfg)
+        return _skew_file(cfg, workload)
     from atelier.dws.sql import check_keys, count_keys
 
     with catalog.connect(cfg.dsn or "", cfg.statement_timeout) as conn:
@@ -161,27 +188,45 @@ def skew(cfg: SkewConfig) -> SkewReport:
     flavor = catalog.flavor_of(version)
     short = " ".join(version.split()[:2])
     return _finish(
-        cfg, info, counted.keys, rows, table_rows, counted.sample_fraction, f"{flavor}: {short}"
+        cfg,
+        info,
+        counted.keys,
+        rows,
+        table_rows,
+        counted.sample_fraction,
+        f"{flavor}: {short}",
+        workload,
     )
 
 
-def _skew_file(cfg: SkewConfig) -> SkewReport:
+def _skew_file(cfg: SkewConfig, workload: Workload | None) -> SkewReport:
     from atelier.dws.offline import count_keys_offline, file_info, read_table
 
     table, pg = read_table(cfg.file or "", cfg.types)
     info = file_info(cfg.file or "", table, pg)
-    keys = _candidates(cfg, info)
-    for key in keys:
-        for c in key:
+
+    def known(cols: tuple[str, ...], flag: str) -> tuple[str, ...]:
+        for c in cols:
             if c not in pg:
                 listed = ", ".join(f"{n} ({t})" for n, t in pg.items())
                 raise AtelierError(
-                    f"{Path(cfg.file or '').name} has no column {c!r}; columns: {listed}"
+                    f"{flag}: {Path(cfg.file or '').name} has no column {c!r}; columns: {listed}"
                 )
-    stats = count_keys_offline(table, pg, keys, exact_distinct=cfg.exact_distinct)
-    return _finish(
-        cfg, info, stats, table.num_rows, table.num_rows, 1.0, f"file {Path(cfg.file or '').name}"
+        return cols
+
+    if cfg.primary_key:
+        pk = known(cfg.primary_key, "--primary-key")
+        info.constraints.append(UniqueConstraint("PRIMARY KEY", None, pk))
+    for u in cfg.unique:
+        info.constraints.append(UniqueConstraint("UNIQUE", None, known(u, "--unique")))
+    if info.constraints:
+        info.current_key, info.current_source = catalog.default_key(info)
+    keys = [known(k, "--columns") for k in _candidates(cfg, info)]
+    stats = count_keys_offline(
+        table, pg, keys, exact_distinct=cfg.exact_distinct, path=cfg.file or ""
     )
+    source = f"file {Path(cfg.file or '').name}"
+    return _finish(cfg, info, stats, table.num_rows, table.num_rows, 1.0, source, workload)
 
 
 @dataclass
@@ -206,6 +251,22 @@ class ScanRow:
         return out
 
 
+@dataclass
+class ScanReport:
+    """Tables above the threshold, and the tables that could not be analyzed, with why."""
+
+    rows: list[ScanRow]
+    skipped: list[tuple[str, str]]  # (table, reason)
+    scanned: int  # tables analyzed
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tables": [r.to_json() for r in self.rows],
+            "skipped": [{"table": t, "reason": why} for t, why in self.skipped],
+            "scanned": self.scanned,
+        }
+
+
 def scan(
     dsn: str,
     schema: str | None = None,
@@ -215,39 +276,55 @@ def scan(
     sample: int | None = None,
     statement_timeout: float = 300.0,
     jobs: int | None = None,
-) -> list[ScanRow]:
-    """Every hash-distributed table whose current key skews above `threshold`, largest first."""
-    from psycopg import sql as psql
+) -> ScanReport:
+    """Every hash-distributed table whose current key skews above `threshold`, largest first.
+
+    A table that cannot be read (no SELECT privilege, a statement past the timeout, a
+    foreign server that does not answer, ...) is reported as skipped with the reason and
+    the scan goes on; only a lost connection ends it.
+    """
+    import psycopg
 
     from atelier.dws.sql import count_keys
 
     if nodes < 1 or top < 1 or threshold < 0:
         raise AtelierError("--nodes and --top must be positive, --threshold at least 0")
     out: list[ScanRow] = []
+    skipped: list[tuple[str, str]] = []
+    scanned = 0
     with catalog.connect(dsn, statement_timeout) as conn:
-        rows = conn.execute(
-            "SELECT n.nspname, c.relname, pg_total_relation_size(c.oid) FROM pg_class c "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') "
-            "AND NOT c.relispartition AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-            "AND n.nspname NOT LIKE 'pg\\_%%' AND (%s::text IS NULL OR n.nspname = %s) "
-            "ORDER BY 3 DESC, 1, 2",
-            [schema, schema],
-        ).fetchall()
-        if schema and not rows:
-            raise AtelierError(f"schema {schema!r} has no tables (or does not exist)")
-        for nsp, rel, size in rows:
-            info = catalog.describe(conn, str(psql.Identifier(nsp, rel).as_string(conn)))
-            if info.locator != "hash" or not info.current_key:
+        for oid, shown, size in catalog.list_tables(conn, schema):
+            try:
+                info = catalog.describe_oid(conn, oid)
+                if info.locator != "hash" or not info.current_key:
+                    if info.locator == "hash":
+                        skipped.append((shown, "no distributable column"))
+                    continue
+                counted = count_keys(
+                    conn,
+                    info,
+                    [tuple(info.current_key)],
+                    sample_rows=sample,
+                    jobs=jobs or default_jobs(),
+                    connect=lambda: catalog.connect(dsn, statement_timeout),
+                )
+            except psycopg.Error as e:
+                if conn.broken:
+                    raise  # the connection is gone: connect() turns it into one line
+                conn.rollback()
+                why = (
+                    catalog.timeout_message(statement_timeout)
+                    if isinstance(e, psycopg.errors.QueryCanceled)
+                    else catalog.first_line(e)
+                )
+                skipped.append((shown, why))
                 continue
-            counted = count_keys(
-                conn,
-                info,
-                [tuple(info.current_key)],
-                sample_rows=sample,
-                jobs=jobs or default_jobs(),
-                connect=lambda: catalog.connect(dsn, statement_timeout),
-            )
+            except AtelierError as e:
+                conn.rollback()
+                skipped.append((shown, str(e)))
+                continue
             conn.rollback()  # one short read-only transaction per table
+            scanned += 1
             if counted.rows == 0:
                 continue
             st = counted.keys[0].fold(nodes)
@@ -255,4 +332,4 @@ def scan(
                 out.append(ScanRow(info.qualified, st.columns, counted.rows, int(size), st))
             if len(out) >= top:
                 break
-    return out
+    return ScanReport(out, skipped, scanned)

@@ -9,6 +9,8 @@ exported from a table gives the same per-bucket counts as the in-database path.
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -16,7 +18,13 @@ import numpy as np
 
 from atelier.core.errors import AtelierError
 from atelier.dws import hashing, hll
-from atelier.dws.catalog import DISTRIBUTABLE, DISTRIBUTABLE_HELP, Column, TableInfo
+from atelier.dws.catalog import (
+    DISTRIBUTABLE,
+    DISTRIBUTABLE_HELP,
+    TYPE_ALIASES,
+    Column,
+    TableInfo,
+)
 from atelier.dws.skew import KeyStats
 
 _EPOCH_2000_US = 946_684_800_000_000
@@ -30,6 +38,7 @@ def read_table(path: str | Path, types: dict[str, str] | None = None):
     import pyarrow.parquet as pq
 
     path = Path(path)
+    types = {n: TYPE_ALIASES.get(t, t) for n, t in (types or {}).items()}
     if not path.exists():
         raise AtelierError(f"--file {path}: no such file")
     suffix = path.suffix.lower()
@@ -40,20 +49,36 @@ def read_table(path: str | Path, types: dict[str, str] | None = None):
             conv = pacsv.ConvertOptions(strings_can_be_null=True, quoted_strings_can_be_null=False)
             table = pacsv.read_csv(path, convert_options=conv)
             floats = [f.name for f in table.schema if pa.types.is_floating(f.type)]
-            if floats:  # exact decimal text, not binary floats: numeric hashes digits
+            # a column given a text type keeps its exact text ('007' is not 7)
+            texts = [
+                f.name
+                for f in table.schema
+                if DISTRIBUTABLE.get(types.get(f.name, ""), "") in ("text", "bpchar")
+                and not pa.types.is_string(f.type)
+            ]
+            if floats or texts:  # exact decimal text, not binary floats: numeric hashes digits
                 conv = pacsv.ConvertOptions(
                     strings_can_be_null=True,
                     quoted_strings_can_be_null=False,
-                    column_types={n: pa.string() for n in floats},
+                    column_types={n: pa.string() for n in floats + texts},
                 )
                 table = pacsv.read_csv(path, convert_options=conv)
-                types = {**{n: "numeric" for n in floats}, **(types or {})}
+                types = {**{n: "numeric" for n in floats}, **types}
         else:
             raise AtelierError(f"--file {path}: expected a .parquet or .csv file")
-    except (pa.ArrowInvalid, OSError) as e:
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:
         raise AtelierError(f"--file {path}: cannot read: {str(e).splitlines()[0]}") from None
+    names = table.column_names
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup is not None:
+        raise AtelierError(
+            f"--file {path}: column {dup!r} appears {names.count(dup)} times; rename all but one"
+        )
+    for i, f in enumerate(table.schema):  # dictionary-encoded (e.g. pandas categoricals)
+        if pa.types.is_dictionary(f.type):
+            table = table.set_column(i, f.name, table.column(i).cast(f.type.value_type))
     pg = {f.name: _pg_type(f.type) for f in table.schema}
-    for name, t in (types or {}).items():
+    for name, t in types.items():
         if name not in pg:
             raise AtelierError(f"--type {name}={t}: {path.name} has no column {name!r}")
         if t not in DISTRIBUTABLE:
@@ -79,11 +104,52 @@ def _pg_type(t) -> str:
         return "timestamptz" if t.tz else "timestamp"
     if pa.types.is_time(t):
         return "time"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return "bytea"  # a csv column that is not UTF-8 text
     return str(t)
 
 
+_INT_RANGE = {"int2": (-(2**15), 2**15 - 1), "int4": (-(2**31), 2**31 - 1)}
+
+
+class BadValue(Exception):
+    """A value that does not convert to the column's type, at row `index` of the file."""
+
+    def __init__(self, index: int, value: object) -> None:
+        super().__init__(index, value)
+        self.index, self.value = index, value
+
+
+def _conversion_errors() -> tuple[type[BaseException], ...]:
+    import pyarrow as pa
+
+    return (pa.ArrowInvalid, pa.ArrowNotImplementedError, ArithmeticError, ValueError, TypeError)
+
+
+def _converted(col, fn: Callable):
+    """fn(col), or BadValue naming the first row fn fails on (found by bisection)."""
+    errors = _conversion_errors()
+    try:
+        return fn(col)
+    except errors:
+        pass
+    lo, hi = 0, len(col)  # fn fails on col[lo:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        try:
+            fn(col.slice(lo, mid - lo))
+            lo = mid
+        except errors:
+            hi = mid
+    raise BadValue(lo, col[lo].as_py())
+
+
 def column_hash(col, pg_type: str) -> tuple[np.ndarray, np.ndarray]:
-    """Signed int32 hash per row (NULL -> 0) and the NULL mask, for one column."""
+    """Signed int32 hash per row (NULL -> 0) and the NULL mask, for one column.
+
+    A value the type cannot hold raises BadValue with its row (the caller names the
+    file, line and column).
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -91,27 +157,69 @@ def column_hash(col, pg_type: str) -> tuple[np.ndarray, np.ndarray]:
     nulls = np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
     family = DISTRIBUTABLE[pg_type]
     if family in ("int4", "int8"):
-        vals = pc.fill_null(col.cast(pa.int64()), 0).to_numpy()
+
+        def ints(c):
+            if pa.types.is_string(c.type) or pa.types.is_large_string(c.type):
+                c = pc.utf8_trim_whitespace(c)  # PostgreSQL accepts ' 42 '
+            return c.cast(pa.int64())
+
+        vals = pc.fill_null(_converted(col, ints), 0).to_numpy()
+        if pg_type in _INT_RANGE:
+            lo, hi = _INT_RANGE[pg_type]
+            out = np.flatnonzero((vals < lo) | (vals > hi))
+            if out.size:
+                raise BadValue(int(out[0]), col[int(out[0])].as_py())
         h = hashing.hashint8(vals)
     elif family in ("text", "bpchar"):
         strs = [s if s is not None else "" for s in col.cast(pa.string()).to_pylist()]
         h = hashing.hashbpchar(strs) if family == "bpchar" else hashing.hashtext(strs)
     elif family == "numeric":
-        vals = [Decimal(str(v)) if v is not None else Decimal(0) for v in col.to_pylist()]
-        h = hashing.hash_numeric(vals)
+
+        def decimals(c):
+            return [Decimal(str(v).strip()) if v is not None else Decimal(0) for v in c.to_pylist()]
+
+        h = hashing.hash_numeric(_converted(col, decimals))
     elif family == "date":
-        days = pc.fill_null(col.cast(pa.date32()).cast(pa.int32()), 0).to_numpy()
+        dates = _converted(col, lambda c: c.cast(pa.date32()))
+        days = pc.fill_null(dates.cast(pa.int32()), 0).to_numpy()
         h = hashing.hashint4(days.astype(np.int64) - _EPOCH_2000_DAYS)
     elif family in ("timestamp", "timestamptz"):
-        us = col.cast(pa.timestamp("us", tz=col.type.tz)).cast(pa.int64())
+        tz = getattr(col.type, "tz", None)
+        us = _converted(col, lambda c: c.cast(pa.timestamp("us", tz=tz))).cast(pa.int64())
         h = hashing.hashint8(pc.fill_null(us, 0).to_numpy() - _EPOCH_2000_US)
     elif family == "time":
-        us = pc.fill_null(col.cast(pa.time64("us")).cast(pa.int64()), 0).to_numpy()
+
+        def micros(c):
+            if pa.types.is_string(c.type) or pa.types.is_large_string(c.type):
+                # Arrow has no string -> time cast: parse as a time on 2000-01-01
+                day = pc.binary_join_element_wise("2000-01-01 ", pc.utf8_trim_whitespace(c), "")
+                return pc.subtract(day.cast(pa.timestamp("us")).cast(pa.int64()), _EPOCH_2000_US)
+            return c.cast(pa.time64("us")).cast(pa.int64())
+
+        us = pc.fill_null(_converted(col, micros), 0).to_numpy()
         h = hashing.hashint8(us)
     else:  # pragma: no cover - DISTRIBUTABLE and this list move together
         raise AssertionError(family)
     h = np.where(nulls, 0, h).astype(np.int32)
     return h, nulls
+
+
+def row_location(path: str | Path, index: int) -> str:
+    """`line N` of data row `index` in a csv (quoted fields may span lines), `row N` else."""
+    path = Path(path)
+    if path.suffix.lower() not in (".csv", ".txt"):
+        return f"row {index + 1}"
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv.reader(f)
+        next(reader, None)  # the header
+        before, k = reader.line_num, 0
+        for row in reader:
+            if row:  # pyarrow skips empty lines too
+                if k == index:
+                    return f"line {before + 1}"
+                k += 1
+            before = reader.line_num
+    return f"row {index + 1}"
 
 
 def file_info(path: str | Path, table, pg: dict[str, str]) -> TableInfo:
@@ -128,7 +236,11 @@ def file_info(path: str | Path, table, pg: dict[str, str]) -> TableInfo:
 
 
 def count_keys_offline(
-    table, pg: dict[str, str], keys: list[tuple[str, ...]], exact_distinct: bool = False
+    table,
+    pg: dict[str, str],
+    keys: list[tuple[str, ...]],
+    exact_distinct: bool = False,
+    path: str | Path = "the file",
 ) -> list[KeyStats]:
     """Rows per bucket, NULL-key rows and distinct non-NULL values, per key.
 
@@ -145,7 +257,14 @@ def count_keys_offline(
                         f"column {c} has type {pg[c]}, which cannot be a distribution key; "
                         f"distributable types: {DISTRIBUTABLE_HELP}"
                     )
-                cache[c] = column_hash(table.column(c), pg[c])
+                try:
+                    cache[c] = column_hash(table.column(c), pg[c])
+                except BadValue as e:
+                    raise AtelierError(
+                        f"{path}: {row_location(path, e.index)}, column {c}: {e.value!r} is not "
+                        f"a valid {pg[c]} "
+                        f"value; fix the file or give the column another type (--type {c}=text)"
+                    ) from None
         key_hash = hashing.combine([cache[c][0] for c in key])
         bucket = hashing.bucket_of(key_hash)
         buckets = np.bincount(bucket, minlength=hashing.BUCKETS)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from atelier.dws.analyze import ScanRow, SkewReport
+from atelier.dws.analyze import ScanReport, SkewReport
 
 _STYLE = {"even": "green", "skewed": "yellow", "change key": "bold red"}
 
@@ -26,11 +27,14 @@ def skew_table(report: SkewReport, console: Console) -> None:
         else ""
     )
     console.print(
-        f"[bold]{report.table}[/]  {report.rows:,} rows on {report.nodes} DNs  ({report.source}"
-        f"{sampled})"
+        f"[bold]{escape(report.table)}[/]  {report.rows:,} rows on {report.nodes} DNs  "
+        f"({escape(report.source)}{sampled})"
     )
     cur = ", ".join(report.current_key) if report.current_key else "none"
-    console.print(f"current key: [bold]{cur}[/] ({report.current_source})")
+    console.print(f"current key: [bold]{escape(cur)}[/] ({report.current_source})")
+    if report.constraints:
+        cons = "; ".join(c.describe() for c in report.constraints)
+        console.print(f"constraints: {escape(cons)} (a key must be contained in each)")
     t = Table(show_lines=False)
     for col in (
         "key",
@@ -48,44 +52,48 @@ def skew_table(report: SkewReport, console: Console) -> None:
     for r in report.ranked:
         s = r.stats
         t.add_row(
-            s.label + (" *" if s.current else ""),
+            escape(s.label + (" *" if s.current else "")),
             _dn_summary(s.per_node),
             f"{s.skew_ratio:.1%}",
             f"{s.max_over_avg:.2f}",
             f"{s.null_share:.1%}",
             s.distinct_text,
             f"[{_STYLE[s.verdict]}]{s.verdict}[/]",
-            "; ".join(r.notes),
+            escape("; ".join(r.notes)),
         )
     console.print(t)
     rec = report.recommendation
-    console.print(f"[bold]recommendation:[/] {rec.strategy} — {rec.reason}")
+    console.print(f"[bold]recommendation:[/] {rec.strategy} — {escape(rec.reason)}")
+    if rec.choice:
+        console.print(f"  why: {escape(rec.choice)}")
     if rec.ddl:
-        console.print(f"  {rec.ddl}  [dim](not executed)[/]", soft_wrap=True)
+        console.print(f"  {escape(rec.ddl)}  [dim](not executed)[/]", soft_wrap=True)
     for name, val in report.native.items():
-        console.print(f"[bold]{name}[/] (server): {val}")
+        console.print(f"[bold]{name}[/] (server): {escape(str(val))}")
 
 
-def scan_table(rows: list[ScanRow], threshold: float, console: Console) -> None:
-    if not rows:
-        console.print(f"no table skews above {threshold:.1%}")
-        return
-    t = Table()
-    for col in ("table", "key", "rows", "size", "(max-min)/avg", "max/avg", "verdict"):
-        t.add_column(col, justify="left" if col in ("table", "key", "verdict") else "right")
-    for r in rows:
-        s = r.stats
-        assert s is not None
-        t.add_row(
-            r.table,
-            ", ".join(r.key or ()),
-            f"{r.rows:,}",
-            f"{r.size_bytes / 2**20:,.1f} MiB",
-            f"{s.skew_ratio:.1%}",
-            f"{s.max_over_avg:.2f}",
-            f"[{_STYLE[s.verdict]}]{s.verdict}[/]",
-        )
-    console.print(t)
+def scan_table(report: ScanReport, threshold: float, console: Console) -> None:
+    if not report.rows:
+        console.print(f"no table skews above {threshold:.1%} ({report.scanned} analyzed)")
+    else:
+        t = Table()
+        for col in ("table", "key", "rows", "size", "(max-min)/avg", "max/avg", "verdict"):
+            t.add_column(col, justify="left" if col in ("table", "key", "verdict") else "right")
+        for r in report.rows:
+            s = r.stats
+            assert s is not None
+            t.add_row(
+                escape(r.table),
+                escape(", ".join(r.key or ())),
+                f"{r.rows:,}",
+                f"{r.size_bytes / 2**20:,.1f} MiB",
+                f"{s.skew_ratio:.1%}",
+                f"{s.max_over_avg:.2f}",
+                f"[{_STYLE[s.verdict]}]{s.verdict}[/]",
+            )
+        console.print(t)
+    for table, why in report.skipped:
+        console.print(f"[yellow]skipped[/] {escape(table)}: {escape(why)}", soft_wrap=True)
 
 
 def to_json(obj) -> str:

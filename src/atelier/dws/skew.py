@@ -107,7 +107,7 @@ class KeyStats:
 _TOKEN = re.compile(r"\s*(\(|\)|,|\"(?:[^\"]|\"\")+\"|[^,()\s]+)\s*")
 
 
-def parse_keys(spec: str) -> list[tuple[str, ...]]:
+def parse_keys(spec: str, flag: str = "--columns") -> list[tuple[str, ...]]:
     """`a,b,(c,d)` -> [(a,), (b,), (c, d)]; double-quoted names keep commas and case."""
     keys: list[tuple[str, ...]] = []
     group: list[str] | None = None
@@ -115,15 +115,15 @@ def parse_keys(spec: str) -> list[tuple[str, ...]]:
     while pos < len(spec):
         m = _TOKEN.match(spec, pos)
         if not m:
-            raise AtelierError(f"--columns {spec!r}: cannot read at position {pos}")
+            raise AtelierError(f"{flag} {spec!r}: cannot read at position {pos}")
         tok, pos = m.group(1), m.end()
         if tok == "(":
             if group is not None:
-                raise AtelierError(f"--columns {spec!r}: nested parentheses")
+                raise AtelierError(f"{flag} {spec!r}: nested parentheses")
             group = []
         elif tok == ")":
             if not group:
-                raise AtelierError(f"--columns {spec!r}: empty or unmatched ')'")
+                raise AtelierError(f"{flag} {spec!r}: empty or unmatched ')'")
             keys.append(tuple(group))
             group = None
         elif tok == ",":
@@ -135,7 +135,7 @@ def parse_keys(spec: str) -> list[tuple[str, ...]]:
             else:
                 keys.append((name,))
     if group is not None:
-        raise AtelierError(f"--columns {spec!r}: missing ')'")
+        raise AtelierError(f"{flag} {spec!r}: missing ')'")
     if not keys:
-        raise AtelierError("--columns is empty; give column names like a,b,(c,d)")
+        raise AtelierError(f"{flag} is empty; give column names like a,b,(c,d)")
     return keys

@@ -1,4 +1,4 @@
-"""Tiny random Llama / Mistral / Qwen2 / Yi models saved the way the hub stores them."""
+"""Tiny random Llama / Mistral / Qwen2 / Qwen3 / Yi models saved the way the hub stores them."""
 
 from __future__ import annotations
 
@@ -35,6 +35,17 @@ FAMILY_CONFIGS = {
         {"num_key_value_heads": 4, "tie_word_embeddings": True},
     ),
     "yi": ("LlamaConfig", "LlamaForCausalLM", {"num_key_value_heads": 4}),
+    # q/k RMSNorm per head; head_dim 16 != hidden / heads = 8
+    "qwen3": (
+        "Qwen3Config",
+        "Qwen3ForCausalLM",
+        {"num_key_value_heads": 4, "head_dim": 16, "tie_word_embeddings": False},
+    ),
+    "qwen3tied": (
+        "Qwen3Config",
+        "Qwen3ForCausalLM",
+        {"num_key_value_heads": 2, "head_dim": 16, "tie_word_embeddings": True},
+    ),
 }
 
 

@@ -45,13 +45,16 @@ def check(path: str) -> None:
         activation_func=torch.nn.functional.silu,
         add_bias_linear=a.add_bias_linear,
         add_qkv_bias=a.add_qkv_bias,
+        qk_layernorm=getattr(a, "qk_layernorm", False),
         use_cpu_initialization=True,
         layernorm_epsilon=a.norm_epsilon,
         params_dtype=a.params_dtype,
     )
     model = GPTModel(
         cfg,
-        get_gpt_layer_local_spec(normalization=a.normalization),
+        get_gpt_layer_local_spec(
+            normalization=a.normalization, qk_layernorm=getattr(a, "qk_layernorm", False)
+        ),
         vocab_size=a.padded_vocab_size,
         max_sequence_length=a.max_position_embeddings,
         position_embedding_type=a.position_embedding_type,

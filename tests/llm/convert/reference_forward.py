@@ -1,4 +1,4 @@
-"""An independent Llama-layout forward pass computed straight from Megatron shards.
+"""An independent Llama-layout forward pass (with Qwen3's qk-norm) from Megatron shards.
 
 Written from the math, not from the converter: it reads `model_optim_rng.pt` files,
 slices the per-group fused QKV itself, runs column-parallel pieces per TP rank and
@@ -33,6 +33,8 @@ MCORE = {
     "input_norm": "decoder.layers.{}.input_layernorm.weight",
     "qkv": "decoder.layers.{}.self_attention.linear_qkv.weight",
     "qkv_bias": "decoder.layers.{}.self_attention.linear_qkv.bias",
+    "q_norm": "decoder.layers.{}.self_attention.q_layernorm.weight",
+    "k_norm": "decoder.layers.{}.self_attention.k_layernorm.weight",
     "proj": "decoder.layers.{}.self_attention.linear_proj.weight",
     "post_norm": "decoder.layers.{}.pre_mlp_layernorm.weight",
     "fc1": "decoder.layers.{}.mlp.linear_fc1.weight",
@@ -112,6 +114,9 @@ def megatron_logits(mg: Path, ids: torch.Tensor) -> torch.Tensor:
                 q = y[:, :, :, :hpg].flatten(2, 3).transpose(1, 2)  # b, heads/tp, s, d
                 k = y[:, :, :, hpg].transpose(1, 2).repeat_interleave(hpg, dim=1)
                 v = y[:, :, :, hpg + 1].transpose(1, 2).repeat_interleave(hpg, dim=1)
+                if getattr(args, "qk_layernorm", False):  # RMSNorm per head, before rotary
+                    q = rms_norm(q, r[name["q_norm"]], eps)
+                    k = rms_norm(k, r[name["k_norm"]], eps)
                 q, k = rotate(q, cos, sin), rotate(k, cos, sin)
                 att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d) + mask, dim=-1)
                 o = (att @ v).transpose(1, 2).flatten(2)

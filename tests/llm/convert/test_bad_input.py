@@ -41,7 +41,7 @@ def test_tp_not_dividing_groups_lists_valid(hf_model, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("layers", "pp", "layer_list", "match"),
     [
-        (4, 3, None, "does not divide 4 layers; pass --num-layer-list"),
+        (4, 3, None, "pp 3 does not divide 4 layers; pass num_layer_list"),
         (4, 2, [1, 2], "summing to 4 layers"),
         (4, 2, [4, 0], "positive entries"),
     ],
@@ -163,7 +163,7 @@ def test_embedding_config_vocab_mismatch_names_both(hf_model, tmp_path: Path) ->
     cfg = json.loads((hf / "config.json").read_text())
     cfg["vocab_size"] = 320
     (hf / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(AtelierError, match=r"300 rows.*vocab_size is 320.*--true-vocab-size 300"):
+    with pytest.raises(AtelierError, match=r"300 rows.*vocab_size is 320.*true_vocab_size 300"):
         hf2mg(Hf2MgOptions(load_dir=hf, save_dir=tmp_path / "mg"))
     hf2mg(Hf2MgOptions(load_dir=hf, save_dir=tmp_path / "mg", true_vocab_size=300))
 
@@ -175,7 +175,7 @@ def test_tokenizer_larger_than_embedding(hf_model, tmp_path: Path) -> None:
     with pytest.raises(
         AtelierError,
         match=rf"has {size} tokens but .* has 200 rows.*"
-        rf"--true-vocab-size {size}",
+        rf"true_vocab_size {size}",
     ):
         hf2mg(Hf2MgOptions(load_dir=hf, save_dir=tmp_path / "mg", true_vocab_size=200))
     with pytest.raises(AtelierError, match="between 1 and 300"):
@@ -255,3 +255,18 @@ def test_bf16_source_round_trip_keeps_dtype(tmp_path: Path, tiny_tokenizer: Path
     hf2mg(Hf2MgOptions(load_dir=hf, save_dir=tmp_path / "mg", tp=2, pp=2))
     mg2hf(tmp_path / "mg", tmp_path / "out")
     assert_same_state(hf_state(hf), hf_state(tmp_path / "out"))
+
+
+def test_megatron_tensor_without_a_slot_is_refused(hf_model, tmp_path: Path) -> None:
+    """A q_layernorm in a checkpoint whose args say no qk-norm would be dropped: refuse."""
+    from .helpers import load_rank
+
+    mg = tmp_path / "mg"
+    hf2mg(Hf2MgOptions(load_dir=hf_model("llama"), save_dir=mg, pp=2))
+    path = rank_path(mg, 0, 1, 2)
+    ck = load_rank(path)
+    ck["model"]["decoder.layers.1.self_attention.q_layernorm.weight"] = torch.ones(8)
+    torch.save(ck, path)
+    with pytest.raises(AtelierError, match=r"mp_rank_00_001.*1 tensors have no place.*q_layernorm"):
+        mg2hf(mg, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

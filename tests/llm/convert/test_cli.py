@@ -118,3 +118,33 @@ def test_inspect_hf_and_bad_dir(hf_model, tmp_path: Path, capsys) -> None:
     assert "tied_embeddings: True" in text
     assert main(["llm", "convert", "inspect", str(tmp_path / "nope")]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_inspect_qwen3_counts_qk_norms(hf_model, capsys) -> None:
+    import transformers
+
+    hf = hf_model("qwen3")
+    assert main(["llm", "convert", "inspect", str(hf)]) == 0
+    text = capsys.readouterr().out
+    assert "family: qwen3" in text and "qk_norm: True" in text and "head_dim: 16" in text
+    n = transformers.AutoModelForCausalLM.from_pretrained(hf).num_parameters()
+    assert f"parameters: {n}\n" in text
+
+
+def test_cli_maps_parameter_names_to_flags(hf_model, tmp_path: Path, capsys) -> None:
+    """The library says `num_layer_list`, `pp`, `fmt`; the user reads the flags they typed."""
+    hf = str(hf_model("qwen3"))
+    base = ["llm", "convert", "hf2mg", "--load-dir", hf, "--save-dir", str(tmp_path / "mg")]
+    capsys.readouterr()
+    assert main([*base, "-P", "2", "--num-layer-list", "1,2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("atelier: error: --num-layer-list 1,2 must have 2 positive entries")
+    assert main([*base, "-P", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--pipeline-model-parallel-size 3 does not divide 4 layers; pass --num-layer-list" in err
+    assert main([*base, "--format", "legacy"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("atelier: error: --format legacy: ") and err.endswith(
+        "use --format mcore"
+    )
+    assert not (tmp_path / "mg").exists()

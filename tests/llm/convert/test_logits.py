@@ -20,6 +20,8 @@ from .reference_forward import megatron_logits
         ("mistral", 2, 2, "legacy", "local"),
         ("qwen2", 4, 2, "mcore", "local"),
         ("yi", 1, 2, "mcore", "local"),
+        ("qwen3", 2, 2, "mcore", "local"),
+        ("qwen3tied", 2, 1, "mcore", "te"),
     ],
 )
 def test_reference_forward_matches_transformers(

@@ -127,35 +127,41 @@ def _as_other_writer(mg: Path, pp: int, tp: int, strip_hf_config: bool) -> None:
     (mg / "latest_checkpointed_iteration.txt").write_text("release")
 
 
-@pytest.mark.parametrize("strip", [False, True])
-def test_reads_other_spellings(hf_model, tmp_path: Path, strip: bool) -> None:
+def _assert_converts_back_exactly(hf: Path, mg: Path, out: Path) -> None:
+    """mg2hf gives the original tensors, and transformers computes the same logits."""
     from transformers import AutoModelForCausalLM
 
+    mg2hf(mg, out)
+    assert_same_state(hf_state(hf), hf_state(out))
+    ids = torch.tensor([[1, 5, 9, 200, 7]])
+    with torch.no_grad():
+        want = AutoModelForCausalLM.from_pretrained(hf)(ids).logits
+        got = AutoModelForCausalLM.from_pretrained(out)(ids).logits
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("strip", [False, True])
+def test_reads_other_spellings(hf_model, tmp_path: Path, strip: bool) -> None:
     hf = hf_model("llama")
     mg = tmp_path / "mg"
     hf2mg(Hf2MgOptions(load_dir=hf, save_dir=mg, tp=2, pp=2, fmt="legacy"))
     _as_other_writer(mg, 2, 2, strip)
     if strip:
         shutil.rmtree(mg / "hf_assets")
-    mg2hf(mg, tmp_path / "out")
-    assert_same_state(hf_state(hf), hf_state(tmp_path / "out"))
-    ids = torch.tensor([[1, 5, 9, 200, 7]])
-    with torch.no_grad():
-        want = AutoModelForCausalLM.from_pretrained(hf)(ids).logits
-        got = AutoModelForCausalLM.from_pretrained(tmp_path / "out")(ids).logits
-    assert torch.equal(got, want)
+    _assert_converts_back_exactly(hf, mg, tmp_path / "out")
 
 
 def test_megatron_core_builds_and_loads_it(hf_model, tmp_path: Path) -> None:
     """megatron-core's own GPTModel (local spec), built from our args, loads our state dict
-    with nothing missing or unexpected: untied Llama and tied, QKV-bias Qwen2 (T=1, P=1:
-    megatron-core runs on CPU here)."""
+    with nothing missing or unexpected: untied Llama, tied QKV-bias Qwen2 and qk-norm Qwen3
+    (T=1, P=1: megatron-core runs on CPU here)."""
     import subprocess
     import sys
 
     pytest.importorskip("megatron.core")
     files = []
-    for family in ("llama", "qwen2"):
+    families = ("llama", "qwen2", "qwen3")
+    for family in families:
         hf2mg(
             Hf2MgOptions(
                 load_dir=hf_model(family),
@@ -170,4 +176,22 @@ def test_megatron_core_builds_and_loads_it(hf_model, tmp_path: Path) -> None:
         [sys.executable, str(script), *files], capture_output=True, text=True, timeout=180
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip().splitlines()[-2:] == ["missing=[] unexpected=[] shapes_ok=True"] * 2
+    lines = proc.stdout.strip().splitlines()[-len(families) :]
+    assert lines == ["missing=[] unexpected=[] shapes_ok=True"] * len(families)
+
+
+def test_foreign_qwen3_checkpoint_is_rebuilt_as_qwen3(hf_model, tmp_path: Path) -> None:
+    """Args without Atelier's fields: qk_layernorm in the args makes it a Qwen3 again."""
+    hf = hf_model("qwen3")
+    mg = tmp_path / "mg"
+    hf2mg(Hf2MgOptions(load_dir=hf, save_dir=mg, tp=2))
+    for t in range(2):
+        path = rank_path(mg, t, 0, 1)
+        ck = load_rank(path)
+        assert ck["args"].qk_layernorm and ck["args"].kv_channels == 16
+        for name in list(vars(ck["args"])):
+            if name.startswith("atelier_"):
+                delattr(ck["args"], name)
+        torch.save(ck, path)
+    shutil.rmtree(mg / "hf_assets")
+    _assert_converts_back_exactly(hf, mg, tmp_path / "out")

@@ -26,6 +26,9 @@ CASES = [
     ("qwen2", 4, 1, 1, None, "mcore", "te"),
     ("yi", 4, 4, 1, None, "mcore", "local"),
     ("yi", 6, 1, 3, [2, 3, 1], "legacy", "local"),
+    ("qwen3", 4, 2, 2, None, "mcore", "local"),
+    ("qwen3", 6, 4, 3, [1, 3, 2], "mcore", "te"),
+    ("qwen3tied", 6, 2, 3, [3, 1, 2], "mcore", "local"),
 ]
 
 
@@ -121,6 +124,7 @@ def test_params_dtype_cast(hf_model, tmp_path: Path) -> None:
     [
         ("llama", (2, 2, None, "legacy"), (4, 3, [1, 3, 2], "mcore")),
         ("qwen2", (4, 3, [3, 2, 1], "mcore"), (1, 2, [2, 4], "legacy")),
+        ("qwen3", (2, 3, [3, 2, 1], "mcore"), (4, 2, [2, 4], "mcore")),
     ],
 )
 def test_mg2mg_equals_direct(hf_model, tmp_path: Path, family, src, dst) -> None:
@@ -156,9 +160,13 @@ def test_mg2mg_equals_direct(hf_model, tmp_path: Path, family, src, dst) -> None
     assert_same_state(hf_state(hf), hf_state(tmp_path / "out"))
 
 
-@pytest.mark.parametrize("family", ["llama", "llama31", "mistral", "qwen2", "yi"])
+@pytest.mark.parametrize(
+    "family", ["llama", "llama31", "mistral", "qwen2", "yi", "qwen3", "qwen3tied"]
+)
 def test_every_tp_pp_both_formats(hf_model, tmp_path: Path, family: str) -> None:
-    """The full grid T in {1,2,4} x P in {1,2,3} (uneven lists), legacy and mcore."""
+    """The full grid T in {1,2,4} x P in {1,2,3} (uneven lists), legacy and mcore.
+
+    Qwen3's q/k norms have no parameter in Megatron's legacy GPTModel: legacy is refused."""
     from atelier.core.errors import AtelierError
 
     hf = hf_model(family, 6)
@@ -177,9 +185,14 @@ def test_every_tp_pp_both_formats(hf_model, tmp_path: Path, family: str) -> None
                     fmt=fmt,
                     mcore_norms=norms,
                 )
-                if family == "mistral" and tp == 4:  # 2 query groups
+                if family in ("mistral", "qwen3tied") and tp == 4:  # 2 query groups
                     with pytest.raises(AtelierError, match="valid sizes: 1, 2"):
                         hf2mg(opts)
+                    continue
+                if family.startswith("qwen3") and fmt == "legacy":
+                    with pytest.raises(AtelierError, match=r"fmt legacy: .*q_norm.*use fmt mcore"):
+                        hf2mg(opts)
+                    assert not (case / "mg").exists()
                     continue
                 hf2mg(opts)
                 mg2hf(case / "mg", case / "hf")

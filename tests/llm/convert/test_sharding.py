@@ -39,35 +39,74 @@ def test_fuse_qkv_per_group_order_and_inverse() -> None:
     assert all(torch.equal(a, b) for a, b in zip(back, (q, k, v), strict=True))
 
 
+def _meta(heads: int, groups: int, d: int, h: int, f: int):
+    from atelier.llm.convert.meta import ModelMeta
+
+    return ModelMeta(
+        family="qwen3",
+        num_layers=1,
+        hidden_size=h,
+        ffn_hidden_size=f,
+        num_heads=heads,
+        num_groups=groups,
+        head_dim=d,
+        vocab_size=10,
+        tied=False,
+        qkv_bias=True,
+        rope_theta=1e4,
+        norm_eps=1e-6,
+        max_positions=16,
+        dtype=torch.float32,
+    )
+
+
 @pytest.mark.parametrize("tp", [1, 2, 4])
-def test_rank_slice_then_fuse_is_the_rank_chunk(tp: int) -> None:
+def test_shard_part_is_the_rank_chunk_and_gather_inverts_it(tp: int) -> None:
+    """Every split kind, on a layer with every part (QKV bias and qk-norm included)."""
+    from atelier.llm.convert.families import Split, get_family
+
     torch.manual_seed(0)
-    heads, groups, d, h, f = 8, 4, 2, 6, 12
-    parts = {
-        "q": torch.randn(heads * d, h),
-        "k": torch.randn(groups * d, h),
-        "v": torch.randn(groups * d, h),
-        "o": torch.randn(h, heads * d),
-        "gate": torch.randn(f, h),
-        "up": torch.randn(f, h),
-        "down": torch.randn(h, f),
-        "input_norm": torch.randn(h),
+    meta = _meta(heads=8, groups=4, d=2, h=6, f=12)
+    parts = get_family("qwen3").parts_for(meta)
+    assert {p.split for p in parts} == {Split.REPLICATED, Split.QKV, Split.ROW, Split.GATE_UP}
+    full = {
+        piece: torch.randn(shape)
+        for p in parts
+        for piece, shape in zip(p.pieces, p.piece_shapes(meta), strict=True)
     }
-    full_qkv = sh.fuse_qkv(parts["q"], parts["k"], parts["v"], groups)
-    for r in range(tp):
-        mine = sh.rank_slice(parts, tp, r)
-        assert torch.equal(
-            sh.fuse_qkv(mine["q"], mine["k"], mine["v"], groups // tp), full_qkv.chunk(tp)[r]
-        )
-        assert torch.equal(
-            torch.cat([mine["gate"], mine["up"]]),
-            sh.fuse_gate_up(parts["gate"], parts["up"], tp, r),
-        )
-        assert torch.equal(mine["o"], parts["o"].chunk(tp, dim=1)[r])
-        assert torch.equal(mine["input_norm"], parts["input_norm"])
-    shards = [sh.fuse_gate_up(parts["gate"], parts["up"], tp, r) for r in range(tp)]
-    gate, up = sh.unfuse_gate_up(shards)
-    assert torch.equal(gate, parts["gate"]) and torch.equal(up, parts["up"])
+    for p in parts:
+        pieces = [full[k] for k in p.pieces]
+        shards = [sh.shard_part(p, pieces, meta, tp, r) for r in range(tp)]
+        for r, s in enumerate(shards):
+            assert tuple(s.shape) == p.rank_shape(meta, tp), p.role
+            if p.split is Split.QKV:
+                want = sh.fuse_qkv(*pieces, meta.num_groups).chunk(tp)[r]
+            elif p.split is Split.GATE_UP:
+                want = sh.fuse_gate_up(*pieces, tp, r)
+            elif p.split is Split.ROW:
+                want = pieces[0].chunk(tp, dim=1)[r]
+            else:
+                want = pieces[0]
+            assert torch.equal(s, want), p.role
+        back = sh.gather_part(p, shards, meta)
+        assert all(torch.equal(a, b) for a, b in zip(back, pieces, strict=True)), p.role
+    # gate/up: rank r holds [gate_r; up_r]
+    gate, up = full["gate"], full["up"]
+    r0 = sh.shard_part(next(p for p in parts if p.role == "fc1"), [gate, up], meta, tp, 0)
+    assert torch.equal(r0, torch.cat([gate.chunk(tp)[0], up.chunk(tp)[0]]))
+
+
+def test_vocab_shard_part_pads_and_gathers_back() -> None:
+    from atelier.llm.convert.families import get_family
+
+    meta = _meta(heads=8, groups=4, d=2, h=4, f=12)
+    meta.vocab_size = 300
+    embed = get_family("llama").embed
+    w = torch.randn(300, 4)
+    padded = sh.padded_vocab_size(300, 128, 4)
+    shards = [sh.shard_part(embed, [w], meta, 4, r, padded) for r in range(4)]
+    assert torch.equal(torch.cat(shards), sh.pad_vocab(w, padded))
+    assert torch.equal(sh.gather_part(embed, shards, meta)[0], w)
 
 
 def test_padded_shard_matches_pad_then_split() -> None:
@@ -85,6 +124,6 @@ def test_padded_shard_matches_pad_then_split() -> None:
 def test_layer_partition() -> None:
     assert sh.layer_partition(6, 3, None) == [2, 2, 2]
     assert sh.layer_partition(6, 3, [1, 3, 2]) == [1, 3, 2]
-    with pytest.raises(AtelierError, match="--num-layer-list"):
+    with pytest.raises(AtelierError, match="num_layer_list"):
         sh.layer_partition(7, 2, None)
     assert sh.valid_tensor_parallel_sizes(32, 8, 11008) == [1, 2, 4, 8]

@@ -54,7 +54,7 @@ def copy_assets(src: Path, dst: Path, skip: tuple[str, ...] = ()) -> list[str]:
 def copy_tokenizer(path: Path, dst: Path) -> list[str]:
     """--tokenizer-model: a tokenizer file, or a folder holding tokenizer files."""
     if not path.exists():
-        raise AtelierError(f"--tokenizer-model {path}: no such file or folder")
+        raise AtelierError(f"tokenizer_model {path}: no such file or folder")
     dst.mkdir(parents=True, exist_ok=True)
     files = (
         [path] if path.is_file() else [path / n for n in TOKENIZER_FILES if (path / n).is_file()]
@@ -116,6 +116,6 @@ def check_tokenizer_fits(folder: Path, vocab: int, what: str) -> None:
     if n is not None and n > vocab:
         raise AtelierError(
             f"{folder / name} has {n} tokens but {what} has {vocab} rows; ids "
-            f">= {vocab} would have no embedding. Pass --true-vocab-size {n} if the "
-            f"embedding really has {n} rows, or --tokenizer-model with the model's own tokenizer"
+            f">= {vocab} would have no embedding. Pass true_vocab_size {n} if the "
+            f"embedding really has {n} rows, or tokenizer_model with the model's own tokenizer"
         )

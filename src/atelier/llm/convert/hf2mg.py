@@ -41,16 +41,16 @@ class Hf2MgOptions:
 
 def check_format(fmt: str, norms: str) -> None:
     if fmt not in FORMATS:
-        raise AtelierError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
+        raise AtelierError(f"fmt {fmt!r}: use one of {', '.join(FORMATS)}")
     if norms not in NORMS:
-        raise AtelierError(f"--mcore-norms {norms!r}: use one of {', '.join(NORMS)}")
+        raise AtelierError(f"mcore_norms {norms!r}: use one of {', '.join(NORMS)}")
 
 
 def hf2mg(opts: Hf2MgOptions) -> MegatronLayout:
     """Convert, streaming: each output rank file is written as soon as it is complete."""
     check_format(opts.fmt, opts.mcore_norms)
     if opts.make_vocab_size_divisible_by < 1:
-        raise AtelierError("--make-vocab-size-divisible-by must be at least 1")
+        raise AtelierError("make_vocab_size_divisible_by must be at least 1")
     save = check_save_dir(opts.save_dir, opts.load_dir, opts.overwrite, "hf2mg")
     source = HFSource(opts.load_dir, opts.true_vocab_size)
     tok = opts.tokenizer_model

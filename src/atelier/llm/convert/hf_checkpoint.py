@@ -40,25 +40,26 @@ class HFSource:
     def __init__(self, folder: str | Path, true_vocab_size: int | None = None) -> None:
         self.folder = Path(folder)
         if not self.folder.is_dir():
-            raise AtelierError(f"--load-dir {self.folder}: not a folder")
+            raise AtelierError(f"load_dir {self.folder}: not a folder")
         self.assets_dir: Path | None = self.folder
         if (
             not (self.folder / "config.json").is_file()
             and (self.folder / "latest_checkpointed_iteration.txt").is_file()
         ):
             raise AtelierError(
-                f"--load-dir {self.folder} is a Megatron checkpoint, not a "
+                f"load_dir {self.folder} is a Megatron checkpoint, not a "
                 "Hugging Face folder; use mg2hf or mg2mg"
             )
         config = read_json(self.folder / "config.json")
-        embed_name = detect_family(config, str(self.folder / "config.json")).keys["embed"]
+        fam = detect_family(config, str(self.folder / "config.json"))
+        embed_name = fam.embed.hf[0]
         self._handles: dict[str, Any] = {}
         self._files = self._weight_map()
         embed_shape = self._shape(embed_name)
         self.meta: ModelMeta = meta_from_hf_config(
             config, str(self.folder / "config.json"), self._dtype(embed_name)
         )
-        self.keys = self.meta.fam.keys
+        self.keys = self.meta.fam.hf_names()
         self._check_names()
         self._release()
         rows = embed_shape[0]
@@ -66,12 +67,12 @@ class HFSource:
             if rows != self.meta.vocab_size:
                 raise AtelierError(
                     f"{self.folder}: {embed_name} has {rows} rows but config.json vocab_size "
-                    f"is {self.meta.vocab_size}; pass --true-vocab-size {rows} to keep every "
+                    f"is {self.meta.vocab_size}; pass true_vocab_size {rows} to keep every "
                     "row (or the number of rows the tokenizer uses)"
                 )
         elif not 0 < true_vocab_size <= rows:
             raise AtelierError(
-                f"--true-vocab-size {true_vocab_size}: the embedding {embed_name} in "
+                f"true_vocab_size {true_vocab_size}: the embedding {embed_name} in "
                 f"{self.folder} has {rows} rows; pass a size between 1 and {rows}"
             )
         else:
@@ -88,7 +89,7 @@ class HFSource:
         files = sorted(self.folder.glob("*.safetensors"))
         if not files:
             raise AtelierError(
-                f"--load-dir {self.folder}: no *.safetensors weights (and no {INDEX}); save "
+                f"load_dir {self.folder}: no *.safetensors weights (and no {INDEX}); save "
                 "the model with save_pretrained(safe_serialization=True)"
             )
         out = {}
@@ -106,7 +107,7 @@ class HFSource:
                 f"{self.folder}: tensor {missing[0]!r} not found in the weights"
                 + (f" ({len(missing)} missing)" if len(missing) > 1 else "")
             )
-        ignorable = {self.keys["lm_head"]} if self.meta.tied else set()
+        ignorable = set(self.meta.fam.output.hf) if self.meta.tied else set()
         extra = sorted(
             n for n in present - expected - ignorable if not n.endswith("rotary_emb.inv_freq")
         )
@@ -163,13 +164,13 @@ class HFSource:
 
     def embed(self) -> torch.Tensor:
         try:
-            return self.get(self.keys["embed"])[: self.meta.vocab_size]
+            return self.get(self.meta.fam.embed.hf[0])[: self.meta.vocab_size]
         finally:
             self._release()
 
     def final_norm(self) -> torch.Tensor:
         try:
-            return self.get(self.keys["final_norm"])
+            return self.get(self.meta.fam.final_norm.hf[0])
         finally:
             self._release()
 
@@ -177,19 +178,16 @@ class HFSource:
         if self.meta.tied:
             return None
         try:
-            return self.get(self.keys["lm_head"])[: self.meta.vocab_size]
+            return self.get(self.meta.fam.output.hf[0])[: self.meta.vocab_size]
         finally:
             self._release()
 
     def layer(self, i: int) -> dict[str, torch.Tensor]:
         out = {}
         try:
-            for part, template in self.keys.items():
-                if "{i}" not in template:
-                    continue
-                if part.endswith("_bias") and not self.meta.qkv_bias:
-                    continue
-                out[part] = self.get(template.format(i=i))
+            for part in self.meta.fam.parts_for(self.meta):
+                for piece, template in zip(part.pieces, part.hf, strict=True):
+                    out[piece] = self.get(template.format(i=i))
         finally:
             self._release()
         return out
@@ -219,46 +217,43 @@ class HFSource:
 
 
 def hf_tensors(source: Any) -> Iterator[tuple[str, torch.Tensor]]:
-    """(HF name, tensor) of a model in save_pretrained order, one layer held at a time."""
-    keys = source.meta.fam.keys
-    yield keys["embed"], source.embed()
-    for i in range(source.meta.num_layers):
-        for part, t in source.layer(i).items():
-            yield keys[part].format(i=i), t
+    """(HF name, tensor) of a model in save_pretrained order, one layer held at a time.
+
+    Order and names come from the family table, as in `hf_plan`; tensors are cast to
+    `source.meta.dtype` (a no-op for converted checkpoints).
+    """
+    meta = source.meta
+    fam, dtype = meta.fam, meta.dtype
+
+    def cast(t: torch.Tensor) -> torch.Tensor:
+        return t if t.dtype == dtype else t.to(dtype)
+
+    yield fam.embed.hf[0], cast(source.embed())
+    parts = fam.parts_for(meta)
+    for i in range(meta.num_layers):
+        layer = source.layer(i)
+        for part in parts:
+            for piece, template in zip(part.pieces, part.hf, strict=True):
+                yield template.format(i=i), cast(layer[piece])
+        del layer
         release_freed_memory()
-    yield keys["final_norm"], source.final_norm()
+    yield fam.final_norm.hf[0], cast(source.final_norm())
     head = source.lm_head()
     if head is not None:
-        yield keys["lm_head"], head
+        yield fam.output.hf[0], cast(head)
 
 
 def hf_plan(meta: ModelMeta) -> list[tuple[str, list[int]]]:
     """(name, shape) of every tensor `hf_tensors` yields, known before reading any."""
-    keys, h, d, f = meta.fam.keys, meta.hidden_size, meta.head_dim, meta.ffn_hidden_size
-    qd, kd = meta.num_heads * d, meta.num_groups * d
-    shapes = {
-        "input_norm": [h],
-        "q": [qd, h],
-        "k": [kd, h],
-        "v": [kd, h],
-        "q_bias": [qd],
-        "k_bias": [kd],
-        "v_bias": [kd],
-        "o": [h, qd],
-        "post_norm": [h],
-        "gate": [f, h],
-        "up": [f, h],
-        "down": [h, f],
-    }
-    plan = [(keys["embed"], [meta.vocab_size, h])]
+    fam = meta.fam
+    plan = [(fam.embed.hf[0], list(fam.embed.shape(meta)))]
     for i in range(meta.num_layers):
-        for part, template in keys.items():
-            if "{i}" not in template or (part.endswith("_bias") and not meta.qkv_bias):
-                continue
-            plan.append((template.format(i=i), shapes[part]))
-    plan.append((keys["final_norm"], [h]))
+        for part in fam.parts_for(meta):
+            for template, shape in zip(part.hf, part.piece_shapes(meta), strict=True):
+                plan.append((template.format(i=i), list(shape)))
+    plan.append((fam.final_norm.hf[0], list(fam.final_norm.shape(meta))))
     if not meta.tied:
-        plan.append((keys["lm_head"], [meta.vocab_size, h]))
+        plan.append((fam.output.hf[0], list(fam.output.shape(meta))))
     return plan
 
 

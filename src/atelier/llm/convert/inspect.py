@@ -43,9 +43,11 @@ def inspect_checkpoint(path: Path) -> dict[str, Any]:
             "ffn": m.ffn_hidden_size,
             "heads": m.num_heads,
             "query_groups": m.num_groups,
+            "head_dim": m.head_dim,
             "true_vocab": m.vocab_size,
             "tied_embeddings": m.tied,
             "qkv_bias": m.qkv_bias,
+            "qk_norm": m.qk_norm,
             "dtype": dtype_name(m.dtype),
             "parameters": m.num_parameters(),
         }

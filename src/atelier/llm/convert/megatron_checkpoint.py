@@ -1,7 +1,8 @@
 """Megatron checkpoints on disk: the folder layout and a lazy reader.
 
-The reader opens rank files with mmap for one layer at a time. The streaming writer is in
-`megatron_writer.py`.
+The reader (`MegatronSource`) opens rank files with mmap for one layer at a time; what it
+does with a rank's state dict is shared with in-memory state dicts (`megatron_state.py`).
+The streaming writer is in `megatron_writer.py`.
 
 Layout (Megatron-LM, MindSpeed-LLM): `latest_checkpointed_iteration.txt` holding an
 iteration number or `release`; `iter_0000001/` (or `release/`); one folder per rank,
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,23 +22,19 @@ import torch
 from atelier.core.errors import AtelierError
 from atelier.core.log import get_logger
 from atelier.llm.convert.assets import ASSETS_DIRNAME
+from atelier.llm.convert.megatron_state import (
+    MegatronLayout,
+    RankStateReader,
+    canonical_flat,
+    count_layers,
+)
 from atelier.llm.convert.meta import ModelMeta, meta_from_megatron_args
-from atelier.llm.convert.names import (
-    canonical_legacy_name,
-    detect_format,
-    flatten,
-    names_for,
-)
-from atelier.llm.convert.sharding import (
-    unfuse_gate_up,
-    unfuse_qkv,
-)
+from atelier.llm.convert.names import detect_format
 
 log = get_logger(__name__)
 TRACKER = "latest_checkpointed_iteration.txt"
 RANK_FILES = ("model_optim_rng.pt", "model_rng.pt")
 _RANK_DIR = re.compile(r"^mp_rank_(\d{2})(?:_(\d{3}))?$")
-_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
 
 def rank_dir_name(tp: int, pp: int, pp_size: int) -> str:
@@ -48,7 +44,7 @@ def rank_dir_name(tp: int, pp: int, pp_size: int) -> str:
 def iteration_dir(load_dir: Path) -> Path:
     """The folder holding `mp_rank_*`, following the tracker file like Megatron does."""
     if not load_dir.is_dir():
-        raise AtelierError(f"--load-dir {load_dir}: not a folder")
+        raise AtelierError(f"load_dir {load_dir}: not a folder")
     tracker = load_dir / TRACKER
     if tracker.is_file():
         text = tracker.read_text("utf-8").strip()
@@ -73,7 +69,7 @@ def iteration_dir(load_dir: Path) -> Path:
     if candidates:
         return candidates[-1]
     raise AtelierError(
-        f"--load-dir {load_dir}: not a Megatron checkpoint (no {TRACKER}, iter_*/ or "
+        f"load_dir {load_dir}: not a Megatron checkpoint (no {TRACKER}, iter_*/ or "
         "mp_rank_*/ inside)"
     )
 
@@ -123,22 +119,10 @@ def _flat_model(ckpt: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
     model = ckpt.get("model")
     if not isinstance(model, dict):
         raise AtelierError(f"{path}: no 'model' state dict inside")
-    flat = flatten(model)
-    return {canonical_legacy_name(k): v for k, v in flat.items()}
+    return canonical_flat(model)
 
 
-@dataclass
-class MegatronLayout:
-    tp: int
-    pp: int
-    layer_list: list[int]
-    fmt: str
-    norms: str
-    padded_vocab: int
-    iteration: int | str
-
-
-class MegatronSource:
+class MegatronSource(RankStateReader):
     """A Megatron checkpoint read lazily: one layer from the T rank files of its stage."""
 
     def __init__(self, load_dir: str | Path) -> None:
@@ -156,16 +140,21 @@ class MegatronSource:
             )
         flat0 = _flat_model(first, self.files[(0, 0)])
         fmt, norms = detect_format(flat0)
-        self.names = names_for(fmt, norms)
-        embed0 = flat0.get(self.names["embed"])
+        meta = meta_from_megatron_args(self.args, str(self.files[(0, 0)]), torch.float32)
+        embed_name = meta.fam.embed.name(fmt, norms)
+        embed0 = flat0.get(embed_name)
         if embed0 is None:
-            raise AtelierError(
-                f"{self.files[(0, 0)]}: no {self.names['embed']} on the first pipeline stage"
-            )
-        self.meta: ModelMeta = meta_from_megatron_args(
-            self.args, str(self.files[(0, 0)]), embed0.dtype
-        )
-        layer_list = [self._count_layers(p, flat0 if p == 0 else None) for p in range(pp)]
+            raise AtelierError(f"{self.files[(0, 0)]}: no {embed_name} on the first pipeline stage")
+        meta.dtype = embed0.dtype
+        self.meta: ModelMeta = meta
+        stage_names = [(str(self.files[(0, 0)]), set(flat0))]
+        layer_list = [count_layers(flat0, str(self.files[(0, 0)]))]
+        for p in range(1, pp):
+            path = self.files[(0, p)]
+            flat = _flat_model(load_rank_file(path), path)
+            stage_names.append((str(path), set(flat)))
+            layer_list.append(count_layers(flat, str(path)))
+            del flat
         if sum(layer_list) != self.meta.num_layers:
             raise AtelierError(
                 f"{self.it_dir}: stages hold {layer_list} layers but args say "
@@ -188,75 +177,8 @@ class MegatronSource:
             )
         assets = self.load_dir / ASSETS_DIRNAME
         self.assets_dir: Path | None = assets if assets.is_dir() else None
-        self._starts = [sum(layer_list[:p]) for p in range(pp)]
+        self._check_layout(stage_names)
 
-    def _count_layers(self, pp: int, flat: dict[str, torch.Tensor] | None) -> int:
-        if flat is None:
-            flat = _flat_model(load_rank_file(self.files[(0, pp)]), self.files[(0, pp)])
-        idx = {int(m.group(1)) for k in flat if (m := _LAYER.search(k))}
-        if not idx:
-            raise AtelierError(f"{self.files[(0, pp)]}: no transformer layers in this stage")
-        if idx != set(range(len(idx))):
-            raise AtelierError(
-                f"{self.files[(0, pp)]}: layer numbers {sorted(idx)} are not "
-                "0..n-1 (Megatron numbers layers locally in each stage)"
-            )
-        return len(idx)
-
-    def _gather(self, pp: int, roles: list[tuple[str, int]]) -> dict[str, list[torch.Tensor]]:
-        """Tensors of `roles` (role, local layer) from every TP rank of stage `pp`.
-
-        Rank files are opened with mmap; the returned tensors are views of the mapping,
-        which callers hold for one layer only, so touched pages (which count as RSS)
-        are unmapped once that layer is written.
-        """
-        names = {role: self.names[role].format(i=i) for role, i in roles}
-        out: dict[str, list[torch.Tensor]] = {role: [] for role, _ in roles}
-        for t in range(self.layout.tp):
-            path = self.files[(t, pp)]
-            flat = _flat_model(load_rank_file(path), path)
-            for role, name in names.items():
-                if name not in flat:
-                    raise AtelierError(f"{path}: tensor {name!r} is missing")
-                out[role].append(flat[name])
-            del flat
-        return out
-
-    def _one(self, pp: int, role: str) -> list[torch.Tensor]:
-        return self._gather(pp, [(role, 0)])[role]
-
-    def embed(self) -> torch.Tensor:
-        return torch.cat(self._one(0, "embed"))[: self.meta.vocab_size]
-
-    def final_norm(self) -> torch.Tensor:
-        return self._one(self.layout.pp - 1, "final_norm")[0]
-
-    def lm_head(self) -> torch.Tensor | None:
-        if self.meta.tied:
-            return None
-        return torch.cat(self._one(self.layout.pp - 1, "output"))[: self.meta.vocab_size]
-
-    def layer(self, i: int) -> dict[str, torch.Tensor]:
-        pp = max(p for p in range(self.layout.pp) if self._starts[p] <= i)
-        j = i - self._starts[pp]
-        m = self.meta
-        roles = ["input_norm", "qkv", "proj", "post_norm", "fc1", "fc2"]
-        if m.qkv_bias:
-            roles.append("qkv_bias")
-        g = self._gather(pp, [(r, j) for r in roles])
-        out: dict[str, torch.Tensor] = {"input_norm": g["input_norm"][0]}
-        out["q"], out["k"], out["v"] = unfuse_qkv(
-            torch.cat(g["qkv"]), m.num_heads, m.num_groups, m.head_dim
-        )
-        if m.qkv_bias:
-            out["q_bias"], out["k_bias"], out["v_bias"] = unfuse_qkv(
-                torch.cat(g["qkv_bias"]), m.num_heads, m.num_groups, m.head_dim
-            )
-        out["o"] = torch.cat(g["proj"], dim=1)
-        out["post_norm"] = g["post_norm"][0]
-        out["gate"], out["up"] = unfuse_gate_up(g["fc1"])
-        out["down"] = torch.cat(g["fc2"], dim=1)
-        return out
-
-    def close(self) -> None:
-        pass
+    def _rank_state(self, tp: int, pp: int) -> tuple[str, dict[str, torch.Tensor]]:
+        path = self.files[(tp, pp)]
+        return str(path), _flat_model(load_rank_file(path), path)

@@ -1,8 +1,9 @@
 """Writing Megatron checkpoints, streaming.
 
-The writer lays a stage's rank files out from the model's sizes (`stage_entries`) and
-streams tensors into all TP files of the stage side by side (`torch_stream`), so each
-input layer is read once and memory holds one layer, not one rank file.
+The writer lays a stage's rank files out from the family table and the model's sizes
+(`stage_entries`) and streams tensors into all TP files of the stage side by side
+(`torch_stream`), so each input layer is read once and memory holds one layer, not one
+rank file. `rank_state_dicts` builds the same state dicts in memory.
 
 What Atelier writes: legacy format nests 'model' the way Megatron-LM's legacy GPTModel
 saves it (`names.nest_legacy`); mcore writes the flat state dict (no TE `_extra_state`).
@@ -14,13 +15,15 @@ keep one there; with PP = 1 tied models have no output weight.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
+from atelier.core.errors import AtelierError
 from atelier.core.log import get_logger
+from atelier.llm.convert.families import Part
 from atelier.llm.convert.megatron_checkpoint import (
     RANK_FILES,
     TRACKER,
@@ -29,18 +32,14 @@ from atelier.llm.convert.megatron_checkpoint import (
 )
 from atelier.llm.convert.memory import release_freed_memory
 from atelier.llm.convert.meta import ModelMeta, megatron_args
-from atelier.llm.convert.names import (
-    names_for,
-    nest_legacy,
-)
+from atelier.llm.convert.names import nest_legacy
 from atelier.llm.convert.overlap import BackgroundWriter
 from atelier.llm.convert.sharding import (
     check_tensor_parallel,
-    fuse_qkv,
     layer_partition,
     padded_shard,
     padded_vocab_size,
-    rank_slice,
+    shard_part,
     vocab_shard_range,
 )
 from atelier.llm.convert.source import CheckpointSource, vocab_rows
@@ -84,106 +83,126 @@ def _vocab_shard(
     return padded_shard(rows, last_row.to(rows.dtype), start, stop, true_vocab)
 
 
-def _rank_layers(
-    source: CheckpointSource, meta: ModelMeta, i: int, tp_size: int
-) -> list[dict[str, torch.Tensor]]:
-    """Layer i, read once, as each TP rank stores it (qkv fused per group, fc1 = [gate; up])."""
-    full = {k: _cast(v, meta.dtype) for k, v in source.layer(i).items()}
-    groups = meta.num_groups // tp_size
-    out = []
-    for tp in range(tp_size):
-        part = rank_slice(full, tp_size, tp)
-        rank = {
-            "input_norm": part["input_norm"],
-            "qkv": fuse_qkv(part["q"], part["k"], part["v"], groups),
-            "proj": part["o"],
-            "post_norm": part["post_norm"],
-            "fc1": torch.cat([part["gate"], part["up"]], dim=0),
-            "fc2": part["down"],
-        }
-        if meta.qkv_bias:
-            rank["qkv_bias"] = fuse_qkv(part["q_bias"], part["k_bias"], part["v_bias"], groups)
-        out.append(rank)
-    return out
-
-
 Entry = tuple[str, tuple[int, ...], Callable[[int], torch.Tensor]]
 
 
 def stage_entries(
     source: CheckpointSource,
     meta: ModelMeta,
-    names: dict[str, str],
+    target: MegatronTarget,
     stage_layers: range,
-    tp_size: int,
     first: bool,
     last: bool,
-    pp_size: int,
     padded: int,
 ) -> list[Entry]:
     """(name, shape per rank, producer(tp)) of every tensor in a stage's rank files.
 
-    All TP ranks of a stage hold the same names and shapes, so the files are laid out
-    before any tensor is read and written side by side; a layer is read once and held
-    until every rank has taken its part.
+    Walks the family table: all TP ranks of a stage hold the same names and shapes, so
+    the files are laid out before any tensor is read and written side by side; a layer
+    is read once and held until every rank has taken its shard.
     """
-    h, d, f = meta.hidden_size, meta.head_dim, meta.ffn_hidden_size
-    qkv_rows = (meta.num_heads + 2 * meta.num_groups) * d // tp_size
-    shapes = {
-        "input_norm": (h,),
-        "qkv": (qkv_rows, h),
-        "qkv_bias": (qkv_rows,),
-        "proj": (h, meta.num_heads * d // tp_size),
-        "post_norm": (h,),
-        "fc1": (2 * f // tp_size, h),
-        "fc2": (h, f // tp_size),
-    }
-    roles = [
-        "input_norm",
-        "qkv",
-        *(["qkv_bias"] if meta.qkv_bias else []),
-        "proj",
-        "post_norm",
-        "fc1",
-        "fc2",
-    ]
-    vocab_shape = (padded // tp_size, h)
-    held: dict[int, list[dict[str, torch.Tensor]]] = {}
+    fam, tp_size = meta.fam, target.tp
+    parts = fam.parts_for(meta)
+    held: dict[int, dict[str, torch.Tensor]] = {}
 
-    def layer_part(i: int, role: str, tp: int) -> torch.Tensor:
+    def name(part: Part, local_layer: int = 0) -> str:
+        n = part.name(target.fmt, target.norms)
+        assert n is not None  # check_target refused such targets
+        return n.format(i=local_layer)
+
+    def layer_part(i: int, part: Part, tp: int) -> torch.Tensor:
         if i not in held:
             held.clear()  # one layer at a time
             release_freed_memory()
-            held[i] = _rank_layers(source, meta, i, tp_size)
-        return held[i][tp].pop(role)
+            held[i] = {k: _cast(v, meta.dtype) for k, v in source.layer(i).items()}
+        full = held[i]
+        return shard_part(part, [full[k] for k in part.pieces], meta, tp_size, tp)
 
     def vocab(which: str, tp: int) -> torch.Tensor:
         return _cast(_vocab_shard(source, which, padded, tp_size, tp), meta.dtype)
 
+    def final_norm(tp: int) -> torch.Tensor:
+        return _cast(source.final_norm(), meta.dtype).clone()
+
+    def shape(part: Part) -> tuple[int, ...]:
+        return part.rank_shape(meta, tp_size, padded)
+
     entries: list[Entry] = []
     if first:
-        entries.append((names["embed"], vocab_shape, functools.partial(vocab, "embed")))
+        entries.append((name(fam.embed), shape(fam.embed), functools.partial(vocab, "embed")))
     for j, i in enumerate(stage_layers):
-        entries += [
-            (names[r].format(i=j), shapes[r], functools.partial(layer_part, i, r)) for r in roles
-        ]
+        entries += [(name(p, j), shape(p), functools.partial(layer_part, i, p)) for p in parts]
     if last:
-        entries.append(
-            (names["final_norm"], (h,), lambda tp: _cast(source.final_norm(), meta.dtype).clone())
-        )
+        entries.append((name(fam.final_norm), shape(fam.final_norm), final_norm))
         if not meta.tied:
-            entries.append((names["output"], vocab_shape, functools.partial(vocab, "lm_head")))
-        elif pp_size > 1:
-            entries.append((names["head_copy"], vocab_shape, functools.partial(vocab, "embed")))
+            entries.append(
+                (name(fam.output), shape(fam.output), functools.partial(vocab, "lm_head"))
+            )
+        elif target.pp > 1:
+            entries.append(
+                (name(fam.head_copy), shape(fam.head_copy), functools.partial(vocab, "embed"))
+            )
     return entries
+
+
+def check_target(meta: ModelMeta, target: MegatronTarget) -> tuple[list[int], int]:
+    """Validate `target` for `meta`; returns (layers per stage, padded vocabulary)."""
+    check_tensor_parallel(target.tp, meta.num_heads, meta.num_groups, meta.ffn_hidden_size)
+    fam = meta.fam
+    for part in (*fam.parts_for(meta), *fam.model_parts_for(meta)):
+        if part.name(target.fmt, target.norms) is None:
+            raise AtelierError(
+                f"fmt {target.fmt}: Megatron's {target.fmt} GPTModel has no parameter for "
+                f"{fam.name}'s {part.role} ({part.hf[0]}); use fmt mcore"
+            )
+    layers = layer_partition(meta.num_layers, target.pp, target.layer_list)
+    return layers, padded_vocab_size(meta.vocab_size, target.divisible_by, target.tp)
+
+
+def stage_plans(
+    source: CheckpointSource, meta: ModelMeta, target: MegatronTarget
+) -> Iterator[tuple[int, list[Entry]]]:
+    """(stage, entries) for every pipeline stage of `target`, in order."""
+    layers, padded = check_target(meta, target)
+    start = 0
+    for pp in range(target.pp):
+        stage = range(start, start + layers[pp])
+        yield pp, stage_entries(source, meta, target, stage, pp == 0, pp == target.pp - 1, padded)
+        start += layers[pp]
+
+
+def rank_state_dicts(
+    source: CheckpointSource,
+    target: MegatronTarget,
+    ranks: Sequence[int] | None = None,
+    stages: Sequence[int] | None = None,
+) -> dict[tuple[int, int], dict[str, torch.Tensor]]:
+    """The flat state dicts `write_megatron` would save, in memory: {(tp, pp): state}.
+
+    Only the TP `ranks` and pipeline `stages` asked for are built (default all). Names
+    follow `target.fmt` flat (legacy names are not nested here; `names.nest_legacy`
+    nests them). Tensors are fresh copies, never views of the source.
+    """
+    meta = source.meta if target.dtype is None else replace(source.meta, dtype=target.dtype)
+    tps = list(range(target.tp)) if ranks is None else list(ranks)
+    out: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
+    for pp, entries in stage_plans(source, meta, target):
+        if stages is not None and pp not in stages:
+            continue
+        states = {tp: {} for tp in tps}
+        for name, shape, produce in entries:
+            for tp in tps:
+                t = produce(tp).clone(memory_format=torch.contiguous_format)
+                assert tuple(t.shape) == shape, (name, t.shape, shape)
+                states[tp][name] = t
+        out.update({(tp, pp): states[tp] for tp in tps})
+    return out
 
 
 def write_megatron(source: CheckpointSource, out: Path, target: MegatronTarget) -> MegatronLayout:
     """Write every rank file of `target` into `out`; one stage's TP files side by side."""
     meta = source.meta if target.dtype is None else replace(source.meta, dtype=target.dtype)
-    check_tensor_parallel(target.tp, meta.num_heads, meta.num_groups, meta.ffn_hidden_size)
-    layers = layer_partition(meta.num_layers, target.pp, target.layer_list)
-    padded = padded_vocab_size(meta.vocab_size, target.divisible_by, target.tp)
+    layers, padded = check_target(meta, target)
     args = megatron_args(
         meta,
         tp=target.tp,
@@ -194,16 +213,10 @@ def write_megatron(source: CheckpointSource, out: Path, target: MegatronTarget) 
         fmt=target.fmt,
         norms=target.norms,
     )
-    names = names_for(target.fmt, target.norms)
     it_dir = out / "iter_0000001"
     (out / TRACKER).write_text("1\n", "utf-8")
     tp_size, pp_size = target.tp, target.pp
-    start = 0
-    for pp in range(pp_size):
-        stage = range(start, start + layers[pp])
-        entries = stage_entries(
-            source, meta, names, stage, tp_size, pp == 0, pp == pp_size - 1, pp_size, padded
-        )
+    for pp, entries in stage_plans(source, meta, target):
         slots = [TensorSlot(str(k), shape, meta.dtype) for k, (_, shape, _) in enumerate(entries)]
         flat = {name: slot for (name, _, _), slot in zip(entries, slots, strict=True)}
         model = nest_legacy(flat) if target.fmt == "legacy" else flat
@@ -225,7 +238,6 @@ def write_megatron(source: CheckpointSource, out: Path, target: MegatronTarget) 
             for f in files:
                 writer.submit(f.close)
         log.info("wrote pipeline stage %d (%d rank files)", pp, tp_size)
-        start += layers[pp]
     return MegatronLayout(
         tp=tp_size,
         pp=pp_size,

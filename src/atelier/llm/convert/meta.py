@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from atelier.core.errors import AtelierError
-from atelier.llm.convert.families import Family, detect_family, get_family
+from atelier.llm.convert.families import Family, detect_family, family_for_args, get_family
 
 DTYPES: dict[str, torch.dtype] = {
     "bf16": torch.bfloat16,
@@ -44,7 +44,7 @@ def parse_dtype(name: str, where: str) -> torch.dtype:
 
 @dataclass
 class ModelMeta:
-    """Sizes and settings of a Llama-layout model."""
+    """Sizes and settings of a Llama-layout model; `fam` is its tensor table."""
 
     family: str
     num_layers: int
@@ -67,14 +67,20 @@ class ModelMeta:
     def fam(self) -> Family:
         return get_family(self.family)
 
+    @property
+    def qk_norm(self) -> bool:
+        return self.fam.arch.qk_norm
+
+    @property
+    def untied(self) -> bool:
+        return not self.tied
+
     def num_parameters(self) -> int:
         """Unpadded parameter count, as Hugging Face would report it."""
-        h, d = self.hidden_size, self.head_dim
-        qkv = h * d * (self.num_heads + 2 * self.num_groups)
-        bias = d * (self.num_heads + 2 * self.num_groups) if self.qkv_bias else 0
-        layer = qkv + bias + self.num_heads * d * h + 3 * h * self.ffn_hidden_size + 2 * h
-        embed = self.vocab_size * h * (1 if self.tied else 2)
-        return self.num_layers * layer + embed + h
+        fam = self.fam
+        layer = sum(torch.Size(p.shape(self)).numel() for p in fam.parts_for(self))
+        model = sum(torch.Size(p.shape(self)).numel() for p in fam.model_parts_for(self))
+        return self.num_layers * layer + model
 
 
 def _rope(config: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:
@@ -87,8 +93,17 @@ def _rope(config: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:
     return float(theta), scaling
 
 
-def meta_from_hf_config(config: dict[str, Any], where: str, dtype: torch.dtype) -> ModelMeta:
+def meta_from_hf_config(
+    config: dict[str, Any], where: str = "config.json", dtype: torch.dtype | None = None
+) -> ModelMeta:
+    """Sizes of a Hugging Face `config.json` (a dict); errors name `where`.
+
+    `dtype` defaults to the config's `torch_dtype` / `dtype` (float32 when it has none).
+    """
     fam = detect_family(config, where)
+    if dtype is None:
+        stored = config.get("torch_dtype") or config.get("dtype") or "float32"
+        dtype = parse_dtype(str(stored), f"{where}: torch_dtype")
     values: dict[str, Any] = {}
     for hf_name, meta_name in fam.config_map.items():
         if hf_name in config and config[hf_name] is not None:
@@ -105,7 +120,7 @@ def meta_from_hf_config(config: dict[str, Any], where: str, dtype: torch.dtype) 
     values.setdefault("max_positions", 4096)
     head_dim = config.get("head_dim") or values["hidden_size"] // values["num_heads"]
     theta, scaling = _rope(config)
-    qkv_bias = fam.qkv_bias or bool(config.get("attention_bias", False))
+    qkv_bias = fam.arch.qkv_bias or bool(config.get("attention_bias", False))
     return ModelMeta(
         family=fam.name,
         head_dim=int(head_dim),
@@ -148,9 +163,11 @@ def megatron_args(
     seq_length: int | None = None,
 ) -> argparse.Namespace:
     """The `args` Namespace Megatron-LM / MindSpeed-LLM need to build this model."""
-    dt = meta.dtype
+    dt, arch = meta.dtype, meta.fam.arch
     scaling = meta.rope_scaling or {}
-    llama3 = scaling.get("rope_type", scaling.get("type")) == "llama3"
+    llama3 = "llama3" in arch.rope_scalings and (
+        scaling.get("rope_type", scaling.get("type")) == "llama3"
+    )
     return argparse.Namespace(
         num_layers=meta.num_layers,
         hidden_size=meta.hidden_size,
@@ -177,9 +194,10 @@ def megatron_args(
         rope_scaling_original_max_position_embeddings=scaling.get(
             "original_max_position_embeddings"
         ),
-        normalization="RMSNorm",
+        normalization=arch.norm,
         norm_epsilon=meta.norm_eps,
-        swiglu=True,
+        swiglu=arch.activation == "silu",
+        qk_layernorm=meta.qk_norm,
         untie_embeddings_and_output_weights=not meta.tied,
         add_qkv_bias=meta.qkv_bias,
         add_bias_linear=False,
@@ -226,9 +244,7 @@ def meta_from_megatron_args(args: Any, where: str, dtype: torch.dtype) -> ModelM
     groups = heads
     if getattr(args, "group_query_attention", False):
         groups = int(need("num_query_groups"))
-    family = getattr(args, "atelier_family", None) or (
-        "qwen2" if getattr(args, "add_qkv_bias", False) else "llama"
-    )
+    family = family_for_args(args).name
     scaling = None
     if getattr(args, "use_rope_scaling", False) or getattr(args, "rope_scaling_type", None):
         scaling = {

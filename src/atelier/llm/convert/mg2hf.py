@@ -39,6 +39,7 @@ CHECKED_FIELDS = (
     "head_dim",
     "tied",
     "qkv_bias",
+    "qk_norm",
 )
 
 
@@ -50,7 +51,7 @@ def _adopt_config(source: MegatronSource, config_dir: Path) -> None:
         have, want = getattr(source.meta, name), getattr(given, name)
         if have != want:
             raise AtelierError(
-                f"--hf-config-dir {path}: {name} is {want} but the Megatron "
+                f"hf_config_dir {path}: {name} is {want} but the Megatron "
                 f"checkpoint has {have}; pass the config of this model"
             )
     _check_vocab(source, path, given.vocab_size)
@@ -71,7 +72,7 @@ def _check_vocab(source: MegatronSource, path: Path, want: int) -> None:
     if want > padded or (recorded is not None and int(recorded) != want):
         have = f"{recorded} (padded to {padded} rows)" if recorded else f"{padded} padded rows"
         raise AtelierError(
-            f"--hf-config-dir {path}: vocab_size is {want} but the Megatron checkpoint has "
+            f"hf_config_dir {path}: vocab_size is {want} but the Megatron checkpoint has "
             f"{have}; pass the config of this model (or fix its vocab_size)"
         )
 
@@ -90,7 +91,7 @@ def mg2hf(
     source = MegatronSource(load_dir)
     assets = hf_config_dir or source.assets_dir
     if hf_config_dir is not None and not hf_config_dir.is_dir():
-        raise AtelierError(f"--hf-config-dir {hf_config_dir}: not a folder")
+        raise AtelierError(f"hf_config_dir {hf_config_dir}: not a folder")
     if assets is not None and (assets / "config.json").is_file():
         _adopt_config(source, assets)
     meta = source.meta

@@ -1,8 +1,8 @@
-"""Megatron state-dict names, legacy and mcore, and the nested legacy container.
+"""Megatron state-dict spellings and the nested legacy container.
 
-Roles: `embed`, `final_norm`, `output`, `head_copy` (the tied output-embedding copy
-on the last stage of a multi-stage pipeline) and per layer `input_norm`, `qkv`,
-`qkv_bias`, `proj`, `post_norm`, `fc1`, `fc2`. Layer numbers are local to a stage.
+The names themselves (legacy, mcore local, mcore TE) are columns of the family table
+(`families.Part`); this module only knows the container shapes and the older spellings.
+Layer numbers are local to a stage.
 
 Reading accepts the spellings Megatron-LM and MindSpeed-LLM have used
 (`input_norm`/`input_layernorm`, `final_norm`/`final_layernorm`, `encoder`/`transformer`,
@@ -17,50 +17,12 @@ from typing import Any
 
 import torch
 
-LAYER_ROLES = ("input_norm", "qkv", "qkv_bias", "proj", "post_norm", "fc1", "fc2")
+from atelier.llm.convert.families import INPUT_NORM
 
-LEGACY: dict[str, str] = {
-    "embed": "language_model.embedding.word_embeddings.weight",
-    "final_norm": "language_model.encoder.final_norm.weight",
-    "output": "language_model.output_layer.weight",
-    "head_copy": "word_embeddings_for_head.weight",
-    "input_norm": "language_model.encoder.layers.{i}.input_norm.weight",
-    "qkv": "language_model.encoder.layers.{i}.self_attention.query_key_value.weight",
-    "qkv_bias": "language_model.encoder.layers.{i}.self_attention.query_key_value.bias",
-    "proj": "language_model.encoder.layers.{i}.self_attention.dense.weight",
-    "post_norm": "language_model.encoder.layers.{i}.post_attention_norm.weight",
-    "fc1": "language_model.encoder.layers.{i}.mlp.dense_h_to_4h.weight",
-    "fc2": "language_model.encoder.layers.{i}.mlp.dense_4h_to_h.weight",
-}
+# A TE-fused input norm marks TE naming (the table's mcore_te column).
+_TE_NORM = re.compile(re.escape(str(INPUT_NORM.mcore_te)).replace(r"\{i\}", r"\d+") + "$")
 
-MCORE_LOCAL: dict[str, str] = {
-    "embed": "embedding.word_embeddings.weight",
-    "final_norm": "decoder.final_layernorm.weight",
-    "output": "output_layer.weight",
-    "head_copy": "output_layer.weight",
-    "input_norm": "decoder.layers.{i}.input_layernorm.weight",
-    "qkv": "decoder.layers.{i}.self_attention.linear_qkv.weight",
-    "qkv_bias": "decoder.layers.{i}.self_attention.linear_qkv.bias",
-    "proj": "decoder.layers.{i}.self_attention.linear_proj.weight",
-    "post_norm": "decoder.layers.{i}.pre_mlp_layernorm.weight",
-    "fc1": "decoder.layers.{i}.mlp.linear_fc1.weight",
-    "fc2": "decoder.layers.{i}.mlp.linear_fc2.weight",
-}
-
-MCORE_TE: dict[str, str] = {
-    **MCORE_LOCAL,
-    "input_norm": "decoder.layers.{i}.self_attention.linear_qkv.layer_norm_weight",
-    "post_norm": "decoder.layers.{i}.mlp.linear_fc1.layer_norm_weight",
-}
-
-
-def names_for(fmt: str, norms: str = "local") -> dict[str, str]:
-    if fmt == "legacy":
-        return LEGACY
-    return MCORE_TE if norms == "te" else MCORE_LOCAL
-
-
-# Older spellings, rewritten to the ones above before lookup.
+# Older legacy spellings, rewritten to the table's legacy names before lookup.
 _ALIASES = (
     (re.compile(r"^language_model\.transformer\."), "language_model.encoder."),
     (re.compile(r"\.input_layernorm\.weight$"), ".input_norm.weight"),
@@ -117,6 +79,6 @@ def detect_format(flat: Mapping[str, torch.Tensor]) -> tuple[str, str]:
     """(format, norms) of a flat state dict: legacy|mcore, te|local."""
     names = list(flat)
     if any(n.startswith(("decoder.", "embedding.", "output_layer.")) for n in names):
-        norms = "te" if any(n.endswith("linear_qkv.layer_norm_weight") for n in names) else "local"
+        norms = "te" if any(_TE_NORM.search(n) for n in names) else "local"
         return "mcore", norms
     return "legacy", "local"

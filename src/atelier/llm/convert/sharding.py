@@ -8,15 +8,24 @@ Layout facts (Megatron-LM and MindSpeed-LLM agree):
 - Column-parallel weights (QKV, fc1, embedding, output layer) split on dim 0,
   row-parallel ones (attention output, fc2) on dim 1; norms are replicated.
 - No q/k permutation: HF Llama and Megatron both rotate the two halves of a head.
+
+Which rule applies to which tensor is the family table's `Part.split`
+(`families.Split`); `shard_part` / `gather_part` are the only code that fuses.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from atelier.core.errors import AtelierError
+from atelier.llm.convert.families import Part, Split
+
+if TYPE_CHECKING:
+    from atelier.llm.convert.meta import ModelMeta
 
 
 def padded_vocab_size(true_vocab: int, divisible_by: int, tp: int) -> int:
@@ -44,7 +53,7 @@ def check_tensor_parallel(tp: int, num_heads: int, num_groups: int, ffn: int) ->
     if tp < 1 or num_heads % tp or num_groups % tp or ffn % tp:
         valid = valid_tensor_parallel_sizes(num_heads, num_groups, ffn)
         raise AtelierError(
-            f"--tensor-model-parallel-size {tp} must divide the attention heads ({num_heads}), "
+            f"tp {tp} must divide the attention heads ({num_heads}), "
             f"query groups ({num_groups}) and FFN size ({ffn}); valid sizes: "
             f"{', '.join(map(str, valid))}"
         )
@@ -53,18 +62,18 @@ def check_tensor_parallel(tp: int, num_heads: int, num_groups: int, ffn: int) ->
 def layer_partition(num_layers: int, pp: int, layer_list: list[int] | None) -> list[int]:
     """Layers per pipeline stage: `layer_list` when given, else an even split."""
     if pp < 1:
-        raise AtelierError(f"--pipeline-model-parallel-size {pp} must be at least 1")
+        raise AtelierError(f"pp {pp} must be at least 1")
     if layer_list:
         if len(layer_list) != pp or sum(layer_list) != num_layers or min(layer_list) < 1:
             raise AtelierError(
-                f"--num-layer-list {','.join(map(str, layer_list))} must have "
+                f"num_layer_list {','.join(map(str, layer_list))} must have "
                 f"{pp} positive entries (one per pipeline stage) summing to {num_layers} layers"
             )
         return list(layer_list)
     if num_layers % pp:
         raise AtelierError(
-            f"--pipeline-model-parallel-size {pp} does not divide {num_layers} layers; "
-            f"pass --num-layer-list with {pp} entries summing to {num_layers}"
+            f"pp {pp} does not divide {num_layers} layers; "
+            f"pass num_layer_list with {pp} entries summing to {num_layers}"
         )
     return [num_layers // pp] * pp
 
@@ -106,28 +115,53 @@ def unfuse_gate_up(shards: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tens
     return torch.cat([h[0] for h in halves]), torch.cat([h[1] for h in halves])
 
 
-# Canonical (HF-layout) parts by how TP splits them.
-ROW_PARTS = ("q", "k", "v", "q_bias", "k_bias", "v_bias", "gate", "up")
-COL_PARTS = ("o", "down")
-
-
-def rank_slice(parts: dict[str, torch.Tensor], tp: int, rank: int) -> dict[str, torch.Tensor]:
-    """What TP rank `rank` needs of a full layer, still in HF layout (q, k, v, gate, up ...).
+def shard_part(
+    part: Part,
+    pieces: Sequence[torch.Tensor],
+    meta: ModelMeta,
+    tp: int,
+    rank: int,
+    padded_vocab: int | None = None,
+) -> torch.Tensor:
+    """TP rank `rank`'s shard of `part`, from its full HF-layout pieces (in `part.pieces` order).
 
     Slicing q/k/v by rank and fusing them with groups/T gives exactly rank r's chunk of
-    the fused QKV, because each rank's query groups are contiguous. Row pieces and
-    replicated norms are views (fusing copies them anyway); column pieces are made
-    contiguous.
+    the fused QKV, because each rank's query groups are contiguous. Replicated and
+    dim-0 pieces may be views of the inputs; everything else is a fresh tensor.
     """
-    out = {}
-    for k, t in parts.items():
-        if k in ROW_PARTS:
-            out[k] = t.chunk(tp, dim=0)[rank]
-        elif k in COL_PARTS:
-            out[k] = split_cols(t, tp, rank)
-        else:
-            out[k] = t
-    return out
+    split = part.split
+    if split is Split.REPLICATED:
+        return pieces[0]
+    if split is Split.COLUMN:
+        return pieces[0].chunk(tp, dim=0)[rank]
+    if split is Split.ROW:
+        return split_cols(pieces[0], tp, rank)
+    if split is Split.QKV:
+        q, k, v = (t.chunk(tp, dim=0)[rank] for t in pieces)
+        return fuse_qkv(q, k, v, meta.num_groups // tp)
+    if split is Split.GATE_UP:
+        return fuse_gate_up(pieces[0], pieces[1], tp, rank)
+    full, vocab = pieces[0], meta.vocab_size
+    padded = padded_vocab if padded_vocab is not None else vocab
+    start, stop = vocab_shard_range(padded, tp, rank)
+    rows = full[start : min(stop, vocab)] if start < vocab else full[:0]
+    return padded_shard(rows, full[vocab - 1], start, stop, vocab)
+
+
+def gather_part(part: Part, shards: Sequence[torch.Tensor], meta: ModelMeta) -> tuple:
+    """The inverse of `shard_part`: full HF-layout pieces from every TP rank's shard."""
+    split = part.split
+    if split is Split.REPLICATED:
+        return (shards[0],)
+    if split is Split.COLUMN:
+        return (torch.cat(list(shards), dim=0),)
+    if split is Split.ROW:
+        return (torch.cat(list(shards), dim=1),)
+    if split is Split.QKV:
+        return unfuse_qkv(torch.cat(list(shards)), meta.num_heads, meta.num_groups, meta.head_dim)
+    if split is Split.GATE_UP:
+        return unfuse_gate_up(list(shards))
+    return (torch.cat(list(shards))[: meta.vocab_size],)
 
 
 def vocab_shard_range(padded: int, tp: int, rank: int) -> tuple[int, int]:

@@ -3,7 +3,11 @@
 Readers (Hugging Face folder, Megatron checkpoint) implement it lazily; writers
 ask for the embedding, each layer, the final norm and the head in turn and drop
 them as soon as the output file that needs them is written. Tensors use the
-Hugging Face layout (separate q/k/v and gate/up, unpadded vocabulary).
+Hugging Face layout (separate q/k/v and gate/up, unpadded vocabulary), keyed by the
+family table's piece keys (`families.Part.pieces`: q, k, v, q_bias, q_norm, o, gate, ...).
+
+Implementations: `HFSource` (folder), `MegatronSource` (checkpoint on disk),
+`state_dicts.HFStateSource` and `megatron_state.StateDictSource` (state dicts in memory).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ class CheckpointSource(Protocol):
         ...
 
     def layer(self, i: int) -> dict[str, torch.Tensor]:
-        """Layer i (global numbering) under the names in `families.LAYER_PARTS`."""
+        """Layer i (global numbering): the pieces of `meta.fam.parts_for(meta)`."""
         ...
 
     def close(self) -> None: ...

@@ -1,0 +1,1 @@
+"""`atelier llm train`: pretraining and full-parameter SFT on Megatron datasets and checkpoints."""
