@@ -34,7 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PY = sys.executable
-OURS = re.compile(r"^\..+\.[A-Za-z0-9-]+-\d+\.[^.]+\.(partial|old|commit)$")
+# Temporaries of ours: `.NAME.HOST-PID.X.partial|old|commit` now, `.NAME.X.partial` and
+# `.NAME.X.old` before (counted too, so a sweep of older code is judged the same way).
+OURS = re.compile(r"^\..+\.[^.]+\.(partial|old|commit)$")
 TIMEOUT_S = 90
 
 
@@ -668,7 +670,50 @@ def core_trials(w: Path, f: dict[str, Path], env: dict[str, str]) -> list[Trial]
         )
         for s in ("", "llm", "llm convert", "sd", "lipsync", "dws", "demo")
     ]
-    return trials
+    return trials + permission_trials(w, f)
+
+
+def permission_trials(w: Path, f: dict[str, Path]) -> list[Trial]:
+    """Permission denied, for real: as root the CLI runs as `nobody` (setpriv)."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        return [Trial("core", "permission trials", [], needs_root=True)]
+    os.chmod(w, 0o755)
+    locked = w / "locked"  # root-owned 0755: nobody may not write here
+    locked.mkdir(exist_ok=True)
+    secret = w / "secret.jsonl"
+    secret.write_text('{"text": "private"}\n')
+    os.chmod(secret, 0o600)
+    as_nobody = f"setpriv --reuid 65534 --regid 65534 --clear-groups {PY} -m atelier"
+    tok = f"--tokenizer-name-or-path {f['tok']}"
+    pre = f"{as_nobody} llm preprocess {tok}"
+    hf = w / "hf"
+    return [
+        Trial(
+            "core",
+            "preprocess --output-prefix in a folder nobody may write",
+            [],
+            shell=f"{pre} --input {f['three']} --output-prefix {locked / 'x'}",
+        ),
+        Trial(
+            "core",
+            "preprocess --input nobody may read",
+            [],
+            shell=f"{pre} --input {secret} --output-prefix /tmp/atelier-nobody-x",
+        ),
+        Trial(
+            "core",
+            "merge --output-prefix in a folder nobody may write",
+            [],
+            shell=f"{as_nobody} llm merge --input {w / 'out' / 'ds'} "
+            f"--output-prefix {locked / 'm'}",
+        ),
+        Trial(
+            "core",
+            "hf2mg --save-dir in a folder nobody may write",
+            [],
+            shell=f"{as_nobody} llm convert hf2mg --load-dir {hf} --save-dir {locked / 'mg'}",
+        ),
+    ]
 
 
 # ---------------------------------------------------------------- kill trials
@@ -870,6 +915,7 @@ def main() -> int:
     ap.add_argument("--kills", type=int, default=5, help="kill -9 trials (0 to skip)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unmount and clean up on TERM
     suites = args.only or ["llm", "convert", "core"]
     w = Path(tempfile.mkdtemp(prefix="atelier-sweep-"))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}

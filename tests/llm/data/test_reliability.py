@@ -235,3 +235,53 @@ def test_kill_9_leaves_no_workers_and_the_rerun_cleans_up(tmp_path, hf_tokenizer
     clean = tmp_path / "clean"
     run(hf_tokenizer_dir, src, clean)
     assert files_bytes(out / "ds", ["text"]) == files_bytes(clean, ["text"])
+
+
+def _as_other_user() -> list[str] | None:
+    """A command prefix that drops root (root bypasses file modes), or None."""
+    import shutil
+
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv"):
+        return ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
+    return None
+
+
+def test_permission_denied_output_and_input_are_one_line(hf_tokenizer_dir, texts):
+    import shutil
+    import tempfile
+
+    prefix = _as_other_user()
+    if prefix is None:
+        pytest.skip("root without setpriv cannot be denied a permission")
+    # pytest's own tmp folders are private to root; the other user needs a way in
+    home = Path(tempfile.mkdtemp(prefix="atelier-perm-"))
+    try:
+        os.chmod(home, 0o755)
+        tok = Path(shutil.copytree(hf_tokenizer_dir, home / "tok"))
+        locked = home / "locked"
+        locked.mkdir()
+        os.chmod(locked, 0o555 if os.geteuid() else 0o755)  # root-owned 0755 denies nobody
+        src = write_jsonl(home / "c.jsonl", [{"text": t} for t in texts[:3]])
+        secret = write_jsonl(home / "secret.jsonl", [{"text": "private"}])
+        os.chmod(secret, 0o000)
+        writable = home / "open"
+        writable.mkdir()
+        os.chmod(writable, 0o777)
+        base = [*prefix, sys.executable, "-m", "atelier", "llm", "preprocess",
+                "--tokenizer-name-or-path", str(tok)]  # fmt: skip
+        cases = (
+            (["--input", str(src), "--output-prefix", str(locked / "o")],
+             f"--output-prefix: {locked}: permission denied"),
+            (["--input", str(secret), "--output-prefix", str(writable / "o")],
+             f"{secret}: permission denied"),
+        )  # fmt: skip
+        for argv, want in cases:
+            r = subprocess.run([*base, *argv], capture_output=True, text=True, timeout=120)
+            errs = [x for x in r.stderr.splitlines() if x.startswith("atelier: error:")]
+            assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+            assert len(errs) == 1 and want in errs[0], r.stderr
+        assert os.listdir(locked) == []
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
