@@ -133,8 +133,8 @@ def signals_deferred() -> Iterator[None]:
     try:
         yield
     finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
+        for s, handler in old.items():  # None: a handler set outside Python
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
         if got:
             signal.raise_signal(got[0])
 
