@@ -785,7 +785,9 @@ def kill_trials(w: Path, f: dict[str, Path], env: dict[str, str], n: int) -> lis
     return results
 
 
-def interrupt_trials(w: Path, f: dict[str, Path], env: dict[str, str]) -> list[tuple[str, str]]:
+def interrupt_trials(
+    w: Path, f: dict[str, Path], env: dict[str, str], _n: int = 0
+) -> list[tuple[str, str]]:
     """SIGINT / SIGTERM mid-run: exit 130 / 143, one line, no temporaries, old output
     intact; kill -9 of hf2mg mid-write: the rerun removes the partial folder and says so."""
     big = w / "big.jsonl"
@@ -816,10 +818,15 @@ def interrupt_trials(w: Path, f: dict[str, Path], env: dict[str, str]) -> list[t
         )
         kids = wait_for_temps(proc, w / "sig", 2)
         proc.send_signal(sig)
-        _, err = proc.communicate(timeout=60)
-        time.sleep(1)
         why = []
-        if proc.returncode != code:
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+            why.append(f"still running 60 s after {sig.name}")
+        time.sleep(1)
+        if proc.returncode != code and not why:
             why.append(f"exit {proc.returncode}, wanted {code}")
         if "Traceback" in err:
             why.append("traceback")
@@ -936,15 +943,13 @@ def main() -> int:
                 verdict, detail = run_trial(t, env, watch)
                 results.append((t.suite, t.name, verdict, detail))
                 print(f"{verdict:8} {t.suite:8} {t.name}: {detail}", flush=True)
-        extra: list[tuple[str, str]] = []
         if "llm" in suites and args.kills:
-            extra += kill_trials(w, f, env, args.kills)
-            extra += interrupt_trials(w, f, env)
-        for name, verdict in extra:
-            v = "clean" if verdict == "clean" else "failure"
-            suite = "convert" if "hf2mg" in name else "llm"
-            results.append((suite, name, v, verdict))
-            print(f"{v:8} {suite:8} {name}: {verdict}", flush=True)
+            for trials_of in (kill_trials, interrupt_trials):
+                for name, verdict in trials_of(w, f, env, args.kills):
+                    v = "clean" if verdict == "clean" else "failure"
+                    suite = "convert" if "hf2mg" in name else "llm"
+                    results.append((suite, name, v, verdict))
+                    print(f"{v:8} {suite:8} {name}: {verdict}", flush=True)
     finally:
         shutil.rmtree(w, ignore_errors=True)
     print("\nsuite     tried  clean  failures  skipped")
