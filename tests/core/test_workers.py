@@ -75,10 +75,9 @@ def test_interrupt_during_submit_is_delivered_after_it():
     from atelier.core.workers import signals_deferred
 
     reached_end = False
-    with pytest.raises(KeyboardInterrupt):
-        with signals_deferred():
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)  # the handler would have run by now
-            reached_end = True
+    with pytest.raises(KeyboardInterrupt), signals_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler would have run by now
+        reached_end = True
     assert reached_end
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
