@@ -719,6 +719,11 @@ def permission_trials(w: Path, f: dict[str, Path]) -> list[Trial]:
 # ---------------------------------------------------------------- kill trials
 
 
+def preprocess_workers_argv(big: Path, prefix: Path, tok: list[str]) -> list[str]:
+    return [PY, "-m", "atelier", "llm", "preprocess", "--input", str(big), "--output-prefix",
+            str(prefix), *tok, "--workers", "2"]  # fmt: skip
+
+
 def kill_trials(w: Path, f: dict[str, Path], env: dict[str, str], n: int) -> list[tuple[str, str]]:
     """kill -9 of `preprocess --workers 2` mid-run: no orphaned worker, the rerun
     cleans our temporaries and writes a complete dataset identical to a clean run."""
@@ -729,20 +734,7 @@ def kill_trials(w: Path, f: dict[str, Path], env: dict[str, str], n: int) -> lis
     tok = ["--tokenizer-name-or-path", str(f["tok"])]
     (w / "kill").mkdir(exist_ok=True)
     prefix = w / "kill" / "ds"
-    argv = [
-        PY,
-        "-m",
-        "atelier",
-        "llm",
-        "preprocess",
-        "--input",
-        str(big),
-        "--output-prefix",
-        str(prefix),
-        *tok,
-        "--workers",
-        "2",
-    ]
+    argv = preprocess_workers_argv(big, prefix, tok)
     subprocess.run(argv, check=True, capture_output=True, env=env)
     ref = digest([Path(f"{prefix}_text_document.bin"), Path(f"{prefix}_text_document.idx")])
     results = []
@@ -794,20 +786,7 @@ def interrupt_trials(
     tok = ["--tokenizer-name-or-path", str(f["tok"])]
     (w / "sig").mkdir(exist_ok=True)
     prefix = w / "sig" / "ds"
-    argv = [
-        PY,
-        "-m",
-        "atelier",
-        "llm",
-        "preprocess",
-        "--input",
-        str(big),
-        "--output-prefix",
-        str(prefix),
-        *tok,
-        "--workers",
-        "2",
-    ]
+    argv = preprocess_workers_argv(big, prefix, tok)
     subprocess.run(argv, check=True, capture_output=True, env=env)
     guard = [Path(f"{prefix}_text_document.bin"), Path(f"{prefix}_text_document.idx")]
     results = []
