@@ -219,6 +219,7 @@ def test_inspect_shows_counts_histogram_and_masked_sample(tmp_path, hf_tokenizer
             ["--prompt-type", "nope", "--handler-name", "AlpacaStyleInstructionHandler"],
             "--prompt-type nope: unknown; known:",
         ),
+        (["--workers", "0"], "argument --workers: 0 is below the minimum (allowed: 1 to 1024)"),
         (["--shard", "3", "--num-shards", "2"], "need 0 <= I < N"),
         (
             [

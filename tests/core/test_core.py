@@ -170,3 +170,30 @@ def test_disk_full_and_os_errors_are_one_line(tmp_path):
     nd = errors.from_os_error(NotADirectoryError(errno.ENOTDIR, "Not a directory", "/etc/hosts/x"))
     assert "is a file, not a folder" in str(nd)
     assert errors.from_os_error(OSError(errno.EBADF, "Bad file descriptor")) is None
+
+
+def test_commit_refused_by_the_kernel_leaves_no_journal(tmp_path):
+    (tmp_path / "d.idx").mkdir()  # a folder where the index should go
+    b, i = temp_sibling(tmp_path / "d.bin"), temp_sibling(tmp_path / "d.idx")
+    with pytest.raises(IsADirectoryError):
+        commit_files([(b, tmp_path / "d.bin"), (i, tmp_path / "d.idx")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.idx"]
+
+
+def test_interrupt_between_renames_completes_the_commit(tmp_path, monkeypatch):
+    b, i = temp_sibling(tmp_path / "d.bin"), temp_sibling(tmp_path / "d.idx")
+    b.write_text("new bin")
+    i.write_text("new idx")
+    real, calls = os.replace, []
+
+    def interrupted(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:  # the .idx rename: Ctrl-C arrives just before it
+            raise KeyboardInterrupt
+        return real(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        commit_files([(b, tmp_path / "d.bin"), (i, tmp_path / "d.idx")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.bin", "d.idx"]
+    assert (tmp_path / "d.idx").read_text() == "new idx"

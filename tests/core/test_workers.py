@@ -67,3 +67,17 @@ def test_workers_die_with_killed_parent(tmp_path, mechanism):
     while any(_alive(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not [w for w in workers if _alive(w)], f"orphaned workers ({mechanism})"
+
+
+def test_interrupt_during_submit_is_delivered_after_it():
+    """Ctrl-C inside `submit` (between spawning a worker and starting the thread that
+    joins it) left a half-started worker printing a traceback; it now waits."""
+    from atelier.core.workers import signals_deferred
+
+    reached_end = False
+    with pytest.raises(KeyboardInterrupt), signals_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler would have run by now
+        reached_end = True
+    assert reached_end
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

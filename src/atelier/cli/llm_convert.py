@@ -243,12 +243,18 @@ def _size(text: str) -> int:
 
     units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
     t = text.strip().upper()
+    size = None
     for unit, factor in units.items():
         if t.endswith(unit) and t[: -len(unit)].strip().replace(".", "", 1).isdigit():
-            return int(float(t[: -len(unit)]) * factor)
-    if t.isdigit():
-        return int(t)
-    raise AtelierError(f"--max-shard-size {text!r}: use bytes or a size like 500MB, 5GB")
+            size = int(float(t[: -len(unit)]) * factor)
+            break
+    if size is None and t.isdigit():
+        size = int(t)
+    if size is None:
+        raise AtelierError(f"--max-shard-size {text!r}: use bytes or a size like 500MB, 5GB")
+    if size < 1:
+        raise AtelierError(f"--max-shard-size {text!r}: must be at least 1 byte, e.g. 5GB")
+    return size
 
 
 @_speaks_flags

@@ -3,8 +3,9 @@
 A user mistake (`AtelierError`) prints one line and exits 2; so does an OS error
 the environment caused (full disk, read-only or foreign folder, a path through a
 file: `core.errors.from_os_error`). Ctrl-C exits 130 without a traceback; a
-closed stdout (`atelier ... | head`) exits quietly like other Unix tools; anything
-else is a bug and keeps its traceback.
+closed stdout (`atelier ... | head`) exits quietly like other Unix tools; SIGTERM
+unwinds like Ctrl-C (exit 143) so temporaries are removed; anything else is a bug
+and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from atelier import __version__
@@ -45,12 +48,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        rc = _main(argv)
+        sys.stdout.flush()  # a closed pipe surfaces here (also after --help), not at exit
+        return rc
+    except BrokenPipeError:
+        return _stdout_gone()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler preempting the job): unwound like Ctrl-C, so every
+    temporary is removed on the way out instead of being left for the next run."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error already printed in one line (2)
         return e.code if isinstance(e.code, int) else 2
     setup_logging(args.log_level)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         rc = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe surfaces here, not at interpreter exit
@@ -64,9 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if mapped is None:
             raise
         return _fail(str(mapped), mapped.exit_code)
-    except KeyboardInterrupt:
-        print("atelier: interrupted; no partial output was left under final names", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        what, code = ("terminated", 143) if isinstance(e, Terminated) else ("interrupted", 130)
+        with contextlib.suppress(BrokenPipeError):
+            print(f"atelier: {what}; no partial output was left under final names", file=sys.stderr)
+        return code
 
 
 def _fail(message: str, code: int) -> int:

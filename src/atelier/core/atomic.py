@@ -77,7 +77,8 @@ def plain_dir_mode() -> int:
 # ------------------------------------------------------------------ names
 
 
-def _tag() -> str:
+def owner_tag() -> str:
+    """HOST-PID: whose temporary this is, for `clean_stale`."""
     return f"{_HOST}-{os.getpid()}"
 
 
@@ -86,7 +87,7 @@ def temp_sibling(final: Path) -> Path:
     final = Path(final)
     _prepare_parent(final.parent)
     fd, name = tempfile.mkstemp(
-        prefix=f".{final.name}.{_tag()}.", suffix=".partial", dir=final.parent
+        prefix=f".{final.name}.{owner_tag()}.", suffix=".partial", dir=final.parent
     )
     os.close(fd)
     os.chmod(name, plain_file_mode())
@@ -97,9 +98,8 @@ def temp_dir_sibling(final: Path, kind: str = "partial") -> Path:
     """A unique hidden folder next to `final`, with the mode `mkdir` would give."""
     final = Path(final)
     _prepare_parent(final.parent)
-    tmp = Path(
-        tempfile.mkdtemp(prefix=f".{final.name}.{_tag()}.", suffix=f".{kind}", dir=final.parent)
-    )
+    prefix = f".{final.name}.{owner_tag()}."
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=f".{kind}", dir=final.parent))
     os.chmod(tmp, plain_dir_mode())
     return tmp
 
@@ -214,7 +214,7 @@ def write_text_atomic(final: str | os.PathLike[str], text: str) -> None:
 
 
 def _journal_path(final: Path) -> Path:
-    return final.parent / f".{final.name}.{_tag()}.{os.urandom(4).hex()}.commit"
+    return final.parent / f".{final.name}.{owner_tag()}.{os.urandom(4).hex()}.commit"
 
 
 def roll_forward(journal: Path) -> None:
@@ -239,32 +239,34 @@ def _journal_names(journal: Path, final: Path) -> bool:
         return False
 
 
-def settle(final: str | os.PathLike[str], wait_s: float = 10.0) -> None:
+def settle(final: str | os.PathLike[str], wait_s: float = 10.0) -> bool:
     """Before reading `final`: let a commit in progress finish, complete a dead one.
 
     A journal of a live writer is waited for (its two renames take microseconds);
     one whose writer was killed is rolled forward here, so a reader never acts
-    on the gap between the renames.
+    on the gap between the renames. True when there was a commit to wait for.
     """
     final = Path(final)
     deadline = time.monotonic() + wait_s
+    found = False
     while True:
         live = False
         try:
             names = os.listdir(final.parent)
         except OSError:
-            return
+            return found
         for n in names:
             m = _OURS.match(n)
             if not m or m["kind"] != "commit" or not _journal_names(final.parent / n, final):
                 continue
+            found = True
             if m["host"] == _HOST and not _pid_alive(int(m["pid"])):
                 roll_forward(final.parent / n)
             else:
                 live = True
         if not live or time.monotonic() > deadline:
-            return
-        time.sleep(0.01)
+            return found
+        time.sleep(0.001)
 
 
 def commit_files(pairs: Sequence[tuple[Path, Path]], last_suffix: str = ".idx") -> None:
@@ -283,6 +285,11 @@ def commit_files(pairs: Sequence[tuple[Path, Path]], last_suffix: str = ".idx") 
     folders = {f.parent.resolve() for _, f in pairs} | {t.parent.resolve() for t, _ in pairs}
     if len(folders) != 1:
         raise ValueError("commit_files: temporaries and finals must share one folder")
+    for _, final in pairs:
+        if final.is_dir() and not final.is_symlink():
+            for tmp, _ in pairs:
+                tmp.unlink(missing_ok=True)
+            raise IsADirectoryError(errno.EISDIR, "is a folder, cannot replace it", str(final))
     firsts = [p for p in pairs if not str(p[1]).endswith(last_suffix)]
     lasts = [p for p in pairs if str(p[1]).endswith(last_suffix)]
     ordered = [*firsts, *lasts]
@@ -290,10 +297,21 @@ def commit_files(pairs: Sequence[tuple[Path, Path]], last_suffix: str = ".idx") 
     journal = _journal_path(anchor)
     with atomic_file(journal) as tmp:
         tmp.write_text(json.dumps({"renames": [[t.name, f.name] for t, f in ordered]}))
-    for _, final in lasts:
-        final.unlink(missing_ok=True)
-    for tmp, final in ordered:
-        os.replace(tmp, final)
+    try:
+        for _, final in lasts:
+            final.unlink(missing_ok=True)
+        for tmp, final in ordered:
+            os.replace(tmp, final)
+    except OSError:
+        # a rename the kernel refused will not succeed on a retry either: give up
+        # cleanly rather than leave a journal that every later run trips over
+        for tmp, _ in ordered:
+            tmp.unlink(missing_ok=True)
+        journal.unlink(missing_ok=True)
+        raise
+    except BaseException:  # Ctrl-C / SIGTERM between renames: finish them, then stop
+        roll_forward(journal)
+        raise
     journal.unlink(missing_ok=True)
 
 

@@ -66,7 +66,7 @@ def require_free(path: str | os.PathLike[str], needed: int, slack: float = 0.02)
 
 
 _HINTS = {
-    errno.EACCES: "permission denied; choose a folder you can write, or fix its permissions",
+    errno.EACCES: "permission denied; fix its permissions or use a path this user may access",
     errno.EPERM: "operation not permitted; choose another path",
     errno.EROFS: "read-only filesystem; choose a writable folder",
     errno.ENOTDIR: "a part of this path is a file, not a folder; choose another path",

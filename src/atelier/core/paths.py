@@ -10,6 +10,7 @@ import errno
 import os
 from pathlib import Path
 
+from atelier.core.atomic import owner_tag
 from atelier.core.errors import AtelierError, from_os_error
 
 
@@ -23,13 +24,22 @@ def output_folder(folder: str | os.PathLike[str], flag: str) -> Path:
             break
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".atelier-probe-{os.getpid()}"
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.close(fd)
-        os.unlink(probe)
     except OSError as e:
-        if e.errno == errno.EEXIST:  # a leftover probe of a recycled pid: harmless
-            return folder
-        mapped = from_os_error(e) or AtelierError(f"{e.filename or folder}: {e.strerror}")
-        raise AtelierError(f"{flag}: {mapped}") from None
+        raise _named(flag, e, Path(e.filename) if e.filename else folder) from None
+    probe = folder / f".atelier-probe.{owner_tag()}.p.partial"  # our pattern: cleaned if killed
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except FileExistsError:  # a leftover probe of a recycled pid: harmless
+        pass
+    except OSError as e:
+        raise _named(flag, e, folder) from None
     return folder
+
+
+def _named(flag: str, e: OSError, where: Path) -> AtelierError:
+    e.filename = str(where)
+    if e.errno == errno.ENOENT:
+        return AtelierError(f"{flag}: {where}: cannot be created here ({e.strerror})")
+    mapped = from_os_error(e) or AtelierError(f"{where}: {e.strerror}")
+    return AtelierError(f"{flag}: {mapped}")

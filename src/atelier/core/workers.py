@@ -18,6 +18,7 @@ No torch import here: `atelier.core` stays light.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import multiprocessing
@@ -26,8 +27,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
 PR_SET_PDEATHSIG = 1
@@ -114,6 +115,43 @@ def orphan_safe_initializer(
     return _child_init, (os.getpid(), pdeathsig, initializer, tuple(initargs))
 
 
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C / SIGTERM until the block is done, then deliver them.
+
+    A `KeyboardInterrupt` in the middle of spawning a worker cuts its handshake
+    pipe, and the half-born child prints `EOFError: Ran out of input` with a
+    traceback. Only the main thread can set handlers; elsewhere this does nothing.
+    Keep the block short: a signal waits for it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    sigs = [signal.SIGINT] + ([signal.SIGTERM] if hasattr(signal, "SIGTERM") else [])
+    old = {s: signal.signal(s, lambda n, _f: got.append(n)) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():  # None: a handler set outside Python
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        if got:
+            signal.raise_signal(got[0])
+
+
+class _OrphanSafePool(ProcessPoolExecutor):
+    """Submits with Ctrl-C / SIGTERM deferred (see `signals_deferred`).
+
+    `submit` spawns workers and then starts the thread that later joins them; an
+    interrupt between the two left a worker nobody joined, still starting up
+    while the parent exited (its semaphores gone: a traceback on stderr).
+    """
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        with signals_deferred():
+            return super().submit(fn, *args, **kwargs)
+
+
 def process_pool(
     workers: int,
     initializer: Callable[..., Any] | None = None,
@@ -127,4 +165,4 @@ def process_pool(
     """
     init, args = orphan_safe_initializer(initializer, initargs)
     ctx = multiprocessing.get_context(start_method)
-    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=init, initargs=args)
+    return _OrphanSafePool(workers, mp_context=ctx, initializer=init, initargs=args)

@@ -161,3 +161,24 @@ def test_overwrite_never_moves_the_save_dir_away(hf_model, tmp_path, monkeypatch
     assert str(mg) not in moved
     assert (mg / "iter_0000001" / "mp_rank_01").is_dir()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mg"]
+
+
+def test_partial_folder_of_a_killed_conversion_is_removed_by_the_next_run(
+    hf_model, tmp_path, caplog
+):
+    """~470 MB per killed conversion piled up; the next run now removes it, and says so."""
+    import logging
+
+    from atelier.core import atomic
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".mg.{atomic.owner_tag().rsplit('-', 1)[0]}-{dead.pid}.k1ll3d.partial"
+    (stale / "iter_0000001").mkdir(parents=True)
+    (stale / "iter_0000001" / "model_optim_rng.pt").write_bytes(b"x" * 4096)
+    past = atomic.RUN_STARTED - 60
+    os.utime(stale, (past, past))
+    with caplog.at_level(logging.INFO, logger="atelier.core.atomic"):
+        hf2mg(Hf2MgOptions(load_dir=hf_model("llama"), save_dir=tmp_path / "mg"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mg"]
+    assert any("removed 1 stale temporary of killed runs" in r.message for r in caplog.records)

@@ -72,7 +72,7 @@ def _check_vocab(source: MegatronSource, path: Path, want: int) -> None:
     if want > padded or (recorded is not None and int(recorded) != want):
         have = f"{recorded} (padded to {padded} rows)" if recorded else f"{padded} padded rows"
         raise AtelierError(
-            f"--hf-config-dir {path}: vocab_size is {want} but the Megatron checkpoint has "
+            f"hf_config_dir {path}: vocab_size is {want} but the Megatron checkpoint has "
             f"{have}; pass the config of this model (or fix its vocab_size)"
         )
 
@@ -122,8 +122,7 @@ def mg2hf(
                     "no tokenizer files found; pass --hf-config-dir ORIGINAL_HF or "
                     "--tokenizer-model to include them"
                 )
-            sub = save.target.relative_to(save_dir) if save.target != save_dir else None
-            written = sorted(f"{sub}/{p.name}" if sub else p.name for p in tmp.iterdir())
+            written = sorted(f"{save.sub}/{p.name}" if save.sub else p.name for p in tmp.iterdir())
     finally:
         source.close()
     return written

@@ -62,10 +62,16 @@ class SaveDir:
 
     target: Path
     replace: bool
+    sub: str | None = None  # set when the output went into a subfolder of --save-dir
 
 
 def check_save_dir(save_dir: Path, load_dir: Path, overwrite: bool, verb: str = "") -> SaveDir:
-    """Validate --save-dir and decide where the output goes (see the module doc)."""
+    """Validate --save-dir and decide where the output goes (see the module doc).
+
+    A symlinked --save-dir is followed, so the link itself is never swapped away.
+    """
+    if save_dir.is_symlink():
+        save_dir = save_dir.resolve()
     if save_dir.resolve() == load_dir.resolve():
         raise AtelierError(f"--save-dir {save_dir} is the --load-dir; choose another folder")
     if save_dir.exists() and not save_dir.is_dir():
@@ -84,6 +90,7 @@ def check_save_dir(save_dir: Path, load_dir: Path, overwrite: bool, verb: str = 
     shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
     if verb == "mg2hf" and save_dir.name != "mg2hf":
         sub = check_save_dir(save_dir / "mg2hf", load_dir, overwrite, verb)
+        sub.sub = "mg2hf"
         log.info(
             "%s holds files Atelier did not write (%s); they stay untouched, the output goes to %s",
             save_dir,

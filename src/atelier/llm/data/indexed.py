@@ -63,6 +63,9 @@ class IndexedWriter:
         self.dtype = np.dtype(dtype)
         if self.dtype not in CODE_OF:
             raise ValueError(f"unsupported dtype {self.dtype}")
+        for final in (bin_path(prefix), idx_path(prefix)):
+            if final.is_dir():  # found before the work, not at the final rename
+                raise AtelierError(f"{final} is a folder; move it or choose another prefix")
         self.tmp_bin = temp_sibling(bin_path(prefix))
         self.tmp_idx = temp_sibling(idx_path(prefix))
         self._bin: BinaryIO = open(self.tmp_bin, "wb")  # noqa: SIM115 (closed in finish/abort)
@@ -149,9 +152,11 @@ class IndexedReader:
         ipath, bpath = idx_path(prefix), bin_path(prefix)
         for attempt in range(50):
             settle(ipath)
-            for p in (ipath, bpath):
-                if not p.is_file():
-                    raise AtelierError(f"{p}: not found (expected a Megatron .bin/.idx pair)")
+            missing = [p for p in (ipath, bpath) if not p.is_file()]
+            if missing:
+                if settle(ipath) or (ipath.is_file() and bpath.is_file()):
+                    continue  # a commit was between its two renames
+                raise AtelierError(f"{missing[0]}: not found (expected a Megatron .bin/.idx pair)")
             try:
                 with open(ipath, "rb") as fi, open(bpath, "rb") as fb:
                     if _same_file(ipath, fi) and _same_file(bpath, fb):

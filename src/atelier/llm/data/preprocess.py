@@ -7,6 +7,7 @@ parse and tokenize whole chunks. Output is therefore identical for any
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import shutil
 import time
@@ -290,8 +291,12 @@ def _preprocess(cfg: PreprocessConfig, job: EncodeJob | None) -> Report:
     try:
         done_bytes = 0
         next_log = cfg.log_interval
-        with progress_bar("preprocess", total, unit="bytes") as bar:
-            for res in run_chunks(job, sources.iter_chunks(srcs, start, stop), cfg.workers):
+        results = run_chunks(job, sources.iter_chunks(srcs, start, stop), cfg.workers)
+        # closing(): on an error or Ctrl-C the pool is shut down here, workers joined,
+        # not whenever the generator happens to be collected (after the parent's exit,
+        # a worker still starting up finds its semaphores gone and prints a traceback)
+        with progress_bar("preprocess", total, unit="bytes") as bar, contextlib.closing(results):
+            for res in results:
                 if res.errors and not cfg.skip_bad_records:
                     raise AtelierError(f"{res.errors[0]} (fix it, or pass --skip-bad-records)")
                 for key, (flat, lens, per_doc) in res.outputs.items():

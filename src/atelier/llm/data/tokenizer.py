@@ -200,7 +200,11 @@ def _load_bert(spec: TokenizerSpec, lowercase: bool) -> LoadedTokenizer:
     from tokenizers import BertWordPieceTokenizer
 
     vocab = _need_file(spec.vocab_file, "--vocab-file")
-    tok = BertWordPieceTokenizer(str(vocab), lowercase=lowercase, strip_accents=lowercase)
+    _check_wordpiece_vocab(vocab)
+    try:
+        tok = BertWordPieceTokenizer(str(vocab), lowercase=lowercase, strip_accents=lowercase)
+    except Exception as e:  # tokenizers raises plain Exception / TypeError on bad vocabularies
+        raise AtelierError(f"--vocab-file {vocab}: not a WordPiece vocab.txt ({e})") from None
     sep, cls, pad = (tok.token_to_id(t) for t in ("[SEP]", "[CLS]", "[PAD]"))
     return LoadedTokenizer(
         rust_json=tok._tokenizer.to_str(),
@@ -212,6 +216,26 @@ def _load_bert(spec: TokenizerSpec, lowercase: bool) -> LoadedTokenizer:
         pad=pad,
         pretrain_special=False,
     )
+
+
+WORDPIECE_SPECIALS = ("[UNK]", "[CLS]", "[SEP]")
+
+
+def _check_wordpiece_vocab(vocab: Path) -> None:
+    """A BERT vocab.txt is UTF-8, one token per line, with [UNK], [CLS] and [SEP]."""
+    try:
+        tokens = set(vocab.read_text(encoding="utf-8").splitlines())
+    except UnicodeDecodeError:
+        raise AtelierError(
+            f"--vocab-file {vocab}: not a WordPiece vocab.txt (not UTF-8 text); give BERT's "
+            "vocab.txt, one token per line"
+        ) from None
+    missing = [t for t in WORDPIECE_SPECIALS if t not in tokens]
+    if missing:
+        raise AtelierError(
+            f"--vocab-file {vocab}: not a WordPiece vocab.txt (no {', '.join(missing)} line); "
+            "give BERT's vocab.txt, one token per line"
+        )
 
 
 class Backend:
