@@ -226,19 +226,6 @@ def local_megatron_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
     Collective over the dp group: every rank must call it.
     """
-    from torch.distributed.tensor import DTensor, Replicate, Shard
+    from atelier.llm.train.checkpoint.shards import tp_local
 
-    out: dict[str, torch.Tensor] = {}
-    for name, p in model.named_parameters():
-        t = p.detach()
-        if isinstance(t, DTensor):
-            mesh = t.device_mesh
-            placements = [
-                Replicate() if (mesh.mesh_dim_names or ("",))[i] == "dp" else pl
-                for i, pl in enumerate(t.placements)
-            ]
-            if any(isinstance(pl, Shard) for pl in t.placements):
-                t = t.redistribute(placements=placements)
-            t = t.to_local()
-        out[name] = t.cpu().clone()
-    return out
+    return {name: tp_local(p).cpu().clone() for name, p in model.named_parameters()}
