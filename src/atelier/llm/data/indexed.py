@@ -156,6 +156,12 @@ class IndexedReader:
             if missing:
                 if settle(ipath) or (ipath.is_file() and bpath.is_file()):
                     continue  # a commit was between its two renames
+                if missing == [ipath] and attempt < 49:
+                    # a .bin without its .idx is what a commit looks like between removing
+                    # the old index and renaming the new one; a writer committing in a loop
+                    # can start the next commit before settle() looks again
+                    time.sleep(0.002 * (attempt + 1))
+                    continue
                 raise AtelierError(f"{missing[0]}: not found (expected a Megatron .bin/.idx pair)")
             try:
                 with open(ipath, "rb") as fi, open(bpath, "rb") as fb:
