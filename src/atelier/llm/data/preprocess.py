@@ -189,9 +189,9 @@ def build_job(cfg: PreprocessConfig, srcs: list[sources.SourceFile]) -> EncodeJo
         template = get_template(name, cfg.prompt_type_path)
     elif cfg.pack:
         raise AtelierError("--pack is for instruction handlers; pretraining data is not packed")
-    loaded, notice = choose_backend(
-        load_tokenizer(cfg.tokenizer), cfg.tokenizer.backend, _sample_texts(srcs)
-    )
+    # the input's first records are read again only when a faster backend is to be checked
+    sample = _sample_texts(srcs) if cfg.tokenizer.backend != "hf" else []
+    loaded, notice = choose_backend(load_tokenizer(cfg.tokenizer), cfg.tokenizer.backend, sample)
     if notice:
         log.warning("tokenizer backend: %s", notice)
     return EncodeJob(
