@@ -1,0 +1,438 @@
+"""LoRA adapters in MindSpeed-LLM's Megatron layout: merged into the base, or split for PEFT.
+
+MindSpeed-LLM wraps megatron-core with PEFT, so each targeted linear X of a LoRA
+checkpoint is saved as `X.base_layer.weight` (and `.bias`, or TE's `layer_norm_weight`:
+everything of the wrapped module moves under `base_layer`), `X.lora_A.default.weight`
+[r, in] and `X.lora_B.default.weight` [out, r], with y = W x + (alpha / r) B A x. The
+fused `linear_qkv` and `linear_fc1` carry ONE pair (PEFT's own Hugging Face layout has
+one per q/k/v and per gate/up). Under tensor parallelism a column-parallel base
+(`linear_qkv`, `linear_fc1`) has A replicated and B split by rows like the base; a
+row-parallel base (`linear_proj`, `linear_fc2`) has A split by columns like the base
+and B replicated. So each TP rank merges on its own: W_r + s B_r A (column) and
+W_r + s B A_r (row) are exactly rank r's shard of W + s B A.
+
+Which linears can be targeted, and how their B (column) or A (row) shards gather into
+Hugging Face pieces, is the family table (`families.Part`, `sharding.gather_part`):
+the fused B of `linear_qkv` is un-interleaved per query group into q/k/v rows exactly
+as the base weight is, and each piece gets the shared A.
+
+Pure functions over state dicts; files are `lora_checkpoint.py`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from atelier.core.errors import AtelierError
+from atelier.llm.convert.families import Family, Part, Split
+from atelier.llm.convert.names import detect_format
+from atelier.llm.convert.sharding import gather_part
+
+# X.lora_A.<adapter>.<leaf>: PEFT's names inside a wrapped module.
+_ADAPTER = re.compile(r"^(?P<module>.+)\.lora_(?P<which>[AB])\.(?P<adapter>[^.]+)\.(?P<leaf>.+)$")
+_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+BASE_LAYER = ".base_layer."
+# PEFT's modules_to_save: the trained copy replaces the original module.
+_SAVED = ".modules_to_save.default."
+_ORIGINAL = ".original_module."
+PEFT_PREFIX = "base_model.model."
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """Rank, alpha and targeted linears (Megatron module names, e.g. `linear_qkv`)."""
+
+    r: int
+    alpha: float
+    target_modules: tuple[str, ...] = ()  # empty: whatever the checkpoint holds
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise AtelierError(f"lora_r {self.r}: must be at least 1")
+        if not math.isfinite(self.alpha) or self.alpha <= 0:
+            raise AtelierError(f"lora_alpha {self.alpha}: must be a positive number")
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.r
+
+
+@dataclass(frozen=True)
+class LoraTarget:
+    """One linear LoRA can wrap, in one checkpoint format."""
+
+    name: str  # Megatron mcore module name: linear_qkv, linear_proj, linear_fc1, linear_fc2
+    part: Part
+    module: str  # the wrapped module's name template in this format (`{i}` = local layer)
+
+    @property
+    def hf_modules(self) -> tuple[str, ...]:
+        """PEFT target names, one per Hugging Face piece (q_proj, k_proj, v_proj ...)."""
+        return tuple(_module_of(t).rsplit(".", 1)[-1] for t in self.part.hf)
+
+
+def _module_of(weight_name: str) -> str:
+    return weight_name.removesuffix(".weight")
+
+
+def lora_targets(fam: Family, fmt: str = "mcore", norms: str = "local") -> dict[str, LoraTarget]:
+    """The family's layer linears (weights that TP shards), keyed by mcore module name.
+
+    Legacy spellings (`query_key_value`, `dense`, `dense_h_to_4h`, `dense_4h_to_h`) are
+    accepted as aliases by `resolve_targets`; `module` is the name in `fmt`.
+    """
+    out: dict[str, LoraTarget] = {}
+    for part in fam.layer_parts:
+        if part.split in (Split.REPLICATED, Split.VOCAB) or not part.mcore.endswith(".weight"):
+            continue
+        here = part.name(fmt, norms)
+        if here is None:
+            continue
+        name = _module_of(part.mcore).rsplit(".", 1)[-1]
+        out[name] = LoraTarget(name, part, _module_of(here))
+    return out
+
+
+def resolve_targets(
+    fam: Family, fmt: str, norms: str, wanted: Sequence[str]
+) -> dict[str, LoraTarget]:
+    """`wanted` (mcore or legacy module names) -> targets; an unknown name is an error."""
+    targets = lora_targets(fam, fmt, norms)
+    aliases = {t.name: t for t in targets.values()}
+    for t in targets.values():
+        if t.part.legacy:
+            aliases[_module_of(t.part.legacy).rsplit(".", 1)[-1]] = t
+    out: dict[str, LoraTarget] = {}
+    for w in wanted:
+        if w not in aliases:
+            raise AtelierError(
+                f"lora_target_modules {w!r}: not a linear Atelier can target in {fam.name}; "
+                f"choose from {' '.join(targets)}"
+            )
+        out[aliases[w].name] = aliases[w]
+    return out
+
+
+@dataclass
+class Adapters:
+    """One rank's LoRA matrices, by wrapped module name."""
+
+    a: dict[str, torch.Tensor]
+    b: dict[str, torch.Tensor]
+
+    def __bool__(self) -> bool:
+        return bool(self.a or self.b)
+
+    def modules(self) -> list[str]:
+        return sorted(set(self.a) | set(self.b))
+
+
+def split_lora_state(
+    flat: Mapping[str, torch.Tensor], where: str
+) -> tuple[dict[str, torch.Tensor], Adapters]:
+    """(base tensors under their plain names, adapters) of one rank's flat state dict.
+
+    `X.base_layer.Y` becomes `X.Y`; PEFT's `modules_to_save.default` copy replaces the
+    original module; TE `_extra_state` of adapters is dropped. A name present both with
+    and without `base_layer` is refused (two different bases).
+    """
+    base: dict[str, torch.Tensor] = {}
+    adapters = Adapters({}, {})
+    saved: dict[str, torch.Tensor] = {}
+    for name, t in flat.items():
+        m = _ADAPTER.match(name)
+        if m:
+            if m["leaf"].endswith("_extra_state"):
+                continue
+            if m["leaf"] != "weight" or m["adapter"] != "default":
+                raise AtelierError(
+                    f"{where}: {name!r} is not a LoRA tensor Atelier reads (only "
+                    "X.lora_A.default.weight and X.lora_B.default.weight)"
+                )
+            (adapters.a if m["which"] == "A" else adapters.b)[m["module"]] = t
+            continue
+        if _SAVED in name:
+            saved[name.replace(_SAVED, ".", 1)] = t
+            continue
+        plain = name.replace(BASE_LAYER, ".", 1)
+        plain = plain.replace(_ORIGINAL, ".", 1)
+        if plain in base:
+            raise AtelierError(
+                f"{where}: holds both {plain!r} and a base_layer / original_module copy of it"
+            )
+        base[plain] = t
+    for name, t in saved.items():
+        if name not in base:
+            raise AtelierError(f"{where}: modules_to_save copy of {name!r} has no original")
+        base[name] = t
+    return base, adapters
+
+
+def check_adapters(
+    adapters: Adapters,
+    base: Mapping[str, torch.Tensor],
+    spec: LoraSpec,
+    targets: Mapping[str, LoraTarget],
+    num_layers: int,
+    where: str,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Weight name -> (A, B) for every targeted linear of every local layer, all checked.
+
+    `targets` are the wanted ones; adapters on anything else, a missing A or B, a rank
+    other than `spec.r` or shapes that do not fit the base weight are errors (a merge
+    that quietly skipped one would lose training).
+    """
+    expected = {t.module.format(i=j): t for t in targets.values() for j in range(num_layers)}
+    for module in adapters.modules():
+        if module not in expected:
+            raise AtelierError(
+                f"{where}: a LoRA adapter on {module!r}, which lora_target_modules "
+                f"({' '.join(targets) or 'none'}) does not name; add it to "
+                "lora_target_modules, or pass the run's own list"
+            )
+    out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for module, target in expected.items():
+        a, b = adapters.a.get(module), adapters.b.get(module)
+        if a is None or b is None:
+            which = "lora_A" if a is None else "lora_B"
+            raise AtelierError(
+                f"{where}: no {module}.{which}.default.weight, but lora_target_modules names "
+                f"{target.name}; pass the run's lora_target_modules (or the right lora_load)"
+            )
+        if a.dim() != 2 or b.dim() != 2 or a.shape[0] != spec.r or b.shape[1] != spec.r:
+            got = a.shape[0] if a.dim() == 2 else list(a.shape)
+            raise AtelierError(
+                f"{where}: {module}.lora_A.default.weight is {list(a.shape)} and lora_B "
+                f"{list(b.shape)}, i.e. rank {got}, but lora_r is {spec.r}; pass the run's "
+                f"lora_r ({got})"
+            )
+        weight = module + ".weight"
+        w = base.get(weight)
+        if w is None:
+            raise AtelierError(f"{where}: LoRA adapters on {module!r} but no base {weight!r}")
+        if (b.shape[0], a.shape[1]) != tuple(w.shape):
+            raise AtelierError(
+                f"{where}: {module} adapters give a [{b.shape[0]}, {a.shape[1]}] update but "
+                f"the base weight is {list(w.shape)}; the LoRA checkpoint is not of this "
+                "base model (or of another tensor parallel size)"
+            )
+        out[weight] = (a, b)
+    return out
+
+
+def merge_weight(w: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scale: float) -> torch.Tensor:
+    """W + scale * B A, summed in fp32 and rounded once to W's dtype."""
+    return (w.float() + scale * (b.float() @ a.float())).to(w.dtype)
+
+
+class MergedRankState(Mapping[str, torch.Tensor]):
+    """One rank's state dict with the adapters merged, each weight when it is read.
+
+    Lazy so that a reader holding one layer at a time (mg2hf) merges one layer at a time.
+    """
+
+    def __init__(
+        self,
+        base: dict[str, torch.Tensor],
+        pairs: dict[str, tuple[torch.Tensor, torch.Tensor]],
+        scale: float,
+    ) -> None:
+        self._base, self._pairs, self._scale = base, pairs, scale
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        w = self._base[name]
+        pair = self._pairs.get(name)
+        return w if pair is None else merge_weight(w, pair[0], pair[1], self._scale)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._base)
+
+    def __len__(self) -> int:
+        return len(self._base)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._base
+
+
+def count_local_layers(names: Sequence[str] | set[str]) -> int:
+    idx = {int(m.group(1)) for n in names if (m := _LAYER.search(n))}
+    return max(idx) + 1 if idx else 0
+
+
+def merged_rank(
+    flat: Mapping[str, torch.Tensor],
+    spec: LoraSpec,
+    fam: Family,
+    where: str,
+    adapters_from: Mapping[str, torch.Tensor] | None = None,
+    adapters_where: str = "",
+) -> MergedRankState:
+    """One TP rank (of one stage) with W + (alpha / r) B A for every targeted linear.
+
+    `flat` holds the base (plain or `base_layer` names) and, unless `adapters_from` is
+    given (a LoRA checkpoint saved apart, e.g. with `--lora-ckpt-filter`), the adapters.
+    Without `spec.target_modules`, the linears the adapters sit on are the targets.
+    """
+    base, own = split_lora_state(flat, where)
+    adapters, awhere = own, where
+    if adapters_from is not None:
+        if own:
+            raise AtelierError(
+                f"{where}: the base checkpoint holds LoRA adapters itself "
+                f"(e.g. {own.modules()[0]}.lora_A.default.weight) and lora_load gives others; "
+                "pass only one of them"
+            )
+        _, adapters = split_lora_state(adapters_from, adapters_where)
+        awhere = adapters_where
+    fmt, norms = detect_format(base)
+    targets = _targets_for(fam, fmt, norms, spec, adapters, awhere)
+    pairs = check_adapters(adapters, base, spec, targets, count_local_layers(set(base)), awhere)
+    return MergedRankState(base, pairs, spec.scale)
+
+
+def _targets_for(
+    fam: Family, fmt: str, norms: str, spec: LoraSpec, adapters: Adapters, where: str
+) -> dict[str, LoraTarget]:
+    if spec.target_modules:
+        return resolve_targets(fam, fmt, norms, spec.target_modules)
+    every = lora_targets(fam, fmt, norms)
+    held = {
+        name
+        for name, t in every.items()
+        for m in adapters.modules()
+        if (mm := _LAYER.search(m)) and m == t.module.format(i=int(mm.group(1)))
+    }
+    if not held and adapters:
+        raise AtelierError(
+            f"{where}: LoRA adapters on {adapters.modules()[0]!r}, which is not one of "
+            f"{' '.join(every)}"
+        )
+    return {n: every[n] for n in every if n in held}
+
+
+def held_targets(fam: Family, fmt: str, norms: str, adapters: Adapters, where: str) -> list[str]:
+    """The mcore names of the linears `adapters` sit on (for a checkpoint without args)."""
+    return list(_targets_for(fam, fmt, norms, LoraSpec(1, 1.0), adapters, where))
+
+
+# --- PEFT export ----------------------------------------------------------------------------
+
+
+def _same_on_every_rank(shards: Sequence[torch.Tensor], name: str, where: str) -> torch.Tensor:
+    for t, s in enumerate(shards[1:], start=1):
+        if s.shape != shards[0].shape or not torch.equal(s, shards[0]):
+            raise AtelierError(
+                f"{where}: {name} differs between TP ranks 0 and {t}; it must be replicated "
+                "(the same on every rank) to be exported. Merge instead (drop save_lora_to_hf)"
+            )
+    return shards[0]
+
+
+def peft_state_dict(
+    stages: Sequence[Sequence[Adapters]],
+    spec: LoraSpec,
+    meta,
+    fmt: str = "mcore",
+    norms: str = "local",
+    where: str = "lora",
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """(PEFT adapter state dict, PEFT target_modules) from adapters per stage, per TP rank.
+
+    Names are PEFT's `base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight`
+    (global layer numbers); a fused linear's shared A goes to each of its pieces and
+    its B is gathered and split like the base weight (`sharding.gather_part`).
+    """
+    fam = meta.fam
+    if spec.target_modules:
+        targets = resolve_targets(fam, fmt, norms, spec.target_modules)
+    else:
+        targets = lora_targets(fam, fmt, norms)
+        held = set(held_targets(fam, fmt, norms, stages[0][0], where))
+        targets = {n: t for n, t in targets.items() if n in held}
+    out: dict[str, torch.Tensor] = {}
+    start = 0
+    for p, ranks in enumerate(stages):
+        swhere = f"{where} stage {p}"
+        names = {m for r in ranks for m in r.modules()}
+        layers = count_local_layers(names)
+        for t, rank in enumerate(ranks):
+            expected = {tg.module.format(i=j) for tg in targets.values() for j in range(layers)}
+            extra = sorted(set(rank.modules()) - expected)
+            if extra:
+                raise AtelierError(
+                    f"{swhere} TP rank {t}: adapters on {extra[0]!r}, which lora_target_modules "
+                    f"({' '.join(targets)}) does not name; add it to lora_target_modules"
+                )
+        for j in range(layers):
+            i = start + j
+            for target in targets.values():
+                module = target.module.format(i=j)
+                a_shards, b_shards = [], []
+                for t, rank in enumerate(ranks):
+                    a, b = rank.a.get(module), rank.b.get(module)
+                    if a is None or b is None:
+                        raise AtelierError(
+                            f"{swhere} TP rank {t}: no {module}.lora_"
+                            f"{'A' if a is None else 'B'}.default.weight, but "
+                            f"lora_target_modules names {target.name}"
+                        )
+                    if a.shape[0] != spec.r or b.shape[1] != spec.r:
+                        raise AtelierError(
+                            f"{swhere} TP rank {t}: {module}.lora_A.default.weight is "
+                            f"{list(a.shape)} (rank {a.shape[0]}) but lora_r is {spec.r}; pass "
+                            f"the run's lora_r ({a.shape[0]})"
+                        )
+                    a_shards.append(a)
+                    b_shards.append(b)
+                part = target.part
+                if part.split is Split.ROW:
+                    a_pieces = gather_part(part, a_shards, meta)
+                    b_pieces = (_same_on_every_rank(b_shards, module + ".lora_B", swhere),)
+                else:
+                    a_full = _same_on_every_rank(a_shards, module + ".lora_A", swhere)
+                    b_pieces = gather_part(part, b_shards, meta)
+                    a_pieces = (a_full,) * len(b_pieces)
+                for template, a, b in zip(part.hf, a_pieces, b_pieces, strict=True):
+                    hf = PEFT_PREFIX + _module_of(template.format(i=i))
+                    out[hf + ".lora_A.weight"] = a.contiguous().clone()
+                    out[hf + ".lora_B.weight"] = b.contiguous().clone()
+        start += layers
+    if start != meta.num_layers:
+        raise AtelierError(
+            f"{where}: adapters cover {start} layers but the model has {meta.num_layers}"
+        )
+    hf_targets = sorted({m for t in targets.values() for m in t.hf_modules})
+    return out, hf_targets
+
+
+def peft_adapter_config(
+    spec: LoraSpec, target_modules: Sequence[str], base_model: str | None
+) -> dict:
+    """`adapter_config.json` as `peft.LoraConfig.save_pretrained` writes it (no dropout)."""
+    alpha: float | int = int(spec.alpha) if float(spec.alpha).is_integer() else spec.alpha
+    return {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model,
+        "r": spec.r,
+        "lora_alpha": alpha,
+        "lora_dropout": 0.0,
+        "target_modules": list(target_modules),
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "inference_mode": True,
+        "init_lora_weights": True,
+        "modules_to_save": None,
+        "layers_to_transform": None,
+        "layers_pattern": None,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+        "use_rslora": False,
+        "use_dora": False,
+        "revision": None,
+    }

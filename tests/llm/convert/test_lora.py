@@ -1,0 +1,389 @@
+"""LoRA merge and PEFT export (`mg2hf --lora-load ... / --save-lora-to-hf`).
+
+LoRA checkpoints are built here the way MindSpeed-LLM saves them: adapters drawn in
+Hugging Face layout (one A per fused linear, shared by its q/k/v or gate/up pieces),
+sharded onto hf2mg's rank files with the table's own TP split (A replicated and B split
+for column-parallel linears, A split and B replicated for row-parallel ones), base
+weights renamed to `X.base_layer.weight`. The expected model is the hand computation
+W + (alpha / r) B A on the Hugging Face tensors, and peft itself loads the export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from atelier.cli.main import main
+from atelier.core.errors import AtelierError
+from atelier.llm.convert import (
+    Hf2MgOptions,
+    LoraOptions,
+    LoraSpec,
+    hf2mg,
+    megatron_ranks_to_hf,
+    megatron_ranks_to_peft,
+    mg2hf,
+)
+from atelier.llm.convert.families import Split
+from atelier.llm.convert.hf_checkpoint import HFSource
+from atelier.llm.convert.lora import lora_targets, merged_rank
+from atelier.llm.convert.sharding import shard_part
+
+from .helpers import assert_same_state, flat, hf_state, load_rank, rank_path
+
+ALL = ("linear_qkv", "linear_proj", "linear_fc1", "linear_fc2")
+R, ALPHA = 4, 8.0
+
+
+def _meta(hf: Path):
+    src = HFSource(hf)
+    src.close()
+    return src.meta
+
+
+def hf_adapters(meta, targets=ALL, r=R, seed=1) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """HF weight name -> (A, B): one A per Megatron linear, shared by its pieces."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    parts = lora_targets(meta.fam)
+    for i in range(meta.num_layers):
+        for name in targets:
+            part = parts[name].part
+            shapes = part.piece_shapes(meta)
+            a = torch.randn(r, shapes[0][1], generator=gen) * 0.3
+            for template, shape in zip(part.hf, shapes, strict=True):
+                b = torch.randn(shape[0], r, generator=gen) * 0.3
+                out[template.format(i=i)] = (a, b)
+    return out
+
+
+def hand_merged(hf: Path, adapters, scale=ALPHA / R) -> dict[str, torch.Tensor]:
+    state = hf_state(hf)
+    for name, (a, b) in adapters.items():
+        w = state[name]
+        state[name] = (w.double() + scale * (b.double() @ a.double())).to(w.dtype)
+    return state
+
+
+def write_lora(
+    base: Path,
+    out: Path,
+    meta,
+    adapters,
+    *,
+    targets=ALL,
+    filter_only=False,
+    record_args=True,
+    iteration=5,
+) -> Path:
+    """A LoRA checkpoint of `base` (an hf2mg output) in MindSpeed's layout."""
+    tp = len({p.name.split("_")[2] for p in (base / "iter_0000001").iterdir()})
+    stages = sorted({p.name[11:] for p in (base / "iter_0000001").iterdir()})
+    pp = len(stages) if stages != [""] else 1
+    parts = lora_targets(meta.fam)
+    start = 0
+    for p in range(pp):
+        for t in range(tp):
+            ck = load_rank(rank_path(base, t, p, pp))
+            model = flat(ck["model"])
+            layers = len({k.split(".")[2] for k in model if k.startswith("decoder.layers.")})
+            lora = {}
+            for j in range(layers):
+                for name in targets:
+                    part = parts[name].part
+                    module = parts[name].module.format(i=j)
+                    pieces = [adapters[tpl.format(i=start + j)] for tpl in part.hf]
+                    a_full = pieces[0][0]
+                    if part.split is Split.ROW:
+                        a, b = shard_part(part, [a_full], meta, tp, t), pieces[0][1]
+                    else:
+                        a, b = a_full, shard_part(part, [pc[1] for pc in pieces], meta, tp, t)
+                    lora[f"{module}.lora_A.default.weight"] = a.clone()
+                    lora[f"{module}.lora_B.default.weight"] = b.clone()
+                    for leaf in ("weight", "bias"):
+                        if f"{module}.{leaf}" in model:
+                            model[f"{module}.base_layer.{leaf}"] = model.pop(f"{module}.{leaf}")
+            args = argparse.Namespace(**vars(ck["args"]))
+            if record_args:
+                args.lora_r, args.lora_alpha = R, ALPHA
+                args.lora_target_modules = list(targets)
+            state = lora if filter_only else {**model, **lora}
+            path = out / f"iter_{iteration:07d}" / rank_path(base, t, p, pp).parent.name
+            path.mkdir(parents=True)
+            torch.save(
+                {"args": args, "iteration": iteration, "model": state},
+                path / "model_optim_rng.pt",
+            )
+        start += layers
+    (out / "latest_checkpointed_iteration.txt").write_text(str(iteration))
+    return out
+
+
+def lora_rank(lora: Path, tp: int, pp: int, pp_size: int, iteration: int = 5) -> Path:
+    return (
+        lora
+        / f"iter_{iteration:07d}"
+        / rank_path(lora, tp, pp, pp_size).parent.name
+        / ("model_optim_rng.pt")
+    )
+
+
+def _close(a: dict, b: dict, atol: float) -> None:
+    assert sorted(a) == sorted(b)
+    for k in a:
+        assert a[k].dtype == b[k].dtype, k
+        torch.testing.assert_close(a[k], b[k], atol=atol, rtol=0, msg=k)
+
+
+def test_merged_rank_is_the_hand_computation() -> None:
+    """One column- and one row-parallel linear; base bias kept; fp32 sum, one rounding."""
+    from atelier.llm.convert.families import get_family
+
+    g = torch.Generator().manual_seed(0)
+    w1, bias = torch.randn(12, 8, generator=g).bfloat16(), torch.randn(12).bfloat16()
+    w2 = torch.randn(8, 6, generator=g).bfloat16()
+    a1, b1 = torch.randn(2, 8, generator=g), torch.randn(12, 2, generator=g)
+    a2, b2 = torch.randn(2, 6, generator=g), torch.randn(8, 2, generator=g)
+    qkv, proj = "decoder.layers.0.self_attention.linear_qkv", "decoder.layers.0.self_attention."
+    state = {
+        "embedding.word_embeddings.weight": torch.zeros(3, 8),
+        qkv + ".base_layer.weight": w1,
+        qkv + ".base_layer.bias": bias,
+        qkv + ".lora_A.default.weight": a1,
+        qkv + ".lora_B.default.weight": b1,
+        qkv + ".lora_A.default._extra_state": torch.zeros(0),
+        proj + "linear_proj.weight": w2,
+        proj + "linear_proj.lora_A.default.weight": a2,
+        proj + "linear_proj.lora_B.default.weight": b2,
+    }
+    got = dict(merged_rank(state, LoraSpec(2, 3.0), get_family("qwen2"), "t"))
+    assert sorted(got) == sorted(
+        [
+            "embedding.word_embeddings.weight",
+            qkv + ".weight",
+            qkv + ".bias",
+            proj + "linear_proj.weight",
+        ]
+    )
+    assert torch.equal(got[qkv + ".weight"], (w1.float() + 1.5 * (b1 @ a1)).bfloat16())
+    assert torch.equal(got[proj + "linear_proj.weight"], (w2.float() + 1.5 * (b2 @ a2)).bfloat16())
+    assert torch.equal(got[qkv + ".bias"], bias)
+    with pytest.raises(AtelierError, match=r"rank 2, but lora_r is 4; pass the run's lora_r \(2\)"):
+        merged_rank(state, LoraSpec(4, 3.0), get_family("qwen2"), "t")
+    with pytest.raises(AtelierError, match=r"no decoder.layers.0.mlp.linear_fc1.lora_A"):
+        merged_rank(state, LoraSpec(2, 3.0, ALL), get_family("qwen2"), "t")
+
+
+@pytest.fixture
+def llama_lora(hf_model, tmp_path: Path):
+    """llama (8 heads, 4 groups), 4 layers: base at TP 2 x PP 2 (layers 1,3), full LoRA."""
+    hf = hf_model("llama", 4)
+    meta = _meta(hf)
+    adapters = hf_adapters(meta)
+    base = tmp_path / "base"
+    hf2mg(Hf2MgOptions(load_dir=hf, save_dir=base, tp=2, pp=2, num_layer_list=[1, 3]))
+    return hf, meta, adapters, base
+
+
+def test_merge_equals_hand_and_tp_pp_layouts_agree(llama_lora, tmp_path: Path) -> None:
+    hf, meta, adapters, base = llama_lora
+    full = write_lora(base, tmp_path / "lora-full", meta, adapters)
+    want = hand_merged(hf, adapters)
+    # a full LoRA folder: adapters read from --load-dir itself, r/alpha from its args
+    mg2hf(full, tmp_path / "m-full")
+    got = hf_state(tmp_path / "m-full")
+    _close(got, want, atol=1e-6)
+    untouched = [k for k in want if k not in adapters]
+    assert untouched and all(torch.equal(got[k], hf_state(hf)[k]) for k in untouched)
+    # TP 1 x PP 1 base with the same adapters gives the same merged model
+    base1 = tmp_path / "base1"
+    hf2mg(Hf2MgOptions(load_dir=hf, save_dir=base1))
+    lora1 = write_lora(base1, tmp_path / "lora1", meta, adapters, filter_only=True)
+    mg2hf(base1, tmp_path / "m1", lora=LoraOptions(load=lora1, r=R, alpha=ALPHA))
+    _close(hf_state(tmp_path / "m1"), got, atol=1e-6)
+
+
+def test_filter_only_lora_dir_with_separate_base(llama_lora, tmp_path: Path, capsys) -> None:
+    hf, meta, adapters, base = llama_lora
+    targets = ("linear_qkv", "linear_fc2")
+    lora = write_lora(
+        base,
+        tmp_path / "lora",
+        meta,
+        adapters,
+        targets=targets,
+        filter_only=True,
+        record_args=False,
+    )
+    names = flat(load_rank(lora_rank(lora, 1, 1, 2))["model"])
+    assert names and all(".lora_" in n for n in names)
+    wanted = {
+        k: v
+        for k, v in adapters.items()
+        if "self_attn.o_proj" not in k and "gate" not in k and "up_proj" not in k
+    }
+    cmd = [
+        "llm",
+        "convert",
+        "mg2hf",
+        "--load-dir",
+        str(base),
+        "--lora-load",
+        str(lora),
+        "--lora-r",
+        str(R),
+        "--lora-alpha",
+        str(ALPHA),
+        "--lora-target-modules",
+        *targets,
+        "--save-dir",
+        str(tmp_path / "out"),
+    ]
+    assert main(cmd) == 0
+    _close(hf_state(tmp_path / "out"), hand_merged(hf, wanted), atol=1e-6)
+    manifest = json.loads((tmp_path / "out" / ".atelier-output.json").read_text())
+    assert "config.json" in manifest["files"]
+    # an adapters-only folder given as --load-dir says what to pass
+    capsys.readouterr()
+    assert main([*cmd[:4], str(lora), "--lora-r", "4", "--save-dir", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds only LoRA adapters" in err[0] and "--lora-load" in err[0]
+    assert not (tmp_path / "x").exists()
+
+
+def _logits(model, ids) -> torch.Tensor:
+    with torch.no_grad():
+        return model(ids).logits.double()
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_peft_export_loads_in_peft_and_matches_merged(hf_model, tmp_path: Path, family) -> None:
+    """GQA (llama, 4 groups) and QKV bias + tied embeddings (qwen2), TP 2."""
+    import peft
+    import transformers
+
+    hf = hf_model(family, 2)
+    meta = _meta(hf)
+    adapters = hf_adapters(meta, seed=3)
+    base = tmp_path / "base"
+    hf2mg(Hf2MgOptions(load_dir=hf, save_dir=base, tp=2))
+    lora = write_lora(base, tmp_path / "lora", meta, adapters, filter_only=True)
+    opts = LoraOptions(load=lora, r=R, alpha=ALPHA, target_modules=ALL)
+    mg2hf(base, tmp_path / "merged", lora=opts, hf_config_dir=hf)
+    assert (
+        main(
+            [
+                "llm",
+                "convert",
+                "mg2hf",
+                "--load-dir",
+                str(lora),
+                "--save-lora-to-hf",
+                "--save-dir",
+                str(tmp_path / "peft"),
+            ]
+        )
+        == 0
+    )
+    folder = tmp_path / "peft"
+    config = json.loads((folder / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA" and config["r"] == R and config["lora_alpha"] == 8
+    assert config["target_modules"] == sorted(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    from safetensors.torch import load_file
+
+    saved = load_file(str(folder / "adapter_model.safetensors"))
+    assert "base_model.model.model.layers.1.self_attn.k_proj.lora_B.weight" in saved
+    assert len(saved) == 2 * len(adapters)
+    for name, (a, b) in adapters.items():  # the fused adapters came back apart exactly
+        stem = "base_model.model." + name.removesuffix(".weight")
+        assert torch.equal(saved[stem + ".lora_A.weight"], a)
+        assert torch.equal(saved[stem + ".lora_B.weight"], b)
+
+    ids = torch.randint(0, meta.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
+    base_model = transformers.AutoModelForCausalLM.from_pretrained(hf)
+    plain = _logits(base_model, ids)  # before peft wraps the model in place
+    with_peft = _logits(peft.PeftModel.from_pretrained(base_model, folder).eval(), ids)
+    merged = _logits(transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "merged"), ids)
+    hand = transformers.AutoModelForCausalLM.from_pretrained(hf)
+    hand.load_state_dict(hand_merged(hf, adapters), strict=False)
+    assert (with_peft - merged).abs().max() < 1e-5
+    assert (_logits(hand, ids) - merged).abs().max() < 1e-5
+    assert (with_peft - plain).abs().max() > 1e-2  # the adapters matter
+
+
+def test_in_memory_merge_and_export_equal_the_files(llama_lora, tmp_path: Path) -> None:
+    _hf, meta, adapters, base = llama_lora
+    full = write_lora(base, tmp_path / "lora", meta, adapters)
+    stages = [
+        [flat(load_rank(lora_rank(full, t, p, 2))["model"]) for t in range(2)] for p in range(2)
+    ]
+    spec = LoraSpec(R, ALPHA, ALL)
+    mg2hf(full, tmp_path / "m")
+    assert_same_state(megatron_ranks_to_hf(stages, meta, lora=spec), hf_state(tmp_path / "m"))
+    state, config = megatron_ranks_to_peft(stages, meta, spec)
+    mg2hf(full, tmp_path / "p", lora=LoraOptions(save_to_hf=True))
+    from safetensors.torch import load_file
+
+    assert_same_state(state, load_file(str(tmp_path / "p" / "adapter_model.safetensors")))
+    assert config == json.loads((tmp_path / "p" / "adapter_config.json").read_text())
+
+
+def test_bad_lora_input_is_one_line(llama_lora, tmp_path: Path, capsys) -> None:
+    hf, meta, adapters, base = llama_lora
+    lora = write_lora(
+        base,
+        tmp_path / "lora",
+        meta,
+        adapters,
+        targets=("linear_qkv",),
+        filter_only=True,
+        record_args=False,
+    )
+
+    def run(*extra: str, load: Path = base) -> str:
+        capsys.readouterr()
+        out = tmp_path / "out"
+        code = main(
+            ["llm", "convert", "mg2hf", "--load-dir", str(load), "--save-dir", str(out), *extra]
+        )
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(lines) == 1, lines
+        assert not out.exists()
+        return lines[0]
+
+    line = run(
+        "--lora-load",
+        str(lora),
+        "--lora-r",
+        "4",
+        "--lora-target-modules",
+        "linear_qkv",
+        "linear_fc2",
+    )
+    assert "linear_fc2.lora_A.default.weight" in line and "--lora-target-modules" in line
+    line = run("--lora-load", str(lora), "--lora-r", "8")
+    assert "rank 4, but --lora-r is 8; pass the run's --lora-r (4)" in line
+    line = run("--lora-r", "4")
+    assert (
+        line.startswith("atelier: error: --lora-r given but --load-dir") and "--lora-load" in line
+    )
+    line = run("--lora-load", str(lora), "--lora-r", "4", "--lora-target-modules", "linear_proj")
+    assert "does not name" in line and "linear_qkv" in line
+    line = run("--lora-load", str(lora), "--lora-target-modules", "mlp")
+    assert "--lora-target-modules 'mlp'" in line and "linear_fc1" in line
+    line = run("--lora-load", str(tmp_path / "nope"))
+    assert "--lora-load" in line and "not a folder" in line
+    base1 = tmp_path / "base1"
+    hf2mg(Hf2MgOptions(load_dir=hf, save_dir=base1))
+    line = run("--lora-load", str(lora), load=base1)
+    assert "TP 2 x PP 2" in line and "TP 1 x PP 1" in line
+    # adapters whose run recorded no r/alpha, merged without flags: say which flags
+    full = write_lora(base, tmp_path / "full", meta, adapters, record_args=False)
+    line = run(load=full)
+    assert "holds LoRA adapters" in line and "--lora-r" in line and "--save-lora-to-hf" in line
