@@ -24,13 +24,14 @@ from atelier.llm.convert import (
     LoraOptions,
     LoraSpec,
     hf2mg,
+    hf_to_megatron_rank,
     megatron_ranks_to_hf,
     megatron_ranks_to_peft,
     mg2hf,
 )
 from atelier.llm.convert.families import Split
 from atelier.llm.convert.hf_checkpoint import HFSource
-from atelier.llm.convert.lora import lora_targets, merged_rank
+from atelier.llm.convert.lora import exportable_adapters, lora_targets, merged_rank
 from atelier.llm.convert.sharding import shard_part
 
 from .helpers import assert_same_state, flat, hf_state, load_rank, rank_path
@@ -69,6 +70,33 @@ def hand_merged(hf: Path, adapters, scale=ALPHA / R) -> dict[str, torch.Tensor]:
     return state
 
 
+def add_lora(model: dict, meta, adapters, tp: int, t: int, start: int, targets=ALL):
+    """(model with `base_layer` names, adapters) of TP rank `t` of a stage starting at `start`.
+
+    As PEFT wraps a module: everything it held (weight, bias, TE norm) moves under
+    `base_layer`; A is replicated and B split for column-parallel linears, A split and B
+    replicated for row-parallel ones (the table's own split of the base weight).
+    """
+    parts = lora_targets(meta.fam)
+    model, lora = dict(model), {}
+    layers = len({k.split(".")[2] for k in model if k.startswith("decoder.layers.")})
+    for j in range(layers):
+        for name in targets:
+            part = parts[name].part
+            module = parts[name].module.format(i=j)
+            pieces = [adapters[tpl.format(i=start + j)] for tpl in part.hf]
+            a_full = pieces[0][0]
+            if part.split is Split.ROW:
+                a, b = shard_part(part, [a_full], meta, tp, t), pieces[0][1]
+            else:
+                a, b = a_full, shard_part(part, [pc[1] for pc in pieces], meta, tp, t)
+            lora[f"{module}.lora_A.default.weight"] = a.clone()
+            lora[f"{module}.lora_B.default.weight"] = b.clone()
+            for key in [k for k in model if k.startswith(module + ".")]:
+                model[key.replace(module + ".", module + ".base_layer.", 1)] = model.pop(key)
+    return model, lora, layers
+
+
 def write_lora(
     base: Path,
     out: Path,
@@ -84,29 +112,11 @@ def write_lora(
     tp = len({p.name.split("_")[2] for p in (base / "iter_0000001").iterdir()})
     stages = sorted({p.name[11:] for p in (base / "iter_0000001").iterdir()})
     pp = len(stages) if stages != [""] else 1
-    parts = lora_targets(meta.fam)
     start = 0
     for p in range(pp):
         for t in range(tp):
             ck = load_rank(rank_path(base, t, p, pp))
-            model = flat(ck["model"])
-            layers = len({k.split(".")[2] for k in model if k.startswith("decoder.layers.")})
-            lora = {}
-            for j in range(layers):
-                for name in targets:
-                    part = parts[name].part
-                    module = parts[name].module.format(i=j)
-                    pieces = [adapters[tpl.format(i=start + j)] for tpl in part.hf]
-                    a_full = pieces[0][0]
-                    if part.split is Split.ROW:
-                        a, b = shard_part(part, [a_full], meta, tp, t), pieces[0][1]
-                    else:
-                        a, b = a_full, shard_part(part, [pc[1] for pc in pieces], meta, tp, t)
-                    lora[f"{module}.lora_A.default.weight"] = a.clone()
-                    lora[f"{module}.lora_B.default.weight"] = b.clone()
-                    for leaf in ("weight", "bias"):
-                        if f"{module}.{leaf}" in model:
-                            model[f"{module}.base_layer.{leaf}"] = model.pop(f"{module}.{leaf}")
+            model, lora, layers = add_lora(flat(ck["model"]), meta, adapters, tp, t, start, targets)
             args = argparse.Namespace(**vars(ck["args"]))
             if record_args:
                 args.lora_r, args.lora_alpha = R, ALPHA
@@ -176,6 +186,14 @@ def test_merged_rank_is_the_hand_computation() -> None:
         merged_rank(state, LoraSpec(4, 3.0), get_family("qwen2"), "t")
     with pytest.raises(AtelierError, match=r"no decoder.layers.0.mlp.linear_fc1.lora_A"):
         merged_rank(state, LoraSpec(2, 3.0, ALL), get_family("qwen2"), "t")
+    # PEFT modules_to_save: the trained copy is the weight; an adapter export refuses it
+    trained = torch.randn(3, 8, generator=g)
+    state["output_layer.original_module.weight"] = torch.zeros(3, 8)
+    state["output_layer.modules_to_save.default.weight"] = trained
+    got = dict(merged_rank(state, LoraSpec(2, 3.0), get_family("qwen2"), "t"))
+    assert torch.equal(got["output_layer.weight"], trained)
+    with pytest.raises(AtelierError, match=r"modules_to_save copy.*merge the model instead"):
+        exportable_adapters(state, "t")
 
 
 @pytest.fixture
@@ -201,10 +219,15 @@ def test_merge_equals_hand_and_tp_pp_layouts_agree(llama_lora, tmp_path: Path) -
     assert untouched and all(torch.equal(got[k], hf_state(hf)[k]) for k in untouched)
     # TP 1 x PP 1 base with the same adapters gives the same merged model
     base1 = tmp_path / "base1"
-    hf2mg(Hf2MgOptions(load_dir=hf, save_dir=base1))
+    hf2mg(Hf2MgOptions(load_dir=hf, save_dir=base1, mcore_norms="te"))
+    full1 = write_lora(base1, tmp_path / "full1", meta, adapters)
+    qkv = flat(load_rank(lora_rank(full1, 0, 0, 1))["model"])
+    assert "decoder.layers.0.self_attention.linear_qkv.base_layer.layer_norm_weight" in qkv
+    mg2hf(full1, tmp_path / "m1-full")
     lora1 = write_lora(base1, tmp_path / "lora1", meta, adapters, filter_only=True)
     mg2hf(base1, tmp_path / "m1", lora=LoraOptions(load=lora1, r=R, alpha=ALPHA))
-    _close(hf_state(tmp_path / "m1"), got, atol=1e-6)
+    assert_same_state(hf_state(tmp_path / "m1"), got)  # TP 1 == TP 2 x PP 2, bit for bit
+    assert_same_state(hf_state(tmp_path / "m1-full"), hf_state(tmp_path / "m1"))
 
 
 def test_filter_only_lora_dir_with_separate_base(llama_lora, tmp_path: Path, capsys) -> None:
@@ -377,6 +400,8 @@ def test_bad_lora_input_is_one_line(llama_lora, tmp_path: Path, capsys) -> None:
     assert "does not name" in line and "linear_qkv" in line
     line = run("--lora-load", str(lora), "--lora-target-modules", "mlp")
     assert "--lora-target-modules 'mlp'" in line and "linear_fc1" in line
+    with pytest.raises(AtelierError, match=r"save_dir .* is the lora_load"):
+        mg2hf(base, lora, lora=LoraOptions(load=lora))
     line = run("--lora-load", str(tmp_path / "nope"))
     assert "--lora-load" in line and "not a folder" in line
     base1 = tmp_path / "base1"
@@ -387,3 +412,29 @@ def test_bad_lora_input_is_one_line(llama_lora, tmp_path: Path, capsys) -> None:
     full = write_lora(base, tmp_path / "full", meta, adapters, record_args=False)
     line = run(load=full)
     assert "holds LoRA adapters" in line and "--lora-r" in line and "--save-lora-to-hf" in line
+
+
+@pytest.mark.parametrize("family", ["llama31", "mistral", "qwen2", "qwen3", "qwen3tied", "yi"])
+def test_every_family_in_memory_tp2_pp2(hf_model, family: str) -> None:
+    """Merge equals the hand computation and the export gives back the adapters exactly."""
+    hf = hf_model(family, 4)
+    meta = _meta(hf)
+    adapters = hf_adapters(meta, seed=7)
+    state = hf_state(hf)
+    stages, start = [], 0
+    for p in range(2):
+        ranks = []
+        for t in range(2):
+            rank = hf_to_megatron_rank(state, meta, 2, t, pp=2, pp_rank=p)
+            model, lora, layers = add_lora(rank, meta, adapters, 2, t, start)
+            ranks.append({**model, **lora})
+        stages.append(ranks)
+        start += layers
+    spec = LoraSpec(R, ALPHA)
+    _close(megatron_ranks_to_hf(stages, meta, lora=spec), hand_merged(hf, adapters), atol=1e-6)
+    peft_state, config = megatron_ranks_to_peft(stages, meta, spec)
+    assert len(peft_state) == 2 * len(adapters) and config["r"] == R
+    for name, (a, b) in adapters.items():
+        stem = "base_model.model." + name.removesuffix(".weight")
+        assert torch.equal(peft_state[stem + ".lora_A.weight"], a)
+        assert torch.equal(peft_state[stem + ".lora_B.weight"], b)

@@ -173,6 +173,18 @@ def split_lora_state(
     return base, adapters
 
 
+def exportable_adapters(flat: Mapping[str, torch.Tensor], where: str) -> Adapters:
+    """The adapters of a rank to export for PEFT; a modules_to_save copy (a whole trained
+    module, which an adapter folder would have to carry too) is refused rather than lost."""
+    saved = next((n for n in flat if _SAVED in n), None)
+    if saved is not None:
+        raise AtelierError(
+            f"{where}: {saved!r} is a modules_to_save copy, which save_lora_to_hf does not "
+            "export; merge the model instead (drop save_lora_to_hf)"
+        )
+    return split_lora_state(flat, where)[1]
+
+
 def check_adapters(
     adapters: Adapters,
     base: Mapping[str, torch.Tensor],

@@ -33,6 +33,7 @@ from atelier.llm.convert.families import Family, family_for_args
 from atelier.llm.convert.lora import (
     Adapters,
     LoraSpec,
+    exportable_adapters,
     merged_rank,
     peft_adapter_config,
     peft_state_dict,
@@ -103,6 +104,10 @@ class _RankFiles:
     def adapters(self, key: tuple[int, int]) -> Adapters:
         where, flat = self.state(key)
         return split_lora_state(flat, where)[1]
+
+    def exportable(self, key: tuple[int, int]) -> Adapters:
+        where, flat = self.state(key)
+        return exportable_adapters(flat, where)
 
 
 def _arg(args: Any, name: str) -> Any:
@@ -245,7 +250,7 @@ def peft_adapter(
         base, files = None, _RankFiles(load_dir, "load_dir")
     spec = resolve_spec(opts, files.args)
     meta = adapter_meta(files, base)
-    stages = [[files.adapters((t, p)) for t in range(files.tp)] for p in range(files.pp)]
+    stages = [[files.exportable((t, p)) for t in range(files.tp)] for p in range(files.pp)]
     if not stages[0][0]:
         raise AtelierError(
             f"{files.param} {files.folder}: holds no LoRA adapters "

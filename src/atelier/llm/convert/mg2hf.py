@@ -95,6 +95,8 @@ def mg2hf(
     instead (`lora_checkpoint.py`). A `load_dir` holding adapters is merged even without it
     when its args record the run's r and alpha.
     """
+    if lora is not None and lora.load is not None and lora.load.resolve() == save_dir.resolve():
+        raise AtelierError(f"save_dir {save_dir} is the lora_load; choose another folder")
     save = check_save_dir(save_dir, load_dir, overwrite, "mg2hf")
     if lora is not None and lora.save_to_hf:
         return _write_peft(load_dir, save, lora, hf_config_dir)

@@ -27,10 +27,10 @@ from atelier.core.errors import AtelierError
 from atelier.llm.convert.hf_checkpoint import hf_tensors
 from atelier.llm.convert.lora import (
     LoraSpec,
+    exportable_adapters,
     merged_rank,
     peft_adapter_config,
     peft_state_dict,
-    split_lora_state,
 )
 from atelier.llm.convert.megatron_state import StateDictSource, canonical_flat
 from atelier.llm.convert.megatron_writer import MegatronTarget, rank_state_dicts
@@ -187,7 +187,7 @@ def megatron_ranks_to_peft(
         raise AtelierError("rank_states: empty; pass one state dict per TP rank")
     stages = [
         [
-            split_lora_state(canonical_flat(s), f"rank_states[{p}][{t}]")[1]
+            exportable_adapters(canonical_flat(s), f"rank_states[{p}][{t}]")
             for t, s in enumerate(stage)
         ]
         for p, stage in enumerate(_stages(rank_states))
