@@ -187,7 +187,7 @@ def exportable_adapters(flat: Mapping[str, torch.Tensor], where: str) -> Adapter
 
 def check_adapters(
     adapters: Adapters,
-    base: Mapping[str, torch.Tensor],
+    base: Mapping[str, torch.Tensor] | None,
     spec: LoraSpec,
     targets: Mapping[str, LoraTarget],
     num_layers: int,
@@ -196,8 +196,8 @@ def check_adapters(
     """Weight name -> (A, B) for every targeted linear of every local layer, all checked.
 
     `targets` are the wanted ones; adapters on anything else, a missing A or B, a rank
-    other than `spec.r` or shapes that do not fit the base weight are errors (a merge
-    that quietly skipped one would lose training).
+    other than `spec.r` or shapes that do not fit the base weight (when `base` is given)
+    are errors (a merge that quietly skipped one would lose training).
     """
     expected = {t.module.format(i=j): t for t in targets.values() for j in range(num_layers)}
     for module in adapters.modules():
@@ -224,6 +224,9 @@ def check_adapters(
                 f"lora_r ({got})"
             )
         weight = module + ".weight"
+        out[weight] = (a, b)
+        if base is None:
+            continue
         w = base.get(weight)
         if w is None:
             raise AtelierError(f"{where}: LoRA adapters on {module!r} but no base {weight!r}")
@@ -233,7 +236,6 @@ def check_adapters(
                 f"the base weight is {list(w.shape)}; the LoRA checkpoint is not of this "
                 "base model (or of another tensor parallel size)"
             )
-        out[weight] = (a, b)
     return out
 
 
@@ -327,11 +329,6 @@ def _targets_for(
     return {n: every[n] for n in every if n in held}
 
 
-def held_targets(fam: Family, fmt: str, norms: str, adapters: Adapters, where: str) -> list[str]:
-    """The mcore names of the linears `adapters` sit on (for a checkpoint without args)."""
-    return list(_targets_for(fam, fmt, norms, LoraSpec(1, 1.0), adapters, where))
-
-
 # --- PEFT export ----------------------------------------------------------------------------
 
 
@@ -359,48 +356,22 @@ def peft_state_dict(
     (global layer numbers); a fused linear's shared A goes to each of its pieces and
     its B is gathered and split like the base weight (`sharding.gather_part`).
     """
-    fam = meta.fam
-    if spec.target_modules:
-        targets = resolve_targets(fam, fmt, norms, spec.target_modules)
-    else:
-        targets = lora_targets(fam, fmt, norms)
-        held = set(held_targets(fam, fmt, norms, stages[0][0], where))
-        targets = {n: t for n, t in targets.items() if n in held}
+    targets = _targets_for(meta.fam, fmt, norms, spec, stages[0][0], where)
     out: dict[str, torch.Tensor] = {}
     start = 0
     for p, ranks in enumerate(stages):
         swhere = f"{where} stage {p}"
-        names = {m for r in ranks for m in r.modules()}
-        layers = count_local_layers(names)
-        for t, rank in enumerate(ranks):
-            expected = {tg.module.format(i=j) for tg in targets.values() for j in range(layers)}
-            extra = sorted(set(rank.modules()) - expected)
-            if extra:
-                raise AtelierError(
-                    f"{swhere} TP rank {t}: adapters on {extra[0]!r}, which lora_target_modules "
-                    f"({' '.join(targets)}) does not name; add it to lora_target_modules"
-                )
+        layers = count_local_layers({m for r in ranks for m in r.modules()})
+        pairs = [
+            check_adapters(r, None, spec, targets, layers, f"{swhere} TP rank {t}")
+            for t, r in enumerate(ranks)
+        ]
         for j in range(layers):
             i = start + j
             for target in targets.values():
                 module = target.module.format(i=j)
-                a_shards, b_shards = [], []
-                for t, rank in enumerate(ranks):
-                    a, b = rank.a.get(module), rank.b.get(module)
-                    if a is None or b is None:
-                        raise AtelierError(
-                            f"{swhere} TP rank {t}: no {module}.lora_"
-                            f"{'A' if a is None else 'B'}.default.weight, but "
-                            f"lora_target_modules names {target.name}"
-                        )
-                    if a.shape[0] != spec.r or b.shape[1] != spec.r:
-                        raise AtelierError(
-                            f"{swhere} TP rank {t}: {module}.lora_A.default.weight is "
-                            f"{list(a.shape)} (rank {a.shape[0]}) but lora_r is {spec.r}; pass "
-                            f"the run's lora_r ({a.shape[0]})"
-                        )
-                    a_shards.append(a)
-                    b_shards.append(b)
+                a_shards = [pr[module + ".weight"][0] for pr in pairs]
+                b_shards = [pr[module + ".weight"][1] for pr in pairs]
                 part = target.part
                 if part.split is Split.ROW:
                     a_pieces = gather_part(part, a_shards, meta)
