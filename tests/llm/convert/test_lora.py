@@ -186,6 +186,14 @@ def test_merged_rank_is_the_hand_computation() -> None:
         merged_rank(state, LoraSpec(4, 3.0), get_family("qwen2"), "t")
     with pytest.raises(AtelierError, match=r"no decoder.layers.0.mlp.linear_fc1.lora_A"):
         merged_rank(state, LoraSpec(2, 3.0, ALL), get_family("qwen2"), "t")
+    # legacy spellings name the same linears; a misfit update is refused
+    legacy = LoraSpec(2, 3.0, ("query_key_value", "dense"))
+    assert sorted(merged_rank(state, legacy, get_family("qwen2"), "t")) == sorted(got)
+    bad = {**state, proj + "linear_proj.lora_A.default.weight": torch.zeros(2, 5)}
+    with pytest.raises(
+        AtelierError, match=r"give a \[8, 5\] update but the base weight is \[8, 6\]"
+    ):
+        merged_rank(bad, LoraSpec(2, 3.0), get_family("qwen2"), "t")
     # PEFT modules_to_save: the trained copy is the weight; an adapter export refuses it
     trained = torch.randn(3, 8, generator=g)
     state["output_layer.original_module.weight"] = torch.zeros(3, 8)
@@ -228,6 +236,9 @@ def test_merge_equals_hand_and_tp_pp_layouts_agree(llama_lora, tmp_path: Path) -
     mg2hf(base1, tmp_path / "m1", lora=LoraOptions(load=lora1, r=R, alpha=ALPHA))
     assert_same_state(hf_state(tmp_path / "m1"), got)  # TP 1 == TP 2 x PP 2, bit for bit
     assert_same_state(hf_state(tmp_path / "m1-full"), hf_state(tmp_path / "m1"))
+    # a full LoRA save as --lora-load lends its adapters; the base is --load-dir
+    mg2hf(base, tmp_path / "m-split", lora=LoraOptions(load=full))
+    assert_same_state(hf_state(tmp_path / "m-split"), got)
 
 
 def test_filter_only_lora_dir_with_separate_base(llama_lora, tmp_path: Path, capsys) -> None:
@@ -350,6 +361,13 @@ def test_in_memory_merge_and_export_equal_the_files(llama_lora, tmp_path: Path) 
     mg2hf(full, tmp_path / "m")
     assert_same_state(megatron_ranks_to_hf(stages, meta, lora=spec), hf_state(tmp_path / "m"))
     state, config = megatron_ranks_to_peft(stages, meta, spec)
+    qkv_a = "decoder.layers.0.self_attention.linear_qkv.lora_A.default.weight"
+    skewed = [[dict(r) for r in stage] for stage in stages]
+    skewed[1][1][qkv_a] = skewed[1][1][qkv_a] + 1
+    with pytest.raises(
+        AtelierError, match=r"stage 1: .*linear_qkv.lora_A differs between TP ranks"
+    ):
+        megatron_ranks_to_peft(skewed, meta, spec)
     mg2hf(full, tmp_path / "p", lora=LoraOptions(save_to_hf=True))
     from safetensors.torch import load_file
 
