@@ -200,7 +200,7 @@ def test_merged_rank_is_the_hand_computation() -> None:
     state["output_layer.modules_to_save.default.weight"] = trained
     got = dict(merged_rank(state, LoraSpec(2, 3.0), get_family("qwen2"), "t"))
     assert torch.equal(got["output_layer.weight"], trained)
-    with pytest.raises(AtelierError, match=r"modules_to_save copy.*merge the model instead"):
+    with pytest.raises(AtelierError, match=r"modules_to_save copy .*only onto a Megatron"):
         exportable_adapters(state, "t")
 
 
@@ -281,6 +281,11 @@ def test_filter_only_lora_dir_with_separate_base(llama_lora, tmp_path: Path, cap
     _close(hf_state(tmp_path / "out"), hand_merged(hf, wanted), atol=1e-6)
     manifest = json.loads((tmp_path / "out" / ".atelier-output.json").read_text())
     assert "config.json" in manifest["files"]
+    # the same adapters merged onto the Hugging Face base folder (a run that loaded HF)
+    opts = LoraOptions(load=lora, r=R, alpha=ALPHA, target_modules=targets)
+    mg2hf(hf, tmp_path / "out-hf", lora=opts)
+    assert_same_state(hf_state(tmp_path / "out-hf"), hf_state(tmp_path / "out"))  # bit for bit
+    assert (tmp_path / "out-hf" / "tokenizer.json").is_file()
     # an adapters-only folder given as --load-dir says what to pass
     capsys.readouterr()
     assert main([*cmd[:4], str(lora), "--lora-r", "4", "--save-dir", str(tmp_path / "x")]) == 2

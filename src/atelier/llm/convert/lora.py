@@ -179,8 +179,9 @@ def exportable_adapters(flat: Mapping[str, torch.Tensor], where: str) -> Adapter
     saved = next((n for n in flat if _SAVED in n), None)
     if saved is not None:
         raise AtelierError(
-            f"{where}: {saved!r} is a modules_to_save copy, which save_lora_to_hf does not "
-            "export; merge the model instead (drop save_lora_to_hf)"
+            f"{where}: {saved!r} is a modules_to_save copy (a whole trained module), which is "
+            "merged only onto a Megatron base; pass the Megatron base checkpoint as load_dir "
+            "and drop save_lora_to_hf"
         )
     return split_lora_state(flat, where)[1]
 
@@ -342,22 +343,22 @@ def _same_on_every_rank(shards: Sequence[torch.Tensor], name: str, where: str) -
     return shards[0]
 
 
-def peft_state_dict(
+def hf_adapters(
     stages: Sequence[Sequence[Adapters]],
     spec: LoraSpec,
     meta,
     fmt: str = "mcore",
     norms: str = "local",
     where: str = "lora",
-) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """(PEFT adapter state dict, PEFT target_modules) from adapters per stage, per TP rank.
+) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], list[str]]:
+    """(HF weight name -> (A, B), PEFT target_modules) from adapters per stage, per TP rank.
 
-    Names are PEFT's `base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight`
-    (global layer numbers); a fused linear's shared A goes to each of its pieces and
-    its B is gathered and split like the base weight (`sharding.gather_part`).
+    HF names use global layer numbers (`model.layers.{i}.self_attn.q_proj.weight`); a
+    fused linear's shared A goes to each of its pieces and its B is gathered and split
+    like the base weight (`sharding.gather_part`); row-parallel linears gather A.
     """
     targets = _targets_for(meta.fam, fmt, norms, spec, stages[0][0], where)
-    out: dict[str, torch.Tensor] = {}
+    out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     start = 0
     for p, ranks in enumerate(stages):
         swhere = f"{where} stage {p}"
@@ -381,9 +382,7 @@ def peft_state_dict(
                     b_pieces = gather_part(part, b_shards, meta)
                     a_pieces = (a_full,) * len(b_pieces)
                 for template, a, b in zip(part.hf, a_pieces, b_pieces, strict=True):
-                    hf = PEFT_PREFIX + _module_of(template.format(i=i))
-                    out[hf + ".lora_A.weight"] = a.contiguous().clone()
-                    out[hf + ".lora_B.weight"] = b.contiguous().clone()
+                    out[template.format(i=i)] = (a.contiguous().clone(), b.contiguous().clone())
         start += layers
     if start != meta.num_layers:
         raise AtelierError(
@@ -391,6 +390,23 @@ def peft_state_dict(
         )
     hf_targets = sorted({m for t in targets.values() for m in t.hf_modules})
     return out, hf_targets
+
+
+def peft_state_dict(
+    stages: Sequence[Sequence[Adapters]],
+    spec: LoraSpec,
+    meta,
+    fmt: str = "mcore",
+    norms: str = "local",
+    where: str = "lora",
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """`hf_adapters` under PEFT's names, `base_model.model.<module>.lora_A.weight` / `lora_B`."""
+    pairs, targets = hf_adapters(stages, spec, meta, fmt, norms, where)
+    out: dict[str, torch.Tensor] = {}
+    for name, (a, b) in pairs.items():
+        stem = PEFT_PREFIX + _module_of(name)
+        out[stem + ".lora_A.weight"], out[stem + ".lora_B.weight"] = a, b
+    return out, targets
 
 
 def peft_adapter_config(

@@ -30,16 +30,20 @@ import torch
 from atelier.core.errors import AtelierError
 from atelier.core.log import get_logger
 from atelier.llm.convert.families import Family, family_for_args
+from atelier.llm.convert.hf_checkpoint import HFSource, hf_plan
 from atelier.llm.convert.lora import (
     Adapters,
     LoraSpec,
     exportable_adapters,
+    hf_adapters,
+    merge_weight,
     merged_rank,
     peft_adapter_config,
     peft_state_dict,
     split_lora_state,
 )
 from atelier.llm.convert.megatron_checkpoint import (
+    TRACKER,
     MegatronSource,
     iteration_dir,
     load_rank_file,
@@ -170,20 +174,93 @@ class LoraMergedSource(MegatronSource):
         return merged_rank(flat, self.spec, self._fam(), str(path), aflat, awhere)
 
 
-def holds_adapters(load_dir: Path) -> bool:
-    """Whether the first rank file of a Megatron folder holds LoRA adapters."""
-    files = _RankFiles(load_dir, "load_dir")
-    return bool(files.adapters((0, 0)))
+def _is_hf_folder(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and not (folder / TRACKER).is_file()
 
 
-def open_source(load_dir: Path, opts: LoraOptions | None) -> MegatronSource:
-    """The mg2hf reader: plain, or with the adapters of `load_dir` / `opts.load` merged.
+def _hf_layout_adapters(
+    files: _RankFiles, spec: LoraSpec, meta: ModelMeta
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """A LoRA checkpoint's adapters per Hugging Face weight (fused ones split exactly)."""
+    stages, fmt, norms = _adapter_stages(files)
+    return hf_adapters(stages, spec, meta, fmt, norms, str(files.it_dir))[0]
+
+
+def _adapter_stages(files: _RankFiles) -> tuple[list[list[Adapters]], str, str]:
+    """Every rank's adapters, by stage then TP rank, and their names' format."""
+    stages = [[files.exportable((t, p)) for t in range(files.tp)] for p in range(files.pp)]
+    if not stages[0][0]:
+        raise AtelierError(
+            f"{files.param} {files.folder}: holds no LoRA adapters ({files.files[(0, 0)]}); "
+            "pass the LoRA checkpoint"
+        )
+    fmt, norms = detect_format({m + ".weight": t for m, t in stages[0][0].a.items()})
+    return stages, fmt, norms
+
+
+class LoraMergedHFSource:
+    """A Hugging Face base folder with a LoRA run's adapters merged, W + (alpha/r) B A per
+    projection (the adapters of a run that loaded an HF folder and saved adapters only)."""
+
+    def __init__(self, load_dir: Path, opts: LoraOptions) -> None:
+        assert opts.load is not None
+        self._hf = HFSource(load_dir)
+        self.meta, self.assets_dir = self._hf.meta, self._hf.assets_dir
+        files = _RankFiles(opts.load, "lora_load")
+        self.spec = resolve_spec(opts, files.args)
+        self._pairs = _hf_layout_adapters(files, self.spec, self.meta)
+        shapes = dict(hf_plan(self.meta))
+        for name, (a, b) in self._pairs.items():
+            if [b.shape[0], a.shape[1]] != shapes.get(name):
+                raise AtelierError(
+                    f"lora_load {opts.load}: the adapters of {name} give a "
+                    f"[{b.shape[0]}, {a.shape[1]}] update but load_dir {load_dir} has "
+                    f"{shapes.get(name)}; pass the base model the LoRA run was trained on"
+                )
+        log.info(
+            "merging LoRA adapters (r=%d, alpha=%g) from %s into %s",
+            self.spec.r,
+            self.spec.alpha,
+            opts.load,
+            load_dir,
+        )
+
+    def layer(self, i: int) -> dict[str, torch.Tensor]:
+        pieces = self._hf.layer(i)
+        for part in self.meta.fam.parts_for(self.meta):
+            for piece, template in zip(part.pieces, part.hf, strict=True):
+                pair = self._pairs.get(template.format(i=i))
+                if pair is not None:
+                    pieces[piece] = merge_weight(pieces[piece], *pair, self.spec.scale)
+        return pieces
+
+    def embed(self) -> torch.Tensor:
+        return self._hf.embed()
+
+    def final_norm(self) -> torch.Tensor:
+        return self._hf.final_norm()
+
+    def lm_head(self) -> torch.Tensor | None:
+        return self._hf.lm_head()
+
+    def vocab_rows(self, which: str, start: int, stop: int) -> torch.Tensor:
+        return self._hf.vocab_rows(which, start, stop)
+
+    def close(self) -> None:
+        self._hf.close()
+
+
+def open_source(load_dir: Path, opts: LoraOptions | None) -> MegatronSource | LoraMergedHFSource:
+    """The mg2hf reader: plain, or with the adapters of `load_dir` / `opts.load` merged
+    (onto a Megatron base per TP rank, or onto a Hugging Face base folder per projection).
 
     A checkpoint whose adapters nobody asked to merge is merged when its args record
     the run's r and alpha; without them it is an error naming the flags, as is a LoRA
     flag with no adapters anywhere.
     """
     if opts is not None and opts.load is not None:
+        if _is_hf_folder(load_dir):
+            return LoraMergedHFSource(load_dir, opts)
         if opts.load.resolve() != load_dir.resolve():
             return LoraMergedSource(load_dir, opts)
         opts = dataclasses.replace(opts, load=None)  # a full LoRA folder given twice
@@ -250,13 +327,7 @@ def peft_adapter(
         base, files = None, _RankFiles(load_dir, "load_dir")
     spec = resolve_spec(opts, files.args)
     meta = adapter_meta(files, base)
-    stages = [[files.exportable((t, p)) for t in range(files.tp)] for p in range(files.pp)]
-    if not stages[0][0]:
-        raise AtelierError(
-            f"{files.param} {files.folder}: holds no LoRA adapters "
-            f"({files.files[(0, 0)]}); save_lora_to_hf needs a LoRA checkpoint"
-        )
-    fmt, norms = detect_format({m + ".weight": t for m, t in stages[0][0].a.items()})
+    stages, fmt, norms = _adapter_stages(files)
     state, targets = peft_state_dict(stages, spec, meta, fmt, norms, str(files.it_dir))
     if base_model is None:
         recorded = json.loads(getattr(files.args, "atelier_hf_config", None) or "{}")

@@ -104,7 +104,11 @@ def mg2hf(
     assets = hf_config_dir or source.assets_dir
     if hf_config_dir is not None and not hf_config_dir.is_dir():
         raise AtelierError(f"hf_config_dir {hf_config_dir}: not a folder")
-    if assets is not None and (assets / "config.json").is_file():
+    if (
+        isinstance(source, MegatronSource)
+        and assets is not None
+        and (assets / "config.json").is_file()
+    ):
         _adopt_config(source, assets)
     meta = source.meta
     needed = meta.num_parameters() * meta.dtype.itemsize
