@@ -200,7 +200,7 @@ def test_merged_rank_is_the_hand_computation() -> None:
     state["output_layer.modules_to_save.default.weight"] = trained
     got = dict(merged_rank(state, LoraSpec(2, 3.0), get_family("qwen2"), "t"))
     assert torch.equal(got["output_layer.weight"], trained)
-    with pytest.raises(AtelierError, match=r"modules_to_save copy .*only onto a Megatron"):
+    with pytest.raises(AtelierError, match=r"trained fully .*only onto a Megatron base"):
         exportable_adapters(state, "t")
 
 
@@ -291,6 +291,31 @@ def test_filter_only_lora_dir_with_separate_base(llama_lora, tmp_path: Path, cap
     assert main([*cmd[:4], str(lora), "--lora-r", "4", "--save-dir", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds only LoRA adapters" in err[0] and "--lora-load" in err[0]
+    assert not (tmp_path / "x").exists()
+
+
+def test_modules_trained_fully_in_an_adapters_only_save(llama_lora, tmp_path: Path) -> None:
+    """--lora-modules-to-save with --lora-ckpt-filter: those tensors replace the base's."""
+    hf, meta, adapters, base = llama_lora
+    lora = write_lora(base, tmp_path / "lora", meta, adapters, filter_only=True)
+    norm = torch.randn(meta.hidden_size, generator=torch.Generator().manual_seed(5))
+    for t in range(2):
+        path = lora_rank(lora, t, 1, 2)
+        ck = load_rank(path)
+        ck["model"]["decoder.final_layernorm.weight"] = norm
+        torch.save(ck, path)
+    mg2hf(base, tmp_path / "m", lora=LoraOptions(load=lora))
+    want = hand_merged(hf, adapters)
+    want["model.norm.weight"] = norm
+    _close(hf_state(tmp_path / "m"), want, atol=1e-6)
+    for load, opts in (
+        (base, LoraOptions(load=lora, save_to_hf=True)),
+        (hf, LoraOptions(load=lora)),
+    ):
+        with pytest.raises(
+            AtelierError, match=r"final_layernorm.weight' is a module trained fully"
+        ):
+            mg2hf(load, tmp_path / "x", lora=opts)
     assert not (tmp_path / "x").exists()
 
 

@@ -173,15 +173,38 @@ def split_lora_state(
     return base, adapters
 
 
-def exportable_adapters(flat: Mapping[str, torch.Tensor], where: str) -> Adapters:
-    """The adapters of a rank to export for PEFT; a modules_to_save copy (a whole trained
-    module, which an adapter folder would have to carry too) is refused rather than lost."""
-    saved = next((n for n in flat if _SAVED in n), None)
-    if saved is not None:
+def trained_copies(flat: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Tensors of a LoRA save that are neither adapters nor a wrapped base: in a save of
+    adapters only (`--lora-ckpt-filter`), the modules trained fully (modules_to_save)."""
+    return {
+        n.replace(_SAVED, ".", 1): t
+        for n, t in flat.items()
+        if not _ADAPTER.match(n)
+        and BASE_LAYER not in n
+        and _ORIGINAL not in n
+        and not n.endswith("_extra_state")
+    }
+
+
+def exportable_adapters(
+    flat: Mapping[str, torch.Tensor], where: str, modules_to_save: Sequence[str] = ()
+) -> Adapters:
+    """The adapters of a rank to carry over on their own (PEFT export, an HF base).
+
+    Modules trained fully (`modules_to_save` from the run's args, PEFT's
+    `modules_to_save.default` copies, or any other tensor in an adapters-only save) would
+    be lost that way, so they are refused: merge onto the Megatron base instead.
+    """
+    filtered = not any(BASE_LAYER in n for n in flat)
+    saved = next((n for n in flat if _SAVED in n), None) or next(
+        (n for n in trained_copies(flat) if filtered), None
+    )
+    if saved is not None or modules_to_save:
+        what = repr(saved) if saved else f"lora_modules_to_save {' '.join(modules_to_save)}"
         raise AtelierError(
-            f"{where}: {saved!r} is a modules_to_save copy (a whole trained module), which is "
-            "merged only onto a Megatron base; pass the Megatron base checkpoint as load_dir "
-            "and drop save_lora_to_hf"
+            f"{where}: {what} is a module trained fully (modules_to_save), which is merged "
+            "only onto a Megatron base; pass the Megatron base checkpoint as load_dir (and "
+            "drop save_lora_to_hf)"
         )
     return split_lora_state(flat, where)[1]
 
@@ -290,7 +313,8 @@ def merged_rank(
     """One TP rank (of one stage) with W + (alpha / r) B A for every targeted linear.
 
     `flat` holds the base (plain or `base_layer` names) and, unless `adapters_from` is
-    given (a LoRA checkpoint saved apart, e.g. with `--lora-ckpt-filter`), the adapters.
+    given (a LoRA checkpoint saved apart, e.g. with `--lora-ckpt-filter`), the adapters;
+    the other tensors of `adapters_from` (modules trained fully) replace the base's.
     Without `spec.target_modules`, the linears the adapters sit on are the targets.
     """
     base, own = split_lora_state(flat, where)
@@ -304,6 +328,13 @@ def merged_rank(
             )
         _, adapters = split_lora_state(adapters_from, adapters_where)
         awhere = adapters_where
+        for name, t in trained_copies(adapters_from).items():  # modules_to_save
+            if name not in base or base[name].shape != t.shape:
+                raise AtelierError(
+                    f"{awhere}: {name!r} {list(t.shape)} has no counterpart in the base "
+                    f"{where}; pass the base checkpoint the LoRA run was trained on"
+                )
+            base[name] = t
     fmt, norms = detect_format(base)
     targets = _targets_for(fam, fmt, norms, spec, adapters, awhere)
     pairs = check_adapters(adapters, base, spec, targets, count_local_layers(set(base)), awhere)

@@ -111,7 +111,7 @@ class _RankFiles:
 
     def exportable(self, key: tuple[int, int]) -> Adapters:
         where, flat = self.state(key)
-        return exportable_adapters(flat, where)
+        return exportable_adapters(flat, where, _arg(self.args, "lora_modules_to_save") or ())
 
 
 def _arg(args: Any, name: str) -> Any:

@@ -177,17 +177,18 @@ def megatron_ranks_to_peft(
     meta: ModelMeta,
     lora: LoraSpec,
     base_model: str | None = None,
+    modules_to_save: Sequence[str] = (),
 ) -> tuple[dict[str, torch.Tensor], dict]:
     """(adapter_model.safetensors tensors, adapter_config.json) of a LoRA run's rank states.
 
     The fused adapters are split exactly (see `lora.peft_state_dict`); base tensors, if
-    present, are ignored.
+    present, are ignored; a run with `modules_to_save` is refused (they would be lost).
     """
     if not rank_states:
         raise AtelierError("rank_states: empty; pass one state dict per TP rank")
     stages = [
         [
-            exportable_adapters(canonical_flat(s), f"rank_states[{p}][{t}]")
+            exportable_adapters(canonical_flat(s), f"rank_states[{p}][{t}]", modules_to_save)
             for t, s in enumerate(stage)
         ]
         for p, stage in enumerate(_stages(rank_states))
