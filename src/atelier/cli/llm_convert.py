@@ -232,12 +232,15 @@ def _lora_flags(p: argparse.ArgumentParser) -> None:
 def _lora_options(args: argparse.Namespace):
     from atelier.llm.convert import LoraOptions
 
+    def flag(name: str):  # a parser without the LoRA flags (another spelling) gives None
+        return getattr(args, name, None)
+
     opts = LoraOptions(
-        load=args.lora_load,
-        r=args.lora_r,
-        alpha=args.lora_alpha,
-        target_modules=tuple(args.lora_target_modules or ()),
-        save_to_hf=args.save_lora_to_hf,
+        load=flag("lora_load"),
+        r=flag("lora_r"),
+        alpha=flag("lora_alpha"),
+        target_modules=tuple(flag("lora_target_modules") or ()),
+        save_to_hf=bool(flag("save_lora_to_hf")),
     )
     return opts if opts.given() else None
 

@@ -14,7 +14,7 @@ W_r + s B A_r (row) are exactly rank r's shard of W + s B A.
 Which linears can be targeted, and how their B (column) or A (row) shards gather into
 Hugging Face pieces, is the family table (`families.Part`, `sharding.gather_part`):
 the fused B of `linear_qkv` is un-interleaved per query group into q/k/v rows exactly
-as the base weight is, and each piece gets the shared A.
+as the base weight is, and each piece gets the shared A (`lora_peft.py`).
 
 Pure functions over state dicts; files are `lora_checkpoint.py`.
 """
@@ -31,7 +31,6 @@ import torch
 from atelier.core.errors import AtelierError
 from atelier.llm.convert.families import Family, Part, Split
 from atelier.llm.convert.names import detect_format
-from atelier.llm.convert.sharding import gather_part
 
 # X.lora_A.<adapter>.<leaf>: PEFT's names inside a wrapped module.
 _ADAPTER = re.compile(r"^(?P<module>.+)\.lora_(?P<which>[AB])\.(?P<adapter>[^.]+)\.(?P<leaf>.+)$")
@@ -40,7 +39,6 @@ BASE_LAYER = ".base_layer."
 # PEFT's modules_to_save: the trained copy replaces the original module.
 _SAVED = ".modules_to_save.default."
 _ORIGINAL = ".original_module."
-PEFT_PREFIX = "base_model.model."
 
 
 @dataclass(frozen=True)
@@ -73,10 +71,10 @@ class LoraTarget:
     @property
     def hf_modules(self) -> tuple[str, ...]:
         """PEFT target names, one per Hugging Face piece (q_proj, k_proj, v_proj ...)."""
-        return tuple(_module_of(t).rsplit(".", 1)[-1] for t in self.part.hf)
+        return tuple(module_of(t).rsplit(".", 1)[-1] for t in self.part.hf)
 
 
-def _module_of(weight_name: str) -> str:
+def module_of(weight_name: str) -> str:
     return weight_name.removesuffix(".weight")
 
 
@@ -93,8 +91,8 @@ def lora_targets(fam: Family, fmt: str = "mcore", norms: str = "local") -> dict[
         here = part.name(fmt, norms)
         if here is None:
             continue
-        name = _module_of(part.mcore).rsplit(".", 1)[-1]
-        out[name] = LoraTarget(name, part, _module_of(here))
+        name = module_of(part.mcore).rsplit(".", 1)[-1]
+        out[name] = LoraTarget(name, part, module_of(here))
     return out
 
 
@@ -106,7 +104,7 @@ def resolve_targets(
     aliases = {t.name: t for t in targets.values()}
     for t in targets.values():
         if t.part.legacy:
-            aliases[_module_of(t.part.legacy).rsplit(".", 1)[-1]] = t
+            aliases[module_of(t.part.legacy).rsplit(".", 1)[-1]] = t
     out: dict[str, LoraTarget] = {}
     for w in wanted:
         if w not in aliases:
@@ -336,12 +334,12 @@ def merged_rank(
                 )
             base[name] = t
     fmt, norms = detect_format(base)
-    targets = _targets_for(fam, fmt, norms, spec, adapters, awhere)
+    targets = targets_for(fam, fmt, norms, spec, adapters, awhere)
     pairs = check_adapters(adapters, base, spec, targets, count_local_layers(set(base)), awhere)
     return MergedRankState(base, pairs, spec.scale)
 
 
-def _targets_for(
+def targets_for(
     fam: Family, fmt: str, norms: str, spec: LoraSpec, adapters: Adapters, where: str
 ) -> dict[str, LoraTarget]:
     if spec.target_modules:
@@ -359,110 +357,3 @@ def _targets_for(
             f"{' '.join(every)}"
         )
     return {n: every[n] for n in every if n in held}
-
-
-# --- PEFT export ----------------------------------------------------------------------------
-
-
-def _same_on_every_rank(shards: Sequence[torch.Tensor], name: str, where: str) -> torch.Tensor:
-    for t, s in enumerate(shards[1:], start=1):
-        if s.shape != shards[0].shape or not torch.equal(s, shards[0]):
-            raise AtelierError(
-                f"{where}: {name} differs between TP ranks 0 and {t}; it must be replicated "
-                "(the same on every rank) to be exported. Merge instead (drop save_lora_to_hf)"
-            )
-    return shards[0]
-
-
-def hf_adapters(
-    stages: Sequence[Sequence[Adapters]],
-    spec: LoraSpec,
-    meta,
-    fmt: str = "mcore",
-    norms: str = "local",
-    where: str = "lora",
-) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], list[str]]:
-    """(HF weight name -> (A, B), PEFT target_modules) from adapters per stage, per TP rank.
-
-    HF names use global layer numbers (`model.layers.{i}.self_attn.q_proj.weight`); a
-    fused linear's shared A goes to each of its pieces and its B is gathered and split
-    like the base weight (`sharding.gather_part`); row-parallel linears gather A.
-    """
-    targets = _targets_for(meta.fam, fmt, norms, spec, stages[0][0], where)
-    out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    start = 0
-    for p, ranks in enumerate(stages):
-        swhere = f"{where} stage {p}"
-        layers = count_local_layers({m for r in ranks for m in r.modules()})
-        pairs = [
-            check_adapters(r, None, spec, targets, layers, f"{swhere} TP rank {t}")
-            for t, r in enumerate(ranks)
-        ]
-        for j in range(layers):
-            i = start + j
-            for target in targets.values():
-                module = target.module.format(i=j)
-                a_shards = [pr[module + ".weight"][0] for pr in pairs]
-                b_shards = [pr[module + ".weight"][1] for pr in pairs]
-                part = target.part
-                if part.split is Split.ROW:
-                    a_pieces = gather_part(part, a_shards, meta)
-                    b_pieces = (_same_on_every_rank(b_shards, module + ".lora_B", swhere),)
-                else:
-                    a_full = _same_on_every_rank(a_shards, module + ".lora_A", swhere)
-                    b_pieces = gather_part(part, b_shards, meta)
-                    a_pieces = (a_full,) * len(b_pieces)
-                for template, a, b in zip(part.hf, a_pieces, b_pieces, strict=True):
-                    out[template.format(i=i)] = (a.contiguous().clone(), b.contiguous().clone())
-        start += layers
-    if start != meta.num_layers:
-        raise AtelierError(
-            f"{where}: adapters cover {start} layers but the model has {meta.num_layers}"
-        )
-    hf_targets = sorted({m for t in targets.values() for m in t.hf_modules})
-    return out, hf_targets
-
-
-def peft_state_dict(
-    stages: Sequence[Sequence[Adapters]],
-    spec: LoraSpec,
-    meta,
-    fmt: str = "mcore",
-    norms: str = "local",
-    where: str = "lora",
-) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """`hf_adapters` under PEFT's names, `base_model.model.<module>.lora_A.weight` / `lora_B`."""
-    pairs, targets = hf_adapters(stages, spec, meta, fmt, norms, where)
-    out: dict[str, torch.Tensor] = {}
-    for name, (a, b) in pairs.items():
-        stem = PEFT_PREFIX + _module_of(name)
-        out[stem + ".lora_A.weight"], out[stem + ".lora_B.weight"] = a, b
-    return out, targets
-
-
-def peft_adapter_config(
-    spec: LoraSpec, target_modules: Sequence[str], base_model: str | None
-) -> dict:
-    """`adapter_config.json` as `peft.LoraConfig.save_pretrained` writes it (no dropout)."""
-    alpha: float | int = int(spec.alpha) if float(spec.alpha).is_integer() else spec.alpha
-    return {
-        "peft_type": "LORA",
-        "task_type": "CAUSAL_LM",
-        "base_model_name_or_path": base_model,
-        "r": spec.r,
-        "lora_alpha": alpha,
-        "lora_dropout": 0.0,
-        "target_modules": list(target_modules),
-        "bias": "none",
-        "fan_in_fan_out": False,
-        "inference_mode": True,
-        "init_lora_weights": True,
-        "modules_to_save": None,
-        "layers_to_transform": None,
-        "layers_pattern": None,
-        "rank_pattern": {},
-        "alpha_pattern": {},
-        "use_rslora": False,
-        "use_dora": False,
-        "revision": None,
-    }

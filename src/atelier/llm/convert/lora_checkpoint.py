@@ -35,13 +35,11 @@ from atelier.llm.convert.lora import (
     Adapters,
     LoraSpec,
     exportable_adapters,
-    hf_adapters,
     merge_weight,
     merged_rank,
-    peft_adapter_config,
-    peft_state_dict,
     split_lora_state,
 )
+from atelier.llm.convert.lora_peft import hf_adapters, peft_adapter_config, peft_state_dict
 from atelier.llm.convert.megatron_checkpoint import (
     TRACKER,
     MegatronSource,
@@ -165,11 +163,6 @@ class LoraMergedSource(MegatronSource):
         flat = super()._model_state(key, ckpt, path)
         if self._lora is None:
             return merged_rank(flat, self.spec, self._fam(), str(path))
-        if key not in self._lora.files:
-            raise AtelierError(
-                f"lora_load {self._lora.folder}: no rank {key} for {path} (TP {self._lora.tp} x "
-                f"PP {self._lora.pp}); pass the LoRA checkpoint of this base"
-            )
         awhere, aflat = self._lora.state(key)
         return merged_rank(flat, self.spec, self._fam(), str(path), aflat, awhere)
 

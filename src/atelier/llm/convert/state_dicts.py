@@ -29,9 +29,8 @@ from atelier.llm.convert.lora import (
     LoraSpec,
     exportable_adapters,
     merged_rank,
-    peft_adapter_config,
-    peft_state_dict,
 )
+from atelier.llm.convert.lora_peft import peft_adapter_config, peft_state_dict
 from atelier.llm.convert.megatron_state import StateDictSource, canonical_flat
 from atelier.llm.convert.megatron_writer import MegatronTarget, rank_state_dicts
 from atelier.llm.convert.meta import ModelMeta
