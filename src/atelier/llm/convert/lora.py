@@ -263,7 +263,7 @@ def check_adapters(
 
 def merge_weight(w: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scale: float) -> torch.Tensor:
     """W + scale * B A, summed in fp32 and rounded once to W's dtype."""
-    return (w.float() + scale * (b.float() @ a.float())).to(w.dtype)
+    return torch.addmm(w.float(), b.float(), a.float(), alpha=scale).to(w.dtype)
 
 
 class MergedRankState(Mapping[str, torch.Tensor]):
