@@ -202,7 +202,8 @@ def _lora_flags(p: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         help="LoRA checkpoint saved apart from the base (--lora-ckpt-filter); --load-dir is "
-        "then the base. Adapters saved with the base are read from --load-dir itself",
+        "then the base (Megatron, or the Hugging Face folder the run loaded). Adapters saved "
+        "with the base are read from --load-dir itself",
     )
     g.add_argument(
         "--lora-r", type=Int(1, 1 << 16), default=None, help="rank (default: the run's, else 16)"

@@ -11,6 +11,7 @@ W + (alpha / r) B A on the Hugging Face tensors, and peft itself loads the expor
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -286,6 +287,11 @@ def test_filter_only_lora_dir_with_separate_base(llama_lora, tmp_path: Path, cap
     mg2hf(hf, tmp_path / "out-hf", lora=opts)
     assert_same_state(hf_state(tmp_path / "out-hf"), hf_state(tmp_path / "out"))  # bit for bit
     assert (tmp_path / "out-hf" / "tokenizer.json").is_file()
+    mg2hf(hf, tmp_path / "peft-hf", lora=dataclasses.replace(opts, save_to_hf=True))
+    config = json.loads((tmp_path / "peft-hf" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(hf)
+    with pytest.raises(AtelierError, match=r"lora_r given but load_dir .* Hugging Face folder"):
+        mg2hf(hf, tmp_path / "x", lora=LoraOptions(r=R))
     # an adapters-only folder given as --load-dir says what to pass
     capsys.readouterr()
     assert main([*cmd[:4], str(lora), "--lora-r", "4", "--save-dir", str(tmp_path / "x")]) == 2

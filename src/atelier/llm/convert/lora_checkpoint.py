@@ -257,6 +257,11 @@ def open_source(load_dir: Path, opts: LoraOptions | None) -> MegatronSource | Lo
         if opts.load.resolve() != load_dir.resolve():
             return LoraMergedSource(load_dir, opts)
         opts = dataclasses.replace(opts, load=None)  # a full LoRA folder given twice
+    if opts is not None and opts.given() and _is_hf_folder(load_dir):
+        raise AtelierError(
+            f"{opts.given()} given but load_dir {load_dir} is a Hugging Face folder; pass "
+            "lora_load LORA_DIR with the LoRA checkpoint to merge into it"
+        )
     files = _RankFiles(load_dir, "load_dir")
     own = files.adapters((0, 0))
     if not own:
@@ -313,11 +318,15 @@ def peft_adapter(
     """
     import json
 
-    if opts.load is not None and opts.load.resolve() != load_dir.resolve():
-        base: _RankFiles | None = _RankFiles(load_dir, "load_dir")
-        files = _RankFiles(opts.load, "lora_load")
+    base: _RankFiles | None = None
+    if opts.load is None or opts.load.resolve() == load_dir.resolve():
+        files = _RankFiles(load_dir, "load_dir")
     else:
-        base, files = None, _RankFiles(load_dir, "load_dir")
+        files = _RankFiles(opts.load, "lora_load")
+        if _is_hf_folder(load_dir):
+            base_model = base_model or str(load_dir)
+        else:
+            base = _RankFiles(load_dir, "load_dir")
     spec = resolve_spec(opts, files.args)
     meta = adapter_meta(files, base)
     stages, fmt, norms = _adapter_stages(files)
