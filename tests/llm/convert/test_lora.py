@@ -492,3 +492,45 @@ def test_every_family_in_memory_tp2_pp2(hf_model, family: str) -> None:
         stem = "base_model.model." + name.removesuffix(".weight")
         assert torch.equal(peft_state[stem + ".lora_A.weight"], a)
         assert torch.equal(peft_state[stem + ".lora_B.weight"], b)
+
+
+def test_peft_wrapping_megatron_names_gives_this_layout_and_merge() -> None:
+    """peft itself wrapping modules named as megatron-core's: the names MindSpeed saves,
+    and peft's own merge_and_unload equals ours (fused linear_qkv with bias, fc1, fc2)."""
+    import peft
+    from torch import nn
+
+    from atelier.llm.convert.families import get_family
+
+    h, qkv, ffn = 16, 32, 24
+
+    def block(**linears: nn.Module) -> nn.Module:
+        m = nn.Module()
+        for k, v in linears.items():
+            setattr(m, k, v)
+        return m
+
+    torch.manual_seed(0)
+    layer = block(
+        self_attention=block(linear_qkv=nn.Linear(h, qkv), linear_proj=nn.Linear(16, h, False)),
+        mlp=block(linear_fc1=nn.Linear(h, 2 * ffn, False), linear_fc2=nn.Linear(ffn, h, False)),
+    )
+    model = block(decoder=block(layers=nn.ModuleList([layer])))
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=list(ALL), init_lora_weights=False)
+    wrapped = peft.get_peft_model(model, config)
+    state = {
+        k.removeprefix("base_model.model."): v.detach().clone()
+        for k, v in wrapped.state_dict().items()
+    }
+    qkv_name = "decoder.layers.0.self_attention.linear_qkv"
+    assert {f"{qkv_name}.base_layer.weight", f"{qkv_name}.base_layer.bias"} <= set(state)
+    assert f"{qkv_name}.lora_A.default.weight" in state and state[
+        f"{qkv_name}.lora_B.default.weight"
+    ].shape == (qkv, 4)
+    state["embedding.word_embeddings.weight"] = torch.zeros(3, h)
+    ours = dict(merged_rank(state, LoraSpec(4, 8.0, ALL), get_family("qwen2"), "peft"))
+    theirs = wrapped.merge_and_unload().state_dict()
+    assert sorted(ours) == sorted([*theirs, "embedding.word_embeddings.weight"])
+    for k, v in theirs.items():
+        torch.testing.assert_close(ours[k], v, atol=1e-6, rtol=0, msg=k)
+    assert not torch.allclose(ours[f"{qkv_name}.weight"], state[f"{qkv_name}.base_layer.weight"])
