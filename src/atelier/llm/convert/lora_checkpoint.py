@@ -330,7 +330,8 @@ def peft_adapter(
     spec = resolve_spec(opts, files.args)
     meta = adapter_meta(files, base)
     stages, fmt, norms = _adapter_stages(files)
-    state, targets = peft_state_dict(stages, spec, meta, fmt, norms, str(files.it_dir))
+    pairs, targets = hf_adapters(stages, spec, meta, fmt, norms, str(files.it_dir))
+    state = peft_state_dict(pairs)
     if base_model is None:
         recorded = json.loads(getattr(files.args, "atelier_hf_config", None) or "{}")
         base_model = recorded.get("_name_or_path") or None

@@ -10,7 +10,7 @@ Replicated matrices must be equal on every TP rank to be exported.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -89,20 +89,14 @@ def hf_adapters(
 
 
 def peft_state_dict(
-    stages: Sequence[Sequence[Adapters]],
-    spec: LoraSpec,
-    meta,
-    fmt: str = "mcore",
-    norms: str = "local",
-    where: str = "lora",
-) -> tuple[dict[str, torch.Tensor], list[str]]:
+    pairs: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+) -> dict[str, torch.Tensor]:
     """`hf_adapters` under PEFT's names, `base_model.model.<module>.lora_A.weight` / `lora_B`."""
-    pairs, targets = hf_adapters(stages, spec, meta, fmt, norms, where)
     out: dict[str, torch.Tensor] = {}
     for name, (a, b) in pairs.items():
         stem = PEFT_PREFIX + module_of(name)
         out[stem + ".lora_A.weight"], out[stem + ".lora_B.weight"] = a, b
-    return out, targets
+    return out
 
 
 def peft_adapter_config(

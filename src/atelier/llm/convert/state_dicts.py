@@ -30,7 +30,7 @@ from atelier.llm.convert.lora import (
     exportable_adapters,
     merged_rank,
 )
-from atelier.llm.convert.lora_peft import peft_adapter_config, peft_state_dict
+from atelier.llm.convert.lora_peft import hf_adapters, peft_adapter_config, peft_state_dict
 from atelier.llm.convert.megatron_state import StateDictSource, canonical_flat
 from atelier.llm.convert.megatron_writer import MegatronTarget, rank_state_dicts
 from atelier.llm.convert.meta import ModelMeta
@@ -180,7 +180,7 @@ def megatron_ranks_to_peft(
 ) -> tuple[dict[str, torch.Tensor], dict]:
     """(adapter_model.safetensors tensors, adapter_config.json) of a LoRA run's rank states.
 
-    The fused adapters are split exactly (see `lora.peft_state_dict`); base tensors, if
+    The fused adapters are split exactly (see `lora_peft.hf_adapters`); base tensors, if
     present, are ignored; a run with `modules_to_save` is refused (they would be lost).
     """
     if not rank_states:
@@ -193,7 +193,8 @@ def megatron_ranks_to_peft(
         for p, stage in enumerate(_stages(rank_states))
     ]
     fmt, norms = detect_format({m + ".weight": a for m, a in stages[0][0].a.items()})
-    state, targets = peft_state_dict(stages, lora, meta, fmt, norms, "rank_states")
+    pairs, targets = hf_adapters(stages, lora, meta, fmt, norms, "rank_states")
+    state = peft_state_dict(pairs)
     return state, peft_adapter_config(lora, targets, base_model)
 
 
