@@ -50,6 +50,7 @@ from atelier.llm.convert.megatron_checkpoint import (
 from atelier.llm.convert.megatron_state import canonical_flat
 from atelier.llm.convert.meta import ModelMeta, meta_from_megatron_args
 from atelier.llm.convert.names import detect_format
+from atelier.llm.convert.source import CheckpointSource, vocab_rows
 
 log = get_logger(__name__)
 DEFAULT_R, DEFAULT_ALPHA = 16, 32.0  # MindSpeed-LLM's defaults
@@ -91,8 +92,7 @@ class _RankFiles:
             raise AtelierError(str(e).replace("load_dir", param, 1)) from None
         self.folder, self.param = folder, param
         self.files = rank_files(self.it_dir)
-        self.tp = max(k[0] for k in self.files) + 1
-        self.pp = max(k[1] for k in self.files) + 1
+        self.tp, self.pp = _grid(self.files)
         self._first = load_rank_file(self.files[(0, 0)])
         self.args = self._first.get("args")
 
@@ -131,15 +131,6 @@ class LoraMergedSource(MegatronSource):
         self._lora = _RankFiles(opts.load, "lora_load") if opts.load is not None else None
         self._opts = opts
         self._spec: LoraSpec | None = None
-        if self._lora is not None:
-            grid = rank_files(iteration_dir(load_dir))
-            tp, pp = max(k[0] for k in grid) + 1, max(k[1] for k in grid) + 1
-            if (self._lora.tp, self._lora.pp) != (tp, pp):
-                raise AtelierError(
-                    f"lora_load {self._lora.folder}: holds TP {self._lora.tp} x PP "
-                    f"{self._lora.pp} ranks but load_dir {load_dir} has TP {tp} x PP {pp}; pass "
-                    "the base checkpoint the LoRA run was trained on (same TP and PP)"
-                )
         super().__init__(load_dir)
         log.info(
             "merging LoRA adapters (r=%d, alpha=%g, %s) from %s",
@@ -167,6 +158,10 @@ class LoraMergedSource(MegatronSource):
         return merged_rank(flat, self.spec, self._fam(), str(path), aflat, awhere)
 
 
+def _grid(files: dict[tuple[int, int], Path]) -> tuple[int, int]:
+    return max(k[0] for k in files) + 1, max(k[1] for k in files) + 1
+
+
 def _is_hf_folder(folder: Path) -> bool:
     return (folder / "config.json").is_file() and not (folder / TRACKER).is_file()
 
@@ -191,14 +186,18 @@ def _adapter_stages(files: _RankFiles) -> tuple[list[list[Adapters]], str, str]:
     return stages, fmt, norms
 
 
-class LoraMergedHFSource:
-    """A Hugging Face base folder with a LoRA run's adapters merged, W + (alpha/r) B A per
-    projection (the adapters of a run that loaded an HF folder and saved adapters only)."""
+class LoraMergedPiecesSource:
+    """A base with a LoRA run's adapters merged per Hugging Face projection, W + (alpha/r) B A.
 
-    def __init__(self, load_dir: Path, opts: LoraOptions) -> None:
+    For bases the adapters' rank files do not line up with: the Hugging Face folder a run
+    loaded, or a Megatron checkpoint of another TP x PP than the LoRA save. The adapters
+    are gathered into HF pieces as for the PEFT export (the sum is the same as merging
+    per TP rank, bit for bit in the tests).
+    """
+
+    def __init__(self, base: CheckpointSource, load_dir: Path, opts: LoraOptions) -> None:
         assert opts.load is not None
-        self._hf = HFSource(load_dir)
-        self.meta, self.assets_dir = self._hf.meta, self._hf.assets_dir
+        self.base = base
         files = _RankFiles(opts.load, "lora_load")
         self.spec = resolve_spec(opts, files.args)
         self._pairs = _hf_layout_adapters(files, self.spec, self.meta)
@@ -211,15 +210,23 @@ class LoraMergedHFSource:
                     f"{shapes.get(name)}; pass the base model the LoRA run was trained on"
                 )
         log.info(
-            "merging LoRA adapters (r=%d, alpha=%g) from %s into %s",
+            "merging LoRA adapters (r=%d, alpha=%g) from %s into %s per projection",
             self.spec.r,
             self.spec.alpha,
             opts.load,
             load_dir,
         )
 
+    @property
+    def meta(self) -> ModelMeta:
+        return self.base.meta
+
+    @property
+    def assets_dir(self) -> Path | None:
+        return self.base.assets_dir
+
     def layer(self, i: int) -> dict[str, torch.Tensor]:
-        pieces = self._hf.layer(i)
+        pieces = self.base.layer(i)
         for part in self.meta.fam.parts_for(self.meta):
             for piece, template in zip(part.pieces, part.hf, strict=True):
                 pair = self._pairs.get(template.format(i=i))
@@ -228,24 +235,27 @@ class LoraMergedHFSource:
         return pieces
 
     def embed(self) -> torch.Tensor:
-        return self._hf.embed()
+        return self.base.embed()
 
     def final_norm(self) -> torch.Tensor:
-        return self._hf.final_norm()
+        return self.base.final_norm()
 
     def lm_head(self) -> torch.Tensor | None:
-        return self._hf.lm_head()
+        return self.base.lm_head()
 
     def vocab_rows(self, which: str, start: int, stop: int) -> torch.Tensor:
-        return self._hf.vocab_rows(which, start, stop)
+        return vocab_rows(self.base, which, start, stop)
 
     def close(self) -> None:
-        self._hf.close()
+        self.base.close()
 
 
-def open_source(load_dir: Path, opts: LoraOptions | None) -> MegatronSource | LoraMergedHFSource:
+def open_source(
+    load_dir: Path, opts: LoraOptions | None
+) -> MegatronSource | LoraMergedPiecesSource:
     """The mg2hf reader: plain, or with the adapters of `load_dir` / `opts.load` merged
-    (onto a Megatron base per TP rank, or onto a Hugging Face base folder per projection).
+    (per TP rank when the LoRA save has the base's TP x PP grid, as MindSpeed merges;
+    per projection onto a Hugging Face base folder or a base of another grid).
 
     A checkpoint whose adapters nobody asked to merge is merged when its args record
     the run's r and alpha; without them it is an error naming the flags, as is a LoRA
@@ -253,8 +263,12 @@ def open_source(load_dir: Path, opts: LoraOptions | None) -> MegatronSource | Lo
     """
     if opts is not None and opts.load is not None:
         if _is_hf_folder(load_dir):
-            return LoraMergedHFSource(load_dir, opts)
+            return LoraMergedPiecesSource(HFSource(load_dir), load_dir, opts)
         if opts.load.resolve() != load_dir.resolve():
+            if _grid(_RankFiles(opts.load, "lora_load").files) != _grid(
+                rank_files(iteration_dir(load_dir))
+            ):
+                return LoraMergedPiecesSource(MegatronSource(load_dir), load_dir, opts)
             return LoraMergedSource(load_dir, opts)
         opts = dataclasses.replace(opts, load=None)  # a full LoRA folder given twice
     if opts is not None and opts.given() and _is_hf_folder(load_dir):

@@ -104,12 +104,13 @@ def mg2hf(
     assets = hf_config_dir or source.assets_dir
     if hf_config_dir is not None and not hf_config_dir.is_dir():
         raise AtelierError(f"hf_config_dir {hf_config_dir}: not a folder")
+    megatron = getattr(source, "base", source)  # under a LoRA merge per projection
     if (
-        isinstance(source, MegatronSource)
+        isinstance(megatron, MegatronSource)
         and assets is not None
         and (assets / "config.json").is_file()
     ):
-        _adopt_config(source, assets)
+        _adopt_config(megatron, assets)
     meta = source.meta
     needed = meta.num_parameters() * meta.dtype.itemsize
     try:
