@@ -6,10 +6,12 @@ MindSpeed-LLM's `convert_ckpt` spelling (`--lora-load`, `--lora-r`, `--lora-alph
 - adapters saved with the base (`X.base_layer.weight` next to `X.lora_A/B`) are merged
   from `load_dir` itself; adapters saved apart (`--lora-ckpt-filter`) come from
   `lora_load`, merged onto the plain `X.weight` of `load_dir` (a full LoRA folder given
-  as `lora_load` lends only its adapters: the base is `load_dir`);
+  as `lora_load` lends its adapters and the modules it trained fully: the base is
+  `load_dir`);
 - each folder's iteration is found like Megatron's (`latest_checkpointed_iteration.txt`,
-  `iter_*/`, or `mp_rank_*` directly); both must have the same TP x PP grid, and layer
-  numbers are local to each stage in both;
+  `iter_*/`, or `mp_rank_*` directly); with the same TP x PP grid each rank is merged on
+  its own (layer numbers local to each stage in both), else (another grid, or a Hugging
+  Face `load_dir`) per projection after gathering the adapters as for the PEFT export;
 - r, alpha and the targets default to the LoRA run's args (`lora_r`, `lora_alpha`,
   `lora_target_modules`, which MindSpeed and Atelier save), else MindSpeed's 16 and 32
   and the linears the adapters sit on. A rank that disagrees with the tensors is an error.
