@@ -48,10 +48,12 @@ def add_node_flags(g: argparse._ArgumentGroup) -> None:
 
 
 def node_from_args(args: argparse.Namespace):
-    """The NodeSpec of this node (None under torchrun, which owns these settings)."""
+    """The NodeSpec of this node (None under torchrun, which owns these settings); the
+    `*_SOCKET_IFNAME` variables are checked here first."""
     from atelier.llm.train.launch import under_torchrun
-    from atelier.llm.train.multinode import node_spec
+    from atelier.llm.train.multinode import check_network, node_spec
 
+    check_network(None)  # a wrong NIC name is one line before any work (again in each rank)
     if under_torchrun():
         return None
     return node_spec(

@@ -106,8 +106,14 @@ def node_spec(
 # --- the NIC check and the start-up line ------------------------------------------------------
 
 
-def check_network(backend: str, environ: Mapping[str, str] | None = None) -> netif.NicReport:
-    """Raise the first `*_SOCKET_IFNAME` problem as one line; return the report otherwise."""
+def check_network(
+    backend: str | None, environ: Mapping[str, str] | None = None
+) -> netif.NicReport:
+    """Raise the first `*_SOCKET_IFNAME` problem as one line; return the report otherwise.
+
+    Every set variable is checked whatever the backend (the guide sets them all to the same
+    NIC, and a name this machine lacks is a mistake in any case); `backend` only decides
+    whose default choice is noted."""
     env = os.environ if environ is None else environ
     report = netif.check_socket_ifnames(env, backend=backend)
     if report.problems:
