@@ -106,22 +106,38 @@ def single_node(job: Path, tmp_path_factory: pytest.TempPathFactory) -> list[flo
     return losses
 
 
-def test_two_torchrun_nodes_equal_one_node(job: Path, single_node, tmp_path: Path) -> None:
+@pytest.mark.parametrize("rdzv", ["static", "c10d"])
+def test_two_torchrun_nodes_equal_one_node(
+    job: Path, single_node, tmp_path: Path, rdzv: str
+) -> None:
+    """torchrun's static rendezvous (--master-addr/--master-port, node ranks given) and its
+    elastic one (--rdzv-backend c10d --rdzv-endpoint, ranks assigned by the agents)."""
     port = str(free_port())
     cmds, logs = [], []
     for node in (0, 1):
         logs.append(tmp_path / f"node{node}.jsonl")
         torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2"]
-        torchrun += ["--node-rank", str(node), "--nproc-per-node", "1"]
-        torchrun += ["--master-addr", "127.0.0.1", "--master-port", port]
+        torchrun += ["--nproc-per-node", "1"]
+        if rdzv == "static":
+            torchrun += ["--node-rank", str(node)]
+            torchrun += ["--master-addr", "127.0.0.1", "--master-port", port]
+        else:
+            torchrun += ["--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}"]
+            torchrun += ["--rdzv-id", "atelier-test"]
         cmds.append([*torchrun, "-m", "atelier", "llm", "train", *_train_args(job, logs[-1])])
     results = _both(cmds, [_env(), _env()])
-    for node, (rc, _, err) in enumerate(results):
+    ranks = set()
+    for rc, _, err in results:
         assert rc == 0, err[-3000:]
-        start = [x for x in err.splitlines() if x.startswith(f"atelier: rank {node}/2 ")]
-        assert len(start) == 1 and f"on node {node} " in start[0], err[-2000:]
-        assert "device cpu, gloo via lo 127.0.0.1" in start[0]
-    assert _losses(logs[0]) == single_node  # every rank of TP logs the same global loss
+        start = [x for x in err.splitlines() if x.startswith("atelier: rank ")]
+        assert len(start) == 1 and "device cpu, gloo via lo 127.0.0.1" in start[0], err[-2000:]
+        rank = start[0].split()[2].split("/")[0]
+        assert f"on node {rank} " in start[0]  # one rank per node
+        ranks.add(rank)
+    assert ranks == {"0", "1"}
+    # rank 0 writes the log (which node holds it is the agents' choice under c10d)
+    [log] = [x for x in logs if x.is_file()]
+    assert _losses(log) == single_node
 
 
 def test_atelier_launcher_env_and_flags_equal_one_node(
