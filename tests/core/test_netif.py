@@ -100,12 +100,28 @@ def test_good_values_pass_and_unset_notes_the_nic(routes_via_eth0) -> None:
     env = {"GLOO_SOCKET_IFNAME": "eth0", "NCCL_SOCKET_IFNAME": "^lo,docker"}
     report = netif.check_socket_ifnames(env, master_addr="10.0.0.2", ifaces=FAKE, backend="hccl")
     assert report.problems == []
-    [note] = report.notes
-    assert note.startswith("HCCL_SOCKET_IFNAME is unset and this machine has 2 NICs")
-    assert "reached through eth0 10.0.0.5: export HCCL_SOCKET_IFNAME=eth0" in note
-    # one NIC besides lo: nothing to choose, nothing said
-    one = netif.check_socket_ifnames({}, master_addr="10.0.0.2", ifaces=[LO, ETH0], backend="gloo")
+    assert report.notes == [
+        "HCCL_SOCKET_IFNAME is unset: hccl will use a NIC of its own choice; MASTER_ADDR "
+        "10.0.0.2 is reached through eth0 10.0.0.5; export HCCL_SOCKET_IFNAME=eth0 to pin it"
+    ]
+    nccl = netif.check_socket_ifnames({}, master_addr="10.0.0.2", ifaces=FAKE, backend="nccl")
+    assert nccl.notes[0].startswith(
+        "NCCL_SOCKET_IFNAME is unset: nccl will use eth0 10.0.0.5 (NCCL's default order)"
+    )
+    # one NIC besides lo and gloo binding it: nothing to choose, nothing said
+    one = netif.check_socket_ifnames({}, master_addr="10.0.0.2", ifaces=[LO, ETH0], backend="nccl")
     assert one.notes == [] and one.problems == []
+
+
+def test_gloo_on_a_host_name_that_resolves_to_loopback_warns(routes_via_eth0, monkeypatch) -> None:
+    """Debian's /etc/hosts maps the host name to 127.0.1.1: gloo then binds the loopback and
+    the other nodes cannot connect (the guide's multi-node hang)."""
+    monkeypatch.setattr(netif.socket, "gethostbyname", lambda name: "127.0.1.1")
+    report = netif.check_socket_ifnames({}, master_addr="10.0.0.2", ifaces=FAKE, backend="gloo")
+    [note] = report.notes
+    assert note.startswith("warning: GLOO_SOCKET_IFNAME is unset: gloo will use lo 127.0.0.1 (")
+    assert "resolves to 127.0.1.1" in note
+    assert note.endswith("other nodes cannot reach the loopback; export GLOO_SOCKET_IFNAME=eth0")
 
 
 def test_loopback_named_for_a_remote_master_is_a_warning(routes_via_eth0) -> None:

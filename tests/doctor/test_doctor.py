@@ -127,7 +127,7 @@ def test_fake_npu_smi_and_nvidia_smi_are_parsed_and_mismatches_fail(tmp_path: Pa
     r = _doctor("--json", "--path", str(tmp_path), "--min-free-gb", "0.001", path_prefix=bin_dir)
     data = json.loads(r.stdout)
     acc = data["facts"]["accelerators"]
-    assert acc["npu_smi"]["version"] == "23.0.6" and len(acc["npu_smi"]["devices"]) == 8
+    assert acc["npu_smi"]["driver"] == "23.0.6" and len(acc["npu_smi"]["devices"]) == 8
     assert acc["nvidia_smi"]["driver"] == "535.129.03" and len(acc["nvidia_smi"]["devices"]) == 8
     messages = {f["message"]: f["status"] for f in data["findings"]}
     assert messages["npu-smi: 8 x 910B3, 65536 MiB each, driver 23.0.6"] == "ok"

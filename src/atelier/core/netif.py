@@ -300,7 +300,7 @@ def check_socket_ifnames(
         else:
             _note_mismatch(report, var, value, chosen)
     if backend is not None and not (env.get(BACKEND_VAR.get(backend, "")) or "").strip():
-        _note_default(report, backend)
+        _note_default(report, backend, resolve)
     return report
 
 
@@ -316,25 +316,53 @@ def _note_mismatch(report: NicReport, var: str, value: str, chosen: list[Interfa
         )
 
 
-def _note_default(report: NicReport, backend: str) -> None:
+def default_interface(
+    backend: str, ifaces: Sequence[Interface], resolve: bool = True
+) -> tuple[Interface | None, str]:
+    """The NIC `backend` binds with its variable unset, and why; (None, "") if unknown.
+
+    gloo (torch's default device) binds the address this host's name resolves to, the
+    loopback when that fails; NCCL takes an `ib*` interface first, else the first one that is
+    neither `lo` nor `docker*`. HCCL's own rule is not documented: unknown.
+    """
+    usable = [i for i in ifaces if i.up and i.addresses]
+    if backend == "gloo":
+        host = socket.gethostname()
+        if not resolve:
+            return None, ""
+        try:
+            address = socket.gethostbyname(host)
+        except OSError:
+            return next((i for i in usable if i.loopback), None), f"host name {host} unresolved"
+        return owner(address, usable), f"{host} resolves to {address}"
+    if backend == "nccl":
+        ib = [i for i in usable if i.name.startswith("ib")]
+        rest = [i for i in usable if not i.name.startswith(("docker", "lo"))]
+        pick = ib or rest
+        return (pick[0], "NCCL's default order") if pick else (None, "")
+    return None, ""
+
+
+def _note_default(report: NicReport, backend: str, resolve: bool) -> None:
     """Which NIC the backend will use with its variable unset, when there is a choice."""
     var = BACKEND_VAR[backend]
     outside = [i for i in report.interfaces if not i.loopback and i.up and i.addresses]
-    if len(outside) < 2:
-        return
     route = report.master_route
+    remote = route is not None and not route.loopback
+    if len(outside) < 2 and not remote:
+        return
+    used, why = default_interface(backend, report.interfaces, resolve)
+    said = f"{used.describe()} ({why})" if used is not None else "a NIC of its own choice"
+    text = f"{var} is unset: {backend} will use {said}"
     if route is not None:
+        text += f"; MASTER_ADDR {report.master_addr} is reached through {route.describe()}"
+    if remote and used is not None and used.loopback:
         report.notes.append(
-            f"{var} is unset and this machine has {len(outside)} NICs "
-            f"({', '.join(i.describe() for i in outside)}); MASTER_ADDR {report.master_addr} "
-            f"is reached through {route.describe()}: export {var}={route.name} to pin it"
+            f"warning: {text}: other nodes cannot reach the loopback; export {var}={route.name}"
         )
-    else:
-        report.notes.append(
-            f"{var} is unset and this machine has {len(outside)} NICs "
-            f"({', '.join(i.describe() for i in outside)}); {backend} picks one itself "
-            f"(likely {outside[0].name}); export {var}=NAME to choose"
-        )
+    elif len(outside) >= 2:
+        fix = route.name if remote else "NAME"
+        report.notes.append(f"{text}; export {var}={fix} to pin it")
 
 
 def nic_for_log(report: NicReport, backend: str, environ: Mapping[str, str]) -> str:

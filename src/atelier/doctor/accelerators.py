@@ -164,26 +164,40 @@ def _summary(devices: list[Device]) -> str:
     return f"{len(devices)} x {'/'.join(names)}{each}"
 
 
-def _nvidia(report: Report, facts: dict[str, Any], torch_count: int) -> None:
-    tool = shutil.which("nvidia-smi")
-    if tool is None:
-        return
-    rc, out, err = _run([tool, f"--query-gpu={NVIDIA_QUERY}", "--format=csv,noheader,nounits"])
+def _query(
+    report: Report, facts: dict[str, Any], tool: str, argv: list[str], parse, fix: str
+) -> list[Device]:
+    """Run a vendor tool, record its devices and driver under facts[tool], one line each way."""
+    path = shutil.which(tool)
+    if path is None:
+        return []
+    key, what = tool.replace("-", "_"), " ".join([tool, *argv][: 2 if argv == ["info"] else 1])
+    rc, out, err = _run([path, *argv])
     if rc != 0:
-        report.add(
-            "accelerators",
-            "fail",
-            f"nvidia-smi failed ({_first_line(err or out)}): the NVIDIA driver is not loaded or "
-            "the container was started without GPUs (docker run --gpus all)",
-        )
-        facts["nvidia_smi"] = {"error": _first_line(err or out)}
-        return
-    devices, driver = parse_nvidia_smi_csv(out)
-    facts["nvidia_smi"] = {"driver": driver, "devices": [asdict(d) for d in devices]}
+        report.add("accelerators", "fail", f"{what} failed ({_first_line(err or out)}): {fix}")
+        facts[key] = {"error": _first_line(err or out)}
+        return []
+    devices, driver = parse(out)
+    facts[key] = {"driver": driver, "devices": [asdict(d) for d in devices]}
+    if devices:
+        report.add("accelerators", "ok", f"{tool}: {_summary(devices)}, driver {driver}")
+    else:
+        report.add("accelerators", "warn", f"{what} lists no device")
+    return devices
+
+
+def _nvidia(report: Report, facts: dict[str, Any], torch_count: int) -> None:
+    devices = _query(
+        report,
+        facts,
+        "nvidia-smi",
+        [f"--query-gpu={NVIDIA_QUERY}", "--format=csv,noheader,nounits"],
+        parse_nvidia_smi_csv,
+        "the NVIDIA driver is not loaded or the container was started without GPUs "
+        "(docker run --gpus all)",
+    )
     if not devices:
-        report.add("accelerators", "warn", "nvidia-smi lists no GPU")
         return
-    report.add("accelerators", "ok", f"nvidia-smi: {_summary(devices)}, driver {driver}")
     if torch_count == 0:
         import torch
 
@@ -208,25 +222,17 @@ def _nvidia(report: Report, facts: dict[str, Any], torch_count: int) -> None:
 
 
 def _ascend(report: Report, facts: dict[str, Any], seen: dict[str, Any]) -> None:
-    tool = shutil.which("npu-smi")
-    if tool is None:
-        return
-    rc, out, err = _run([tool, "info"])
-    if rc != 0:
-        report.add(
-            "accelerators",
-            "fail",
-            f"npu-smi info failed ({_first_line(err or out)}): the Ascend driver is not loaded, "
-            "or the container lacks --device=/dev/davinciN, /dev/davinci_manager, /dev/hisi_hdc",
-        )
-        facts["npu_smi"] = {"error": _first_line(err or out)}
-        return
-    devices, version = parse_npu_smi_info(out)
-    facts["npu_smi"] = {"version": version, "devices": [asdict(d) for d in devices]}
+    devices = _query(
+        report,
+        facts,
+        "npu-smi",
+        ["info"],
+        parse_npu_smi_info,
+        "the Ascend driver is not loaded, or the container lacks --device=/dev/davinciN, "
+        "/dev/davinci_manager, /dev/hisi_hdc",
+    )
     if not devices:
-        report.add("accelerators", "warn", "npu-smi info lists no NPU")
         return
-    report.add("accelerators", "ok", f"npu-smi: {_summary(devices)}, driver {version}")
     for d in devices:
         if d.health and d.health != "OK":
             report.add(
