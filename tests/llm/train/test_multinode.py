@@ -213,3 +213,14 @@ def test_node_spec_from_flags_and_environment() -> None:
         node_spec(nnodes=2, environ={})
     with pytest.raises(AtelierError, match="NNODES='two'"):
         node_spec(environ={"NNODES": "two"})
+
+
+def test_node_0_refuses_a_master_addr_of_another_machine() -> None:
+    from atelier.core import netif
+    from atelier.llm.train.multinode import check_master_is_here
+
+    report = netif.check_socket_ifnames({})
+    check_master_is_here("127.0.0.1", report)
+    check_master_is_here("localhost", report)
+    with pytest.raises(AtelierError, match=r"--master-addr 203\.0\.113\.7 \(MASTER_ADDR\) is not"):
+        check_master_is_here("203.0.113.7", report)

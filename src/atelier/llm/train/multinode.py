@@ -106,9 +106,7 @@ def node_spec(
 # --- the NIC check and the start-up line ------------------------------------------------------
 
 
-def check_network(
-    backend: str | None, environ: Mapping[str, str] | None = None
-) -> netif.NicReport:
+def check_network(backend: str | None, environ: Mapping[str, str] | None = None) -> netif.NicReport:
     """Raise the first `*_SOCKET_IFNAME` problem as one line; return the report otherwise.
 
     Every set variable is checked whatever the backend (the guide sets them all to the same
@@ -235,6 +233,25 @@ def _own_rendezvous(env: Mapping[str, str], timeout: datetime.timedelta) -> Any:
     return store
 
 
+def check_master_is_here(addr: str, report: netif.NicReport) -> None:
+    """Rank 0 hosts the rendezvous, so MASTER_ADDR must be one of this machine's addresses."""
+    try:
+        infos = socket.getaddrinfo(addr, None)
+    except (OSError, UnicodeError):
+        raise AtelierError(
+            f"--master-addr {addr} (MASTER_ADDR): the name does not resolve on node 0; give "
+            "node 0's IP address"
+        ) from None
+    ips = {str(info[4][0]).split("%", 1)[0] for info in infos}
+    if any(netif.owner(ip, report.interfaces) is not None or ip == "::1" for ip in ips):
+        return
+    raise AtelierError(
+        f"--master-addr {addr} (MASTER_ADDR) is not an address of this machine, which is node 0 "
+        f"and hosts the rendezvous; this machine has {report.listing()}: give node 0's own "
+        "address on every node (or run this node with its own --node-rank)"
+    )
+
+
 def join_process_group(backend: str, timeout_minutes: float, device: str) -> None:
     """Check the NICs, then start or join the process group (bounded by the timeout)."""
     import torch.distributed as dist
@@ -262,6 +279,8 @@ def join_process_group(backend: str, timeout_minutes: float, device: str) -> Non
         if "TORCHELASTIC_RUN_ID" in env:  # torchrun: its agents already met; use their store
             dist.init_process_group(backend, timeout=timeout)
         else:
+            if rank == 0:
+                check_master_is_here(env.get("MASTER_ADDR", "127.0.0.1"), report)
             store = _own_rendezvous(env, timeout)
             dist.init_process_group(
                 backend,
