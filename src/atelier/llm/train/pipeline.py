@@ -115,7 +115,12 @@ class TiedEmbedding:
         p = self.param
         if p is None or p.grad is None:
             return
-        g = p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad
+        g = p.grad
+        if hasattr(g, "placements") and g.placements != p.placements:
+            # DTensor's embedding backward may leave a replicated gradient for the
+            # vocab-sharded weight; take this rank's rows (a local slice, no communication)
+            g = p.grad = g.redistribute(p.device_mesh, p.placements)
+        g = g.to_local() if hasattr(g, "to_local") else g
         dist.all_reduce(g, group=self.group)
 
 
