@@ -1,0 +1,182 @@
+"""Pipeline parallelism (gloo, CPU): PP2 equals PP1, hf2mg's PP files, save and resume.
+
+Tiny 3-layer models split unevenly as [1, 2] (or [2, 1]): per-step losses and gradient
+norms of a PP2 run equal the one-stage run's (Llama, and Qwen2 with tied embeddings and
+QKV bias); an untrained PP2 save is byte-identical to hf2mg's `mp_rank_00_00{0,1}` files
+(and a run loading them trains as one loading the HF folder); a run stopped after 2 of 4
+iterations and started again continues bit-identically, and mg2hf of the PP2 save equals
+mg2hf of the PP1 save.
+"""
+
+from __future__ import annotations
+
+import filecmp
+from pathlib import Path
+
+import pytest
+import torch
+
+from atelier.core.errors import AtelierError
+from atelier.llm.convert.hf2mg import Hf2MgOptions, hf2mg
+from atelier.llm.train.batches import SampleBatches, pretraining_samples
+from atelier.llm.train.launch import launch
+from atelier.llm.train.loop import HookList, TrainHooks, setup, train
+from tests.llm.convert.conftest import make_hf_model
+from tests.llm.train.parity import config, sample_tokens
+
+SPLIT = [1, 2]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory):
+    cache: dict[str, tuple[Path, Path]] = {}
+
+    def get(family: str) -> tuple[Path, Path]:
+        if family not in cache:
+            root = tmp_path_factory.mktemp(f"pp-{family}")
+            hf = make_hf_model(root / "hf", family, num_layers=3)
+            mg = root / "mg_pp2"
+            hf2mg(Hf2MgOptions(hf, mg, pp=2, num_layer_list=SPLIT, make_vocab_size_divisible_by=64))
+            cache[family] = (hf, mg)
+        return cache[family]
+
+    return get
+
+
+def _data(tokens: torch.Tensor) -> SampleBatches:
+    return SampleBatches({"train": pretraining_samples(tokens)})
+
+
+def _run(cfg, tokens: torch.Tensor) -> tuple[list[float], list[float]]:
+    result = train(cfg, None, _data(tokens))
+    return result.losses, result.grad_norms
+
+
+def _resumed(cfg, tokens: torch.Tensor) -> list[float]:
+    """Train with checkpoint hooks (resuming what `cfg.save` holds); the losses."""
+    from atelier.llm.train.checkpoint import prepare_load
+    from atelier.llm.train.checkpoint.hooks import CheckpointHooks
+
+    losses: list[float] = []
+
+    class Losses(TrainHooks):
+        def on_step(self, state, metrics) -> None:
+            losses.append(metrics.lm_loss)
+
+    src = prepare_load(cfg)
+    train(cfg, HookList([Losses(), CheckpointHooks(src, cfg.save)]), _data(tokens))
+    return losses
+
+
+def _save_untrained(cfg, save: Path) -> None:
+    from atelier.llm.train.checkpoint import Ranks, SaveRequest, checkpoint_args, save_checkpoint
+
+    state = setup(cfg)
+    args = checkpoint_args(state.meta, tp=1, pp=2, layer_list=SPLIT, divisible_by=64)
+    req = SaveRequest(save, 1, 0, args, state.meta.dtype, state.meta, {})
+    save_checkpoint(req, state.model, state.optimizer, Ranks.from_mesh(state.env.mesh))
+
+
+def _pp2_jobs(hf: Path, mg: Path, tmp: Path, tokens: torch.Tensor) -> dict:
+    pp = dict(pipeline_model_parallel_size=2, num_layer_list=SPLIT)
+    out = {"hf": _run(config(hf, train_iters=3, **pp), tokens)}
+    _save_untrained(config(mg, **pp), tmp / "bytes")
+    out["mg"] = _run(config(mg, train_iters=3, finetune=True, **pp), tokens)
+    return out
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_pp2_equals_pp1_and_loads_hf2mg_files(models, tmp_path: Path, family: str) -> None:
+    hf, mg = models(family)
+    tokens = sample_tokens(24)
+    ref_losses, ref_norms = launch(_run, (config(hf, train_iters=3), tokens))
+    out = launch(_pp2_jobs, (hf, mg, tmp_path, tokens), nproc_per_node=2)
+    for key in ("hf", "mg"):
+        losses, norms = out[key]
+        assert len(losses) == 3
+        assert max(abs(a - b) for a, b in zip(losses, ref_losses, strict=True)) < 1e-6, key
+        assert max(abs(a - b) for a, b in zip(norms, ref_norms, strict=True)) < 1e-5, key
+    for stage in ("000", "001"):  # the stage files hf2mg wrote, byte for byte
+        rank = f"iter_0000001/mp_rank_00_{stage}/model_optim_rng.pt"
+        assert filecmp.cmp(tmp_path / "bytes" / rank, mg / rank, shallow=False), stage
+
+
+def _resume_jobs(hf: Path, tmp: Path, tokens: torch.Tensor) -> dict:
+    pp = dict(pipeline_model_parallel_size=2, num_layer_list=[2, 1], log_interval=1)
+    full = _resumed(config(hf, train_iters=4, save=tmp / "a", **pp), tokens)
+    first = _resumed(config(hf, train_iters=4, save=tmp / "b", exit_interval=2, **pp), tokens)
+    again = _resumed(config(hf, train_iters=4, save=tmp / "b", **pp), tokens)
+    return {"full": full, "first": first, "again": again}
+
+
+def test_pp2_save_resume_and_mg2hf(models, tmp_path: Path) -> None:
+    from atelier.llm.convert.mg2hf import mg2hf
+    from atelier.llm.train.checkpoint.layout import read_tracker
+
+    hf, _ = models("qwen2")  # tied embeddings: the last stage saves the output copy
+    tokens = sample_tokens(24)
+    out = launch(_resume_jobs, (hf, tmp_path, tokens), nproc_per_node=2)
+    assert len(out["full"]) == 4 and out["first"] == out["full"][:2]
+    assert out["again"] == out["full"][2:]  # bit-identical continuation
+    b = tmp_path / "b" / "iter_0000004"
+    assert read_tracker(tmp_path / "b") == 4
+    assert sorted(p.name for p in b.iterdir() if p.name.startswith("mp_rank")) == [
+        "mp_rank_00_000",
+        "mp_rank_00_001",
+    ]
+    one = tmp_path / "pp1"
+    launch(_resumed, (config(hf, train_iters=4, save=one), tokens))
+    mg2hf(tmp_path / "a", tmp_path / "hf_pp2")
+    mg2hf(one, tmp_path / "hf_pp1")
+    from safetensors.torch import load_file
+
+    x = load_file(str(tmp_path / "hf_pp2" / "model.safetensors"))
+    y = load_file(str(tmp_path / "hf_pp1" / "model.safetensors"))
+    assert x.keys() == y.keys()
+    for k in x:
+        assert torch.allclose(x[k], y[k], atol=1e-6, rtol=0), k
+
+
+def _pp2_tp2(hf: Path, tokens: torch.Tensor) -> tuple[list[float], list[float]]:
+    cfg = config(
+        hf,
+        train_iters=2,
+        pipeline_model_parallel_size=2,
+        num_layer_list=[2, 1],
+        tensor_model_parallel_size=2,
+    )
+    return _run(cfg, tokens)
+
+
+def test_pp2_tp2_four_processes_equal_pp1(models) -> None:
+    """(pp, dp, tp) = (2, 1, 2): DTensor TP inside each stage (qk-norm partial gradients)."""
+    hf, _ = models("qwen3")
+    tokens = sample_tokens(16)
+    ref = launch(_run, (config(hf, train_iters=2), tokens))
+    got = launch(_pp2_tp2, (hf, tokens), nproc_per_node=4)
+    for a, b in zip(got, ref, strict=True):
+        assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < 1e-5, (got, ref)
+
+
+def _bad(cfg) -> None:
+    setup(cfg)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"num_layer_list": [2, 2]}, "num_layer_list 2,2 must have 2 positive entries"),
+        ({"num_layer_list": None}, "pipeline_model_parallel_size 2 does not divide 3 layers"),
+        ({"global_batch_size": 2}, "the 1F1B schedule needs at least 2 micro-batches"),
+        ({"num_layers_per_virtual_pipeline_stage": 1}, "interleaved"),
+        ({"pipeline_schedule": "zb"}, "pipeline_schedule 'zb': use one of 1f1b, gpipe"),
+    ],
+)
+def test_bad_pipeline_settings_are_one_line(models, overrides: dict, message: str) -> None:
+    hf, _ = models("llama")
+    cfg = config(hf, pipeline_model_parallel_size=2, num_layer_list=SPLIT)
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    with pytest.raises(AtelierError, match=message) as e:
+        launch(_bad, (cfg,), nproc_per_node=2)
+    assert "\n" not in str(e.value)
