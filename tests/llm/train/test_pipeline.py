@@ -130,8 +130,9 @@ def test_pp2_save_resume_and_mg2hf(models, tmp_path: Path) -> None:
     mg2hf(one, tmp_path / "hf_pp1")
     from safetensors.torch import load_file
 
-    x = load_file(str(tmp_path / "hf_pp2" / "model.safetensors"))
-    y = load_file(str(tmp_path / "hf_pp1" / "model.safetensors"))
+    shard = "model-00001-of-00001.safetensors"
+    x = load_file(str(tmp_path / "hf_pp2" / shard))
+    y = load_file(str(tmp_path / "hf_pp1" / shard))
     assert x.keys() == y.keys()
     for k in x:
         assert torch.allclose(x[k], y[k], atol=1e-6, rtol=0), k
@@ -154,29 +155,38 @@ def test_pp2_tp2_four_processes_equal_pp1(models) -> None:
     tokens = sample_tokens(16)
     ref = launch(_run, (config(hf, train_iters=2), tokens))
     got = launch(_pp2_tp2, (hf, tokens), nproc_per_node=4)
-    for a, b in zip(got, ref, strict=True):
-        assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < 1e-5, (got, ref)
+    for a, b in zip(got, ref, strict=True):  # losses, then gradient norms (up to ~60 here)
+        assert max(abs(x - y) / max(1.0, abs(y)) for x, y in zip(a, b, strict=True)) < 1e-5, (
+            got,
+            ref,
+        )
 
 
 def _bad(cfg) -> None:
     setup(cfg)
 
 
-@pytest.mark.parametrize(
-    ("overrides", "message"),
-    [
-        ({"num_layer_list": [2, 2]}, "num_layer_list 2,2 must have 2 positive entries"),
-        ({"num_layer_list": None}, "pipeline_model_parallel_size 2 does not divide 3 layers"),
-        ({"global_batch_size": 2}, "the 1F1B schedule needs at least 2 micro-batches"),
-        ({"num_layers_per_virtual_pipeline_stage": 1}, "interleaved"),
-        ({"pipeline_schedule": "zb"}, "pipeline_schedule 'zb': use one of 1f1b, gpipe"),
-    ],
-)
+BAD = [
+    ({"num_layer_list": [2, 2]}, "num_layer_list 2,2 must have 2 positive entries"),
+    ({"num_layer_list": [3]}, "num_layer_list 3: needs one entry per pipeline stage"),
+    ({"num_layer_list": None}, "pipeline_model_parallel_size 2 does not divide 3 layers"),
+    ({"num_layers_per_virtual_pipeline_stage": 1}, "interleaved"),
+    ({"pipeline_schedule": "zb"}, "pipeline_schedule 'zb': use one of 1f1b, gpipe"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD)
 def test_bad_pipeline_settings_are_one_line(models, overrides: dict, message: str) -> None:
+    """Refused before any process group starts (so one process shows it)."""
     hf, _ = models("llama")
-    cfg = config(hf, pipeline_model_parallel_size=2, num_layer_list=SPLIT)
-    for k, v in overrides.items():
-        setattr(cfg, k, v)
+    cfg = config(hf, **{"pipeline_model_parallel_size": 2, "num_layer_list": SPLIT, **overrides})
     with pytest.raises(AtelierError, match=message) as e:
-        launch(_bad, (cfg,), nproc_per_node=2)
+        launch(_bad, (cfg,))
     assert "\n" not in str(e.value)
+
+
+def test_too_few_micro_batches_for_1f1b(models) -> None:
+    hf, _ = models("llama")
+    cfg = config(hf, pipeline_model_parallel_size=2, num_layer_list=SPLIT, global_batch_size=2)
+    with pytest.raises(AtelierError, match="the 1F1B schedule needs at least 2 micro-batches"):
+        launch(_bad, (cfg,), nproc_per_node=2)

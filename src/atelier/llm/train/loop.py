@@ -380,6 +380,10 @@ def setup(cfg: TrainConfig) -> TrainState:
     try:
         meta = source.meta
         check_shape(cfg, meta)  # before any process group: bad input fails fast, alone
+        if cfg.pipeline_model_parallel_size > 1:
+            from atelier.llm.train.pipeline import check_pipeline
+
+            check_pipeline(cfg, meta.num_layers)
         check_tensor_parallel(
             cfg.tensor_model_parallel_size, meta.num_heads, meta.num_groups, meta.ffn_hidden_size
         )

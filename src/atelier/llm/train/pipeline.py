@@ -35,18 +35,19 @@ Batch = dict[str, torch.Tensor]
 SIDE_INPUTS = ("position_ids", "segment_ids")  # every stage needs them (rope, attention mask)
 
 
-def check_pipeline(cfg: TrainConfig, num_layers: int, micro_batches: int) -> None:
-    """Checks that need the model's layer count and the number of micro-batches."""
+def check_pipeline(cfg: TrainConfig, num_layers: int, micro_batches: int | None = None) -> None:
+    """Checks that need the model's layer count (before any process group starts) and,
+    once the data-parallel size is known, the number of micro-batches."""
     pp = cfg.pipeline_model_parallel_size
     try:
         stage_layers(num_layers, pp, cfg.num_layer_list)
     except AtelierError as e:
         raise AtelierError(
-            str(e).replace("pp ", "pipeline_model_parallel_size ", 1).replace(
-                "pass num_layer_list", "give num_layer_list"
-            )
+            str(e)
+            .replace("pp ", "pipeline_model_parallel_size ", 1)
+            .replace("pass num_layer_list", "give num_layer_list")
         ) from None
-    if cfg.pipeline_schedule == "1f1b" and micro_batches < pp:
+    if micro_batches is not None and cfg.pipeline_schedule == "1f1b" and micro_batches < pp:
         raise AtelierError(
             f"global_batch_size {cfg.global_batch_size}: the 1F1B schedule needs at least "
             f"{pp} micro-batches (one per stage) but gets {micro_batches} = GBS / (MBS x DP); "
@@ -56,7 +57,9 @@ def check_pipeline(cfg: TrainConfig, num_layers: int, micro_batches: int) -> Non
 
 class TimedStage:
     """Mixin for a PipelineStage that adds up the seconds spent computing (forward and
-    backward of its micro-batches), for the bubble measurement (bench/train.py)."""
+    backward of its micro-batches), for the bubble measurement (bench/train.py). Two
+    clock reads per micro-batch; `sync` (set by the benchmark on an accelerator) makes
+    the clock wait for the kernels."""
 
     busy_s: float = 0.0
     sync: Any = None  # the device's synchronize(), so asynchronous kernels are counted
@@ -78,11 +81,9 @@ class TimedStage:
         return self._timed(super().backward_maybe_with_nosync, *args, **kwargs)
 
 
-def _stage_class(timed: bool):
+def _stage_class():
     from torch.distributed.pipelining import PipelineStage
 
-    if not timed:
-        return PipelineStage
     return type("TimedPipelineStage", (TimedStage, PipelineStage), {})
 
 
@@ -156,7 +157,6 @@ class Pipeline:
         cfg: TrainConfig,
         env: ParallelEnv,
         micro_batches: int,
-        timed: bool = False,
     ) -> None:
         from torch.distributed.pipelining import Schedule1F1B, ScheduleGPipe
 
@@ -173,7 +173,7 @@ class Pipeline:
             outputs = torch.empty(mbs, cfg.seq_length, args.vocab_size, dtype=dtype, device=meta)
         else:
             outputs = torch.empty(hidden, dtype=dtype, device=meta).requires_grad_()
-        self.stage = _stage_class(timed)(
+        self.stage = _stage_class()(
             model,
             spec.index,
             spec.size,
@@ -182,14 +182,13 @@ class Pipeline:
             output_args=outputs,
             group=self.pp_group,
         )
-        if timed and env.device.type != "cpu":
-            self.stage.sync = getattr(torch, env.device.type).synchronize
         schedule = Schedule1F1B if cfg.pipeline_schedule == "1f1b" else ScheduleGPipe
         self.schedule = schedule(self.stage, micro_batches, loss_fn=self._loss, scale_grads=False)
         self.tied = TiedEmbedding(model, spec, env) if args.tied else None
         self._count: torch.Tensor | float = 1.0
         self._scale = 1.0
         self._loss_sum = torch.zeros((), device=env.device)
+        self.schedule_s = 0.0  # wall seconds inside the schedule, summed over steps
 
     def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         loss = masked_token_loss_sum(logits, target[..., 0], target[..., 1]) / self._count
@@ -225,7 +224,9 @@ class Pipeline:
         pipeline); returns the loss of the global batch on every rank of the stage group."""
         args, kwargs, target = self._inputs(batches)
         self._count, self._scale = count, scale
+        t0 = time.perf_counter()
         self.schedule.step(*args, target=target, return_outputs=False, **kwargs)
+        self.schedule_s += time.perf_counter() - t0
         if self.tied is not None:
             self.tied.sync()
         return self._total()
@@ -245,9 +246,8 @@ def build_pipeline(
     cfg: TrainConfig,
     env: ParallelEnv,
     micro_batches: int,
-    timed: bool = False,
 ) -> tuple[torch.nn.Module, Pipeline]:
     """This rank's stage model (weights from `source`, any TP/PP layout) and its pipeline."""
     spec = stage_spec(args, env.pp, env.pp_rank, cfg.num_layer_list)
     model = build_model(args, source, cfg, env, stage=spec)
-    return model, Pipeline(model, spec, args, cfg, env, micro_batches, timed)
+    return model, Pipeline(model, spec, args, cfg, env, micro_batches)

@@ -35,6 +35,12 @@ from atelier.llm.train.model.rope import inverse_frequencies, rope_cos_sin
 _LAYER = re.compile(r"^decoder\.layers\.(\d+)\.")
 
 
+def shift_layer(name: str, offset: int) -> str:
+    """`decoder.layers.N.x` -> `decoder.layers.{N + offset}.x` (other names unchanged):
+    between a rank file's stage-local layer numbers and the model's global ones."""
+    return _LAYER.sub(lambda m: f"decoder.layers.{int(m.group(1)) + offset}.", name)
+
+
 def stage_layers(num_layers: int, pp: int, layer_list: list[int] | None) -> list[range]:
     """Global layer numbers of every stage (`num_layer_list` as hf2mg's, else even)."""
     sizes = layer_partition(num_layers, pp, layer_list)
@@ -131,10 +137,6 @@ class StageSpec:
     def module(self, a: ModelArgs) -> StageModel:
         return StageModel(a, self.layers, self.first, self.last)
 
-    def global_name(self, megatron: str) -> str:
-        """A rank file's stage-local layer name -> the model's (global) one."""
-        return _LAYER.sub(lambda m: f"decoder.layers.{int(m.group(1)) + self.layers.start}.", megatron)
-
     def tensors(
         self, source, a: ModelArgs, tp: int, tp_rank: int, divisible_by: int
     ) -> dict[str, torch.Tensor]:
@@ -151,7 +153,7 @@ class StageSpec:
             num_layer_list=self.layer_list,
             divisible_by=divisible_by,
         )
-        return {self.global_name(k): v for k, v in state.items()}
+        return {shift_layer(k, self.layers.start): v for k, v in state.items()}
 
 
 def stage_spec(a: ModelArgs, pp: int, pp_rank: int, layer_list: list[int] | None) -> StageSpec:

@@ -22,6 +22,7 @@ from atelier.llm.convert.meta import ModelMeta
 from atelier.llm.convert.torch_stream import StreamingTorchFile, TensorSlot
 from atelier.llm.train.checkpoint.ranks import Ranks
 from atelier.llm.train.checkpoint.shards import TP_DIM, tp_local, tp_local_shape
+from atelier.llm.train.stages import shift_layer
 
 CHECKPOINT_VERSION = 3.0
 # Wrappers that prefix parameter names (torch.compile, activation checkpointing, FSDP1).
@@ -63,14 +64,6 @@ def rank_file_names(
     return names
 
 
-def _stage_local(name: str, start: int) -> str:
-    """A pipeline stage's global layer number -> the rank file's stage-local one."""
-    m = re.match(r"decoder\.layers\.(\d+)\.", name)
-    if m is None:
-        return name
-    return f"decoder.layers.{int(m.group(1)) - start}." + name[m.end() :]
-
-
 def rank_file_tensors(
     model: torch.nn.Module, meta: ModelMeta, pp_size: int = 1
 ) -> list[tuple[str, torch.Tensor]]:
@@ -85,7 +78,7 @@ def rank_file_tensors(
     for fqn, t in model.state_dict(keep_vars=True).items():
         name = megatron_name(fqn)
         if layers is not None:
-            name = _stage_local(name, layers.start)
+            name = shift_layer(name, -layers.start)  # rank files number layers per stage
         if not name.endswith("._extra_state") and isinstance(t, torch.Tensor):
             have[name] = t
     if layers is None:
