@@ -137,6 +137,7 @@ def run_bubble(opts: dict) -> list[dict]:
                 "bubble_measured_mean": round(sum(idle) / len(idle), 3),
                 "bubble_1f1b_theory": round((p - 1) / (m + p - 1), 3),
                 "schedule_s_per_step": round(every[0]["wall"] / opts["steps"], 4),
+                "compute_s_per_step": [round(r["busy"] / opts["steps"], 4) for r in every],
             }
         )
     return rows

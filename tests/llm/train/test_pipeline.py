@@ -79,20 +79,22 @@ def _save_untrained(cfg, save: Path) -> None:
     save_checkpoint(req, state.model, state.optimizer, Ranks.from_mesh(state.env.mesh))
 
 
-def _pp2_jobs(hf: Path, mg: Path, tmp: Path, tokens: torch.Tensor) -> dict:
-    pp = dict(pipeline_model_parallel_size=2, num_layer_list=SPLIT)
+def _pp2_jobs(hf: Path, mg: Path, tmp: Path, tokens: torch.Tensor, schedule: str) -> dict:
+    pp = dict(pipeline_model_parallel_size=2, num_layer_list=SPLIT, pipeline_schedule=schedule)
     out = {"hf": _run(config(hf, train_iters=3, **EVAL, **pp), tokens)}
     _save_untrained(config(mg, **pp), tmp / "bytes")
     out["mg"] = _run(config(mg, train_iters=3, finetune=True, **EVAL, **pp), tokens)
     return out
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2"])
-def test_pp2_equals_pp1_and_loads_hf2mg_files(models, tmp_path: Path, family: str) -> None:
+@pytest.mark.parametrize(("family", "schedule"), [("llama", "1f1b"), ("qwen2", "gpipe")])
+def test_pp2_equals_pp1_and_loads_hf2mg_files(
+    models, tmp_path: Path, family: str, schedule: str
+) -> None:
     hf, mg = models(family)
     tokens = sample_tokens(24)
     ref_losses, ref_norms, ref_evals = launch(_run, (config(hf, train_iters=3, **EVAL), tokens))
-    out = launch(_pp2_jobs, (hf, mg, tmp_path, tokens), nproc_per_node=2)
+    out = launch(_pp2_jobs, (hf, mg, tmp_path, tokens, schedule), nproc_per_node=2)
     for key in ("hf", "mg"):
         losses, norms, evals = out[key]
         assert len(losses) == 3 and len(evals) == 1
@@ -143,23 +145,25 @@ def test_pp2_save_resume_and_mg2hf(models, tmp_path: Path) -> None:
         assert torch.allclose(x[k], y[k], atol=1e-6, rtol=0), k
 
 
-def _pp2_tp2(hf: Path, tokens: torch.Tensor) -> tuple[list[float], list[float]]:
+def _pp2_x2(hf: Path, tokens: torch.Tensor, tp: int) -> tuple[list[float], ...]:
     cfg = config(
         hf,
         train_iters=2,
         pipeline_model_parallel_size=2,
         num_layer_list=[2, 1],
-        tensor_model_parallel_size=2,
+        tensor_model_parallel_size=tp,
     )
     return _run(cfg, tokens)
 
 
-def test_pp2_tp2_four_processes_equal_pp1(models) -> None:
-    """(pp, dp, tp) = (2, 1, 2): DTensor TP inside each stage (qk-norm partial gradients)."""
-    hf, _ = models("qwen3")
+@pytest.mark.parametrize(("family", "tp"), [("qwen3", 2), ("qwen2", 1)])
+def test_pp2_with_tp2_or_dp2_four_processes_equal_pp1(models, family: str, tp: int) -> None:
+    """(pp, dp, tp) = (2, 1, 2): DTensor TP inside each stage (Qwen3's qk-norm partial
+    gradients); (2, 2, 1): FSDP2 inside each stage (Qwen2's tied copies sharded)."""
+    hf, _ = models(family)
     tokens = sample_tokens(16)
     ref = launch(_run, (config(hf, train_iters=2), tokens))
-    got = launch(_pp2_tp2, (hf, tokens), nproc_per_node=4)
+    got = launch(_pp2_x2, (hf, tokens, tp), nproc_per_node=4)
     for a, b in zip(got[:2], ref[:2], strict=True):  # losses, gradient norms (up to ~60)
         assert max(abs(x - y) / max(1.0, abs(y)) for x, y in zip(a, b, strict=True)) < 1e-5, (
             got,

@@ -295,10 +295,11 @@ def train_step(state: TrainState, batches: list[Batch]) -> StepMetrics:
     lr = state.optimizer.param_groups[0]["lr"]
     if state.pipeline is not None:  # the schedule runs forward and backward of every stage
         loss_sum = state.pipeline.forward_backward(batches, count, scale)
-    for b in batches if state.pipeline is None else ():
-        loss = _forward_loss(model, b) / count
-        (loss * scale if state.scaler else loss).backward()
-        loss_sum += loss.detach()
+    else:
+        for b in batches:
+            loss = _forward_loss(model, b) / count
+            (loss * scale if state.scaler else loss).backward()
+            loss_sum += loss.detach()
     sum_tp_partial_grads(model, env)
     skipped = False
     if state.scaler:
@@ -393,9 +394,8 @@ def setup(cfg: TrainConfig) -> TrainState:
         torch.manual_seed(cfg.seed)
         pipeline = None
         if env.pp > 1:
-            from atelier.llm.train.pipeline import build_pipeline, check_pipeline
+            from atelier.llm.train.pipeline import build_pipeline
 
-            check_pipeline(cfg, meta.num_layers, micro_batches)
             model, pipeline = build_pipeline(args, source, cfg, env, micro_batches)
         else:
             model = build_model(args, source, cfg, env)

@@ -248,6 +248,7 @@ def build_pipeline(
     micro_batches: int,
 ) -> tuple[torch.nn.Module, Pipeline]:
     """This rank's stage model (weights from `source`, any TP/PP layout) and its pipeline."""
+    check_pipeline(cfg, args.num_layers, micro_batches)
     spec = stage_spec(args, env.pp, env.pp_rank, cfg.num_layer_list)
     model = build_model(args, source, cfg, env, stage=spec)
     return model, Pipeline(model, spec, args, cfg, env, micro_batches)
