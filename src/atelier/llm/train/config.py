@@ -6,8 +6,8 @@ names are Megatron's `args` names so a `3_training.sh` line maps one to one and 
 checkpoint `args` read the same in Megatron-LM and MindSpeed-LLM. Library errors name these
 fields; the CLI turns them into flags.
 
-Parallel fields leave room for pipeline parallelism and LoRA (next issue): they are fields
-now, validated to their supported values, so adding them does not rename anything.
+Parallel fields: data x tensor x pipeline (`train.pipeline`; the interleaved schedule is a
+field refused in one line), validated here before any process starts.
 """
 
 from __future__ import annotations
