@@ -11,6 +11,11 @@ the root, `model(input_ids, labels=...)`, gradient accumulation, `clip_grad_norm
     python bench/train.py --size 1b --bf16 --seq-length 4096   # GPU: Llama-3.2-1B shape
 
 Reports tokens/s, peak memory per rank and, on GPU with a known peak, TFLOP/s and MFU.
+
+    python bench/train.py --pp 2 --microbatches 2,4,8 --size pp8   # pipeline bubble
+
+measures, for each number of micro-batches M, each stage's idle share of the schedule's
+wall time (1 - compute seconds / schedule seconds) against 1F1B's (P-1)/(M+P-1).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ SIZES = {
     "tiny": (128, 2, 4, 2, 352, 4096),
     "100m": (768, 10, 12, 4, 2048, 32000),
     "1b": (2048, 16, 32, 8, 8192, 128256),
+    "pp8": (256, 8, 4, 2, 704, 2048),  # layers dominate: stages of equal cost
 }
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "H800": 989.0, "910B": 320.0}
 
@@ -54,13 +60,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_atelier(opts: dict) -> dict:
-    from atelier.llm.train.batches import SampleBatches, pretraining_samples
+def _config(opts: dict):
     from atelier.llm.train.config import TrainConfig
-    from atelier.llm.train.loop import next_train_batches, setup, train_step
 
     h, n_layers, heads, kv, ffn, vocab = SIZES[opts["size"]]
-    cfg = TrainConfig(
+    return TrainConfig(
         num_layers=n_layers,
         hidden_size=h,
         ffn_hidden_size=ffn,
@@ -79,8 +83,15 @@ def run_atelier(opts: dict) -> dict:
         recompute_granularity=opts["recompute"],
         compile=opts["compile"],
         device=opts["device"],
+        pipeline_model_parallel_size=opts.get("pp", 1),
     )
-    state = setup(cfg)
+
+
+def run_atelier(opts: dict) -> dict:
+    from atelier.llm.train.batches import SampleBatches, pretraining_samples
+    from atelier.llm.train.loop import next_train_batches, setup, train_step
+
+    state = setup(_config(opts))
     data = SampleBatches({"train": pretraining_samples(_tokens(opts["gbs"] * 4, *_sv(opts)))})
     times = []
     for _ in range(opts["steps"] + 1):
@@ -91,6 +102,45 @@ def run_atelier(opts: dict) -> dict:
         _sync(state.env.device)
         times.append(time.perf_counter() - t0)
     return _report("atelier", times, opts, state.env.device, m.lm_loss)
+
+
+def run_bubble(opts: dict) -> list[dict]:
+    """Per M: each stage's compute seconds vs the schedule's wall seconds (all ranks)."""
+    import torch.distributed as dist
+
+    from atelier.llm.train.batches import SampleBatches, pretraining_samples
+    from atelier.llm.train.loop import next_train_batches, setup, train_step
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // opts["pp"]))  # one core each
+    rows = []
+    for m in opts["microbatches"]:
+        o = {**opts, "gbs": m * opts["mbs"]}
+        state = setup(_config(o))
+        pipe = state.pipeline
+        if state.env.device.type != "cpu":
+            pipe.stage.sync = getattr(torch, state.env.device.type).synchronize
+        data = SampleBatches({"train": pretraining_samples(_tokens(o["gbs"] * 4, *_sv(o)))})
+        for step in range(opts["steps"] + 1):
+            if step == 1:  # the first step is warm-up
+                pipe.stage.busy_s, pipe.schedule_s = 0.0, 0.0
+            train_step(state, next_train_batches(state, data))
+        mine = {"stage": state.env.pp_rank, "busy": pipe.stage.busy_s, "wall": pipe.schedule_s}
+        every: list = [None] * dist.get_world_size()
+        dist.all_gather_object(every, mine)
+        p = state.env.pp
+        idle = [1.0 - r["busy"] / r["wall"] for r in every]
+        rows.append(
+            {
+                "pp": p,
+                "microbatches": m,
+                "bubble_measured_per_stage": [round(x, 3) for x in idle],
+                "bubble_measured_mean": round(sum(idle) / len(idle), 3),
+                "bubble_1f1b_theory": round((p - 1) / (m + p - 1), 3),
+                "schedule_s_per_step": round(every[0]["wall"] / opts["steps"], 4),
+                "compute_s_per_step": [round(r["busy"] / opts["steps"], 4) for r in every],
+            }
+        )
+    return rows
 
 
 def _sv(opts: dict) -> tuple[int, int]:
@@ -212,6 +262,8 @@ def main() -> None:
     p.add_argument("--recompute", choices=["full"], default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--engines", default="atelier,transformers")
+    p.add_argument("--pp", type=int, default=1, help="pipeline stages: measure the bubble")
+    p.add_argument("--microbatches", default="2,4,8", help="with --pp: values of M")
     a = p.parse_args()
     from atelier.llm.train.launch import launch
 
@@ -228,6 +280,11 @@ def main() -> None:
         "device": a.device,
     }
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, a.nproc)))
+    if a.pp > 1:
+        opts.update(pp=a.pp, microbatches=[int(x) for x in a.microbatches.split(",")])
+        for row in launch(run_bubble, (opts,), a.pp, spawn=True):
+            print(json.dumps(row), flush=True)
+        return
     results = []
     for engine in a.engines.split(","):
         fn = run_atelier if engine == "atelier" else run_transformers

@@ -46,6 +46,14 @@ def _dcp():
     return dcp, get_state_dict, set_state_dict
 
 
+def _options(ranks: Ranks):
+    """Pipeline stages hold different parameters: their optimizer param groups are keyed by
+    parameter name (DCP's flattened form), never by position, which would collide."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(flatten_optimizer_state_dict=ranks.pp > 1)
+
+
 def save_train_state(
     folder: Path,
     model: torch.nn.Module,
@@ -58,7 +66,7 @@ def save_train_state(
 ) -> None:
     """Collective: every rank calls it; DCP writes each rank's shards once."""
     dcp, get_state_dict, _ = _dcp()
-    model_sd, optim_sd = get_state_dict(model, optimizer)
+    model_sd, optim_sd = get_state_dict(model, optimizer, options=_options(ranks))
     state: dict[str, Any] = {
         "optimizer": optim_sd,
         LOOP_KEY: pickle.dumps(loop_state),
@@ -112,7 +120,7 @@ def load_train_state(
         state[rng_key] = b""
     model_sd = optim_sd = None
     if optimizer is not None:
-        model_sd, optim_sd = get_state_dict(model, optimizer)
+        model_sd, optim_sd = get_state_dict(model, optimizer, options=_options(ranks))
         state["optimizer"] = optim_sd
         if info.has_master:
             state["model"] = model_sd
@@ -124,6 +132,7 @@ def load_train_state(
             optimizer,
             model_state_dict=state["model"] if info.has_master else {},
             optim_state_dict=state["optimizer"],
+            options=_options(ranks),
         )
     if want_rng:
         restore_rng(pickle.loads(state[rng_key]), device_type)
