@@ -56,7 +56,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
         description="Streaming, lossless checkpoint conversion. MindSpeed-LLM / Megatron-LM "
         "spellings of the flags are accepted too.",
     )
-    modes = conv.add_subparsers(dest="mode", metavar="MODE", required=True)
+    modes = conv.add_subparsers(dest="mode", metavar="MODE", required=False)
+    verb_parsers: dict[str, argparse.ArgumentParser] = {}
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--load-dir", required=True, type=Path, help="folder to read")
@@ -150,6 +151,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
         help="vocabulary rows to keep (default: config.json vocab_size)",
     )
     p.set_defaults(func=run_convert_hf2mg)
+    verb_parsers["hf2mg"] = p
 
     p = modes.add_parser("mg2hf", help="Megatron checkpoint -> complete Hugging Face folder")
     common(p)
@@ -173,15 +175,22 @@ def register(verbs: argparse._SubParsersAction) -> None:
         help=argparse.SUPPRESS,
     )
     p.set_defaults(func=run_convert_mg2hf)
+    verb_parsers["mg2hf"] = p
 
     p = modes.add_parser("mg2mg", help="reshard a Megatron checkpoint (T, P, format)")
     common(p)
     sharding(p, required=True)
     p.set_defaults(func=run_convert_mg2mg)
+    verb_parsers["mg2mg"] = p
 
     p = modes.add_parser("inspect", help="what a checkpoint folder is")
     p.add_argument("dir", type=Path, metavar="DIR")
     p.set_defaults(func=run_convert_inspect)
+
+    # MindSpeed-LLM's convert_ckpt.py form: no MODE word (cli/llm_convert_mindspeed.py)
+    from atelier.cli.llm_convert_mindspeed import add_direction_less_form
+
+    add_direction_less_form(conv, verb_parsers)
 
 
 def _layer_list(text: str | None) -> list[int] | None:
@@ -268,6 +277,9 @@ def run_convert_mg2hf(args: argparse.Namespace) -> int:
         tokenizer_model=args.tokenizer_model,
         max_shard_bytes=_size(args.max_shard_size),
         overwrite=args.overwrite,
+        # set by the MindSpeed form (llm_convert_mindspeed.py): MindSpeed's dtype chain
+        params_dtype=getattr(args, "out_dtype", None),
+        via_dtype=getattr(args, "via_dtype", None),
     )
     print(f"{args.save_dir}: {', '.join(files)}")
     return 0

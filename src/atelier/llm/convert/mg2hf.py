@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from atelier.core.errors import AtelierError
 from atelier.core.log import get_logger
 from atelier.llm.convert.assets import (
@@ -27,7 +29,9 @@ from atelier.llm.convert.hf_checkpoint import (
 )
 from atelier.llm.convert.megatron_checkpoint import MegatronSource
 from atelier.llm.convert.meta import hf_config_from_meta, meta_from_hf_config
+from atelier.llm.convert.mindspeed import CastSource
 from atelier.llm.convert.output_dir import check_save_dir, writing
+from atelier.llm.convert.torch_dist import open_megatron_source
 
 log = get_logger(__name__)
 CHECKED_FIELDS = (
@@ -85,21 +89,30 @@ def mg2hf(
     tokenizer_model: Path | None = None,
     max_shard_bytes: int = 5 * 1024**3,
     overwrite: bool = False,
+    params_dtype: torch.dtype | None = None,
+    via_dtype: torch.dtype | None = None,
 ) -> list[str]:
-    """Convert; returns the names of the files written."""
+    """Convert; returns the names of the files written.
+
+    `params_dtype` casts the output (default: the stored dtype); `via_dtype` rounds every
+    tensor through that dtype first (MindSpeed's intermediate model, `mindspeed.py`).
+    """
     save = check_save_dir(save_dir, load_dir, overwrite, "mg2hf")
-    source = MegatronSource(load_dir)
+    source = open_megatron_source(load_dir)
     assets = hf_config_dir or source.assets_dir
     if hf_config_dir is not None and not hf_config_dir.is_dir():
         raise AtelierError(f"hf_config_dir {hf_config_dir}: not a folder")
     if assets is not None and (assets / "config.json").is_file():
         _adopt_config(source, assets)
     meta = source.meta
+    if params_dtype is not None:
+        meta.dtype = params_dtype
+    reader = CastSource(source, via_dtype) if via_dtype is not None else source
     needed = meta.num_parameters() * meta.dtype.itemsize
     try:
         with writing(save, "mg2hf", needed) as tmp:
             write_safetensors_sharded(
-                hf_tensors(source), tmp, hf_plan(meta), meta.dtype, max_shard_bytes
+                hf_tensors(reader), tmp, hf_plan(meta), meta.dtype, max_shard_bytes
             )
             if assets is not None:
                 copy_assets(assets, tmp, skip=("config.json",))
