@@ -540,3 +540,41 @@ def test_direction_is_required_without_a_mode_word(capsys):
         == 2
     )
     assert "--save-model-type is missing" in capsys.readouterr().err
+
+
+def test_mg2hf_reads_a_torch_dist_checkpoint_megatron_core_wrote(hf_model, tmp_path, capsys):
+    """Megatron's default --ckpt-format (torch_dist): written by megatron-core's own
+    dist_checkpointing.save from its GPTModel, read back on CPU without a process group."""
+    import subprocess
+    import sys
+
+    hf = hf_model("qwen2")  # QKV bias, tied embeddings, GQA
+    mg = tmp_path / "mg"
+    assert main(["llm", "convert", "hf2mg", "--load-dir", str(hf), "--save-dir", str(mg)]) == 0
+    dist = tmp_path / "dist"
+    script = Path(__file__).with_name("megatron_core_dist_save.py")
+    rank = mg / "iter_0000001" / "mp_rank_00" / "model_optim_rng.pt"
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", str(script), str(rank), str(dist)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (dist / "iter_0000001" / ".metadata").is_file()
+    assert not list(dist.rglob("mp_rank_*"))
+    out = tmp_path / "hf-out"
+    argv = ["llm", "convert", "mg2hf", "--load-dir", str(dist), "--save-dir", str(out)]
+    assert main([*argv, "--hf-config-dir", str(hf)]) == 0
+    want, got = hf_state(hf), hf_state(out)
+    assert sorted(got) == sorted(want)
+    for k, v in want.items():
+        assert got[k].dtype == v.dtype and torch.equal(got[k], v), k
+    # and in MindSpeed's form, into the original folder's mg2hf/
+    orig = tmp_path / "orig"
+    shutil.copytree(hf, orig)
+    ms = ["llm", "convert", "--load-model-type", "mg", "--save-model-type", "hf"]
+    ms += ["--use-mcore-models", "--add-qkv-bias", "--params-dtype", "fp32"]
+    assert main([*ms, "--load-dir", str(dist), "--save-dir", str(orig)]) == 0
+    got = hf_state(orig / "mg2hf")
+    assert all(torch.equal(got[k], v) for k, v in want.items())

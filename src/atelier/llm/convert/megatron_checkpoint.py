@@ -88,9 +88,8 @@ def rank_files(it_dir: Path) -> dict[tuple[int, int], Path]:
     if not found:
         if any(p.suffix == ".distcp" or p.name == ".metadata" for p in it_dir.iterdir()):
             raise AtelierError(
-                f"{it_dir}: a distributed checkpoint (--ckpt-format torch_dist), which Atelier "
-                "does not read; save it with Megatron's --ckpt-format torch (or "
-                "--ckpt-convert-format torch) first"
+                f"{it_dir}: a distributed checkpoint (--ckpt-format torch_dist) without its "
+                ".metadata: incomplete (did the save finish?); point --load-dir at a complete one"
             )
         raise AtelierError(f"{it_dir}: no mp_rank_* folders")
     tp = max(k[0] for k in found) + 1

@@ -16,6 +16,7 @@ planner that asks for that layer's chunk only.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,9 @@ def _slice_planner(slices: dict[str, tuple[tuple[int, ...], tuple[int, ...]]]) -
                 md = self.metadata.state_dict_metadata[key]
                 items += create_read_items_for_chunk_list(key, md, [chunk])
             return LoadPlan(items)
+
+        def lookup_tensor(self, index: Any) -> torch.Tensor:
+            return self.state_dict[index.fqn]  # one plain tensor per key: that chunk
 
     return SlicePlanner()
 
@@ -179,12 +183,14 @@ class TorchDistSource(RankStateReader):
             slices[key] = (offsets, sizes)
             dest[key] = torch.empty(sizes, dtype=self._dtypes[key])
         try:
-            dcp.load(
-                dest,
-                storage_reader=FileSystemReader(self._reader_path),
-                planner=_slice_planner(slices),
-                no_dist=True,
-            )
+            with warnings.catch_warnings():  # "assuming ... a single process": it is
+                warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+                dcp.load(
+                    dest,
+                    storage_reader=FileSystemReader(self._reader_path),
+                    planner=_slice_planner(slices),
+                    no_dist=True,
+                )
         except Exception as e:
             raise AtelierError(f"{self.it_dir}: corrupt or truncated checkpoint ({e})") from None
         return {
