@@ -172,10 +172,11 @@ def _dispatch(args: argparse.Namespace) -> int:
                 "--lora-load with --save-model-type mg: merging LoRA into a Megatron "
                 "checkpoint is not supported; use --save-model-type hf"
             )
-        args.tp = args.tp or 1
-        args.pp = args.pp or 1
-        args.format = _mindspeed_format(args)
-        return llm_convert.run_convert_mg2mg(args)
+        out = copy.copy(args)
+        out.tp, out.pp = args.tp or 1, args.pp or 1  # MindSpeed's saver defaults
+        out.params_dtype = args.params_dtype or "fp16"  # MindSpeed's Megatron loader default
+        out.format = _mindspeed_format(args)
+        return llm_convert.run_convert_mg2mg(out)
     raise AtelierError("--load-model-type hf --save-model-type hf: nothing to convert")
 
 

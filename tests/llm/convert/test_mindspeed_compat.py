@@ -253,14 +253,14 @@ REFUSED = [
 # The LoRA lines (mcore2hf_lora, legacy2hf_lora, qwen25 mcore2hf_lora, mg2mg_lora,
 # legacy2legacy_lora) take mg2hf's LoRA flags, tested with those flags.
 
-FAMILY_OF = {  # ./model_from_hf/NAME -> (family config, dtype the hub stores it in)
+FAMILY_OF = {  # ./model_from_hf/NAME -> (family config, dtype the hub stores it in[, tied])
     "llama-2-7b-hf": ("llama", torch.float16),
     "llama-2-7b-hf-orm": ("llama", torch.float16),
     "Llama3-hf": ("llama", torch.bfloat16),
     "llama3_hf": ("llama", torch.bfloat16),
     "Mistral-hf": ("mistral", torch.bfloat16),
-    "qwen15-hf": ("qwen2", torch.bfloat16),
-    "qwen15_hf": ("qwen2", torch.bfloat16),
+    "qwen15-hf": ("qwen2", torch.bfloat16, True),  # small Qwen1.5 models tie embeddings
+    "qwen15_hf": ("qwen2", torch.bfloat16, True),
     "qwen2_hf": ("qwen2", torch.bfloat16),
     "qwen2.5_7b_hf": ("qwen2", torch.bfloat16),
     "Yi-hf": ("llama", torch.bfloat16),
@@ -268,7 +268,7 @@ FAMILY_OF = {  # ./model_from_hf/NAME -> (family config, dtype the hub stores it
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
-def _tiny(out: Path, family: str, dtype: torch.dtype, tokenizer: Path) -> None:
+def _tiny(out: Path, family: str, dtype: torch.dtype, tokenizer: Path, tied: bool = False) -> None:
     """A random model every example's T and P divide (16 heads, 8 groups, 8 layers)."""
     import transformers
 
@@ -283,7 +283,7 @@ def _tiny(out: Path, family: str, dtype: torch.dtype, tokenizer: Path) -> None:
         max_position_embeddings=128,
         bos_token_id=0,
         eos_token_id=0,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tied,
     )
     torch.manual_seed(len(out.name))
     model = getattr(transformers, f"{cls}ForCausalLM")(config).to(dtype)
@@ -307,7 +307,8 @@ def _argv(flags: str, root: Path, tokenizer: Path) -> list[str]:
         kind, name, rest = m.groups()
         folder = root / kind / name
         if kind == "model_from_hf" and not folder.exists() and name in FAMILY_OF:
-            _tiny(folder, *FAMILY_OF[name], tokenizer)
+            family, dtype, *tied = FAMILY_OF[name]
+            _tiny(folder, family, dtype, tokenizer, *tied)
         out.append(str(folder / "tokenizer.json") if rest else str(folder))
     return ["llm", "convert", *out]
 
@@ -353,6 +354,8 @@ def _mindspeed_rank_states(hf: dict, tp: int, pp: int, mcore: bool, dtype: torch
         ),
         "final": ("language_model.encoder.final_norm.weight", "decoder.final_layernorm.weight"),
         "out": ("language_model.output_layer.weight", "output_layer.weight"),
+        # tied, P > 1: the last stage's copy of the embedding (saver.set_model_postprocess)
+        "head": ("word_embeddings_for_head.weight", "output_layer.weight"),
     }
 
     def name(key: str, i: int = 0) -> str:
@@ -392,11 +395,15 @@ def _mindspeed_rank_states(hf: dict, tp: int, pp: int, mcore: bool, dtype: torch
                 s[name("fc1", j)] = torch.cat([gate[t], up[t]])
                 s[name("fc2", j)] = fc2[t]
     embed = torch.chunk(pad(hf["model.embed_tokens.weight"].to(dtype)), tp)
-    out = torch.chunk(pad(hf["lm_head.weight"].to(dtype)), tp)
+    tied = "lm_head.weight" not in hf
+    out = embed if tied else torch.chunk(pad(hf["lm_head.weight"].to(dtype)), tp)
     for t in range(tp):
         states[(t, 0)][name("embed")] = embed[t]
         states[(t, pp - 1)][name("final")] = hf["model.norm.weight"].to(dtype)
-        states[(t, pp - 1)][name("out")] = out[t]
+        if not tied:
+            states[(t, pp - 1)][name("out")] = out[t]
+        elif pp > 1:
+            states[(t, pp - 1)][name("head")] = embed[t]
     return states
 
 
@@ -445,7 +452,7 @@ def test_hf2mg_example_line_matches_mindspeeds_layout(converted, script):
         rank = f"mp_rank_{t:02d}" if pp == 1 else f"mp_rank_{t:02d}_{p:03d}"
         ck = load_rank(save / "iter_0000001" / rank / "model_optim_rng.pt")
         if not mcore:  # legacy: nested as Megatron's legacy GPTModel saves it
-            assert set(ck["model"]) == {"language_model"}
+            assert set(ck["model"]) <= {"language_model", "word_embeddings_for_head"}
             assert set(ck["model"]["language_model"]) <= {"embedding", "encoder", "output_layer"}
         got = flat(ck["model"])
         assert sorted(got) == sorted(want), (script, rank)
@@ -578,3 +585,41 @@ def test_mg2hf_reads_a_torch_dist_checkpoint_megatron_core_wrote(hf_model, tmp_p
     assert main([*ms, "--load-dir", str(dist), "--save-dir", str(orig)]) == 0
     got = hf_state(orig / "mg2hf")
     assert all(torch.equal(got[k], v) for k, v in want.items())
+
+
+def test_every_verb_flag_is_accepted_without_a_mode_word():
+    """The MODE-less form shares the verbs' argparse actions (e.g. mg2hf's LoRA flags)."""
+    import argparse
+
+    from atelier.cli.main import build_parser
+
+    def sub(parser, name):
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return action.choices[name]
+
+    conv = sub(sub(build_parser(), "llm"), "convert")
+    for verb in ("hf2mg", "mg2hf", "mg2mg"):
+        for action in sub(conv, verb)._actions:
+            for flag in action.option_strings:
+                assert flag in conv._option_string_actions, (verb, flag)
+
+
+def test_mg2mg_without_a_mode_word_uses_mindspeeds_defaults(converted):
+    """mg->mg: T/P default 1, fp16, mcore only with --use-mcore-models (as MindSpeed's saver)."""
+    _, run = converted
+    argv, rc = run("legacy/llama3/ckpt_convert_llama3_hf2legacy.sh")  # legacy, T=8, bf16 model
+    assert rc == 0
+    src = Path(_flag(argv, "--save-dir"))
+    out = src.parent / "llama3-mcore-t2"
+    ms = ["llm", "convert", "--model-type", "GPT", "--load-model-type", "mg"]
+    ms += ["--save-model-type", "mg", "--load-dir", str(src), "--save-dir", str(out)]
+    assert main([*ms, "--target-tensor-parallel-size", "2", "--use-mcore-models"]) == 0
+    ranks = sorted(p.name for p in (out / "iter_0000001").iterdir())
+    assert ranks == ["mp_rank_00", "mp_rank_01"]
+    ck = load_rank(out / "iter_0000001" / "mp_rank_00" / "model_optim_rng.pt")
+    assert ck["args"].params_dtype == torch.float16 and ck["args"].use_mcore_models
+    assert "decoder.layers.0.self_attention.linear_qkv.weight" in ck["model"]
+    back = src.parent / "llama3-legacy-t1"
+    assert main([*ms[:-3], str(out), "--save-dir", str(back)]) == 0  # no flag: legacy, T=1
+    ck = load_rank(back / "iter_0000001" / "mp_rank_00" / "model_optim_rng.pt")
+    assert set(ck["model"]) == {"language_model"}
