@@ -25,6 +25,7 @@ PARAM_FLAGS = {
     "true_vocab_size": "--true-vocab-size",
     "hf_config_dir": "--hf-config-dir",
     "max_shard_bytes": "--max-shard-size",
+    "num_layers_per_virtual_pipeline_stage": "--num-layers-per-virtual-pipeline-stage",
 }
 _PARAM = re.compile(r"(?<![\w./-])(" + "|".join(PARAM_FLAGS) + r")(?![\w/-])")
 
@@ -107,6 +108,13 @@ def register(verbs: argparse._SubParsersAction) -> None:
             "--num-layer-list",
             default=None,
             help="layers per pipeline stage, e.g. 8,8,8,8 (uneven allowed)",
+        )
+        g.add_argument(
+            "--num-layers-per-virtual-pipeline-stage",
+            type=Int(1, 1 << 20),
+            default=None,
+            help="virtual pipeline (interleaved) chunks of this many layers: rank files "
+            "hold model0..model{V-1}",
         )
         g.add_argument(
             "--make-vocab-size-divisible-by",
@@ -238,6 +246,7 @@ def run_convert_hf2mg(args: argparse.Namespace) -> int:
             tokenizer_model=args.tokenizer_model,
             true_vocab_size=args.true_vocab_size,
             overwrite=args.overwrite,
+            layers_per_virtual_stage=args.num_layers_per_virtual_pipeline_stage,
         )
     )
     print(
@@ -300,6 +309,7 @@ def run_convert_mg2mg(args: argparse.Namespace) -> int:
         make_vocab_size_divisible_by=args.make_vocab_size_divisible_by,
         params_dtype=_dtype(args.params_dtype),
         overwrite=args.overwrite,
+        layers_per_virtual_stage=args.num_layers_per_virtual_pipeline_stage,
     )
     print(
         f"{args.save_dir}: {layout.fmt} T={layout.tp} P={layout.pp} layers "

@@ -48,9 +48,6 @@ REFUSED = {
     "w_pack": "--w-pack: Baichuan's packed QKV is not supported",
     "ckpt_cfg_path": "--ckpt-cfg-path: MindSpeed's model_cfg.json mappings are not read; "
     "Atelier's family table (src/atelier/llm/convert/families.py) is used",
-    "num_layers_per_virtual_pipeline_stage": "--num-layers-per-virtual-pipeline-stage: "
-    "virtual-pipeline (interleaved) checkpoints are not written; convert with "
-    "--target-pipeline-parallel-size only",
 }
 
 
@@ -85,8 +82,6 @@ def add_direction_less_form(
             g.add_argument(flag, nargs="*", default=None, help=argparse.SUPPRESS)
         elif dest in ("noop_layers", "w_pack", "ckpt_cfg_path"):
             g.add_argument(flag, default=None, help=argparse.SUPPRESS)
-        elif dest == "num_layers_per_virtual_pipeline_stage":
-            g.add_argument(flag, type=Int(1, 1 << 20), default=None, help=argparse.SUPPRESS)
         else:
             g.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
     # every verb's flags, shared (the action objects, made optional at this level)

@@ -623,3 +623,41 @@ def test_mg2mg_without_a_mode_word_uses_mindspeeds_defaults(converted):
     assert main([*ms[:-3], str(out), "--save-dir", str(back)]) == 0  # no flag: legacy, T=1
     ck = load_rank(back / "iter_0000001" / "mp_rank_00" / "model_optim_rng.pt")
     assert set(ck["model"]) == {"language_model"}
+
+
+def test_virtual_pipeline_chunks_hold_megatrons_layers(converted, tiny_tokenizer):
+    """`--num-layers-per-virtual-pipeline-stage 2` (the qwen15/qwen2 scripts' optional flag):
+    chunk v of stage p holds layers v L/V + p n + j (megatron-core's layer offset) as
+    `model{v}`, and converts back to the same Hugging Face model."""
+    root, _ = converted
+    flags = dict(HF2MG)["mcore/qwen2/ckpt_convert_qwen2_hf2mcore.sh"]
+    flags = flags.replace("qwen2_mcore/", "qwen2_vpp/").replace(
+        "--target-pipeline-parallel-size 1", "--target-pipeline-parallel-size 2"
+    )
+    argv = _argv(flags + " --num-layers-per-virtual-pipeline-stage 2", root, tiny_tokenizer)
+    assert main(argv) == 0
+    save = Path(_flag(argv, "--save-dir"))
+    hf = hf_state(Path(_flag(argv, "--load-dir")))
+    whole = _mindspeed_rank_states(hf, 1, 1, True, torch.bfloat16)[(0, 0)]  # global numbering
+    pp, n, vp = 2, 2, LAYERS // 4
+    for p in range(pp):
+        ck = load_rank(save / "iter_0000001" / f"mp_rank_00_{p:03d}" / "model_optim_rng.pt")
+        assert [k for k in ck if k.startswith("model")] == [f"model{v}" for v in range(vp)]
+        assert ck["args"].virtual_pipeline_model_parallel_size == vp
+        for v in range(vp):
+            for name, t in ck[f"model{v}"].items():
+                m = re.match(r"decoder\.layers\.(\d+)\.(.+)$", name)
+                ref = (
+                    name
+                    if m is None
+                    else f"decoder.layers.{v * LAYERS // vp + p * n + int(m[1])}.{m[2]}"
+                )
+                assert torch.equal(t, whole[ref]), (p, v, name)
+            names = set(ck[f"model{v}"])
+            assert ("embedding.word_embeddings.weight" in names) == (p == 0 and v == 0)
+            assert ("output_layer.weight" in names) == (p == pp - 1 and v == vp - 1)
+    back = root / "qwen2-vpp-hf"
+    assert main(["llm", "convert", "mg2hf", "--load-dir", str(save), "--save-dir", str(back)]) == 0
+    got = hf_state(back)
+    assert sorted(got) == sorted(hf)
+    assert all(torch.equal(got[k], v.to(torch.bfloat16)) for k, v in hf.items())

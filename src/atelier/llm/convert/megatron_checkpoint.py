@@ -30,6 +30,7 @@ from atelier.llm.convert.megatron_state import (
 )
 from atelier.llm.convert.meta import ModelMeta, meta_from_megatron_args
 from atelier.llm.convert.names import detect_format
+from atelier.llm.convert.virtual_pipeline import chunk_key
 
 log = get_logger(__name__)
 TRACKER = "latest_checkpointed_iteration.txt"
@@ -114,11 +115,19 @@ def load_rank_file(path: Path) -> dict[str, Any]:
         raise AtelierError(f"{path}: corrupt or truncated checkpoint file ({e})") from None
 
 
-def _flat_model(ckpt: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
-    model = ckpt.get("model")
+def _flat_model(ckpt: dict[str, Any], path: Path, key: str = "model") -> dict[str, torch.Tensor]:
+    model = ckpt.get(key)
     if not isinstance(model, dict):
-        raise AtelierError(f"{path}: no 'model' state dict inside")
+        raise AtelierError(f"{path}: no {key!r} state dict inside")
     return canonical_flat(model)
+
+
+def _chunks(ckpt: dict[str, Any]) -> int:
+    """Virtual pipeline chunks in a rank file: `model0`.. (VPP), else 1 (`model`)."""
+    n = 0
+    while f"model{n}" in ckpt:
+        n += 1
+    return n if n and "model" not in ckpt else 1
 
 
 class MegatronSource(RankStateReader):
@@ -137,7 +146,10 @@ class MegatronSource(RankStateReader):
                 f"{self.files[(0, 0)]}: no 'args' inside; Atelier needs the "
                 "args Megatron saves with every checkpoint"
             )
-        flat0 = _flat_model(first, self.files[(0, 0)])
+        # A virtual-pipeline checkpoint is read as P x V stages: its chunks in layer order
+        # (chunk v of stage p is reading stage v P + p; virtual_pipeline.py)
+        self._pp, vp = pp, _chunks(first)
+        flat0 = _flat_model(first, self.files[(0, 0)], chunk_key(0, vp))
         fmt, norms = detect_format(flat0)
         meta = meta_from_megatron_args(self.args, str(self.files[(0, 0)]), torch.float32)
         embed_name = meta.fam.embed.name(fmt, norms)
@@ -148,10 +160,10 @@ class MegatronSource(RankStateReader):
         self.meta: ModelMeta = meta
         stage_names = [(str(self.files[(0, 0)]), set(flat0))]
         layer_list = [count_layers(flat0, str(self.files[(0, 0)]))]
-        for p in range(1, pp):
-            path = self.files[(0, p)]
-            flat = _flat_model(load_rank_file(path), path)
-            stage_names.append((str(path), set(flat)))
+        for s in range(1, pp * vp):
+            path = self.files[(0, s % pp)]
+            flat = _flat_model(load_rank_file(path), path, chunk_key(s // pp, vp))
+            stage_names.append((f"{path} {chunk_key(s // pp, vp)}", set(flat)))
             layer_list.append(count_layers(flat, str(path)))
             del flat
         if sum(layer_list) != self.meta.num_layers:
@@ -161,12 +173,13 @@ class MegatronSource(RankStateReader):
             )
         self.layout = MegatronLayout(
             tp=tp,
-            pp=pp,
+            pp=pp * vp,
             layer_list=layer_list,
             fmt=fmt,
             norms=norms,
             padded_vocab=embed0.shape[0] * tp,
             iteration=first.get("iteration", 0),
+            vp=vp,
         )
         if self.meta.vocab_size > self.layout.padded_vocab:
             raise AtelierError(
@@ -179,5 +192,5 @@ class MegatronSource(RankStateReader):
         self._check_layout(stage_names)
 
     def _rank_state(self, tp: int, pp: int) -> tuple[str, dict[str, torch.Tensor]]:
-        path = self.files[(tp, pp)]
-        return str(path), _flat_model(load_rank_file(path), path)
+        path, key = self.files[(tp, pp % self._pp)], chunk_key(pp // self._pp, self.layout.vp)
+        return str(path), _flat_model(load_rank_file(path), path, key)

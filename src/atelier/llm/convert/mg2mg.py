@@ -27,6 +27,7 @@ def mg2mg(
     make_vocab_size_divisible_by: int | None = None,
     params_dtype: torch.dtype | None = None,
     overwrite: bool = False,
+    layers_per_virtual_stage: int | None = None,
 ) -> MegatronLayout:
     """Reshard; unset options keep the source's format, norm naming and vocab padding rule."""
     save = check_save_dir(save_dir, load_dir, overwrite, "mg2mg")
@@ -48,6 +49,7 @@ def mg2mg(
         norms=norms,
         divisible_by=int(divisible),
         dtype=params_dtype,
+        layers_per_virtual_stage=layers_per_virtual_stage,
     )
     needed = source.meta.num_parameters() * (params_dtype or source.meta.dtype).itemsize
     try:
