@@ -31,6 +31,7 @@ import torch
 
 from atelier.cli.main import main
 
+from .conftest import make_hf_model
 from .helpers import flat, hf_state, load_rank
 
 HIDDEN, HEADS, GROUPS, FFN, LAYERS = 64, 16, 8, 128, 8
@@ -270,30 +271,17 @@ DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 def _tiny(out: Path, family: str, dtype: torch.dtype, tokenizer: Path, tied: bool = False) -> None:
     """A random model every example's T and P divide (16 heads, 8 groups, 8 layers)."""
-    import transformers
-
-    cls = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2"}[family]
-    config = getattr(transformers, f"{cls}Config")(
-        hidden_size=HIDDEN,
-        intermediate_size=FFN,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=HEADS,
+    sizes = {"hidden_size": HIDDEN, "intermediate_size": FFN, "num_attention_heads": HEADS}
+    make_hf_model(
+        out,
+        family,
+        LAYERS,
+        dtype=dtype,
+        tokenizer=tokenizer,
         num_key_value_heads=GROUPS,
-        vocab_size=300,
-        max_position_embeddings=128,
-        bos_token_id=0,
-        eos_token_id=0,
         tie_word_embeddings=tied,
+        **sizes,
     )
-    torch.manual_seed(len(out.name))
-    model = getattr(transformers, f"{cls}ForCausalLM")(config).to(dtype)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name or name.endswith(".bias"):
-                p.copy_(torch.randn_like(p) * 0.1 + (1.0 if "norm" in name else 0.0))
-    model.save_pretrained(str(out), safe_serialization=True)
-    for f in tokenizer.iterdir():
-        shutil.copy2(f, out / f.name)
 
 
 def _argv(flags: str, root: Path, tokenizer: Path) -> list[str]:
