@@ -7,10 +7,10 @@ paths change: `./model_from_hf/NAME/` is a tiny random model of the family the s
 for, `./model_weights/NAME/` a folder under tmp, and a `--tokenizer-model` file is that
 tiny model's `tokenizer.json` (no SentencePiece model ships with the test environment).
 
-MindSpeed's own convert_ckpt cannot run here (its megatron_adaptor patches need torch_npu
-and the `mindspeed` package; Megatron-LM core_r0.8.0 is not installable from PyPI), so
-the expected Megatron tensors are rebuilt independently in `_mindspeed_rank_states` from
-the conventions of its writer code (mindspeed_llm/tasks/checkpoint/models.py
+MindSpeed's whole convert_ckpt cannot run here (its megatron_adaptor patches need
+torch_npu and the `mindspeed` package); its conversion code does, for the goldens of
+`test_mindspeed_goldens.py`. Here the expected Megatron tensors of every example line are
+rebuilt independently in `_mindspeed_rank_states` from the conventions of its writer code (mindspeed_llm/tasks/checkpoint/models.py
 `qkv_concatenate_weight`, saver.py `vocab_padding` + `torch.chunk` per TP rank, W/V
 halves of fc1; Megatron core_r0.8.0's legacy GPTModel nesting) and compared tensor by
 tensor (name, shape, dtype, values) with what Atelier wrote.
