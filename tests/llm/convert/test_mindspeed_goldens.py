@@ -11,7 +11,8 @@ padding) recorded through a stand-in for its Megatron model, and the state-dict 
 from its `MegatronLegacyModel` / `MegatronMCoreModel` module mappings (legacy head copy
 saved as `word_embeddings_for_head`, as Megatron's legacy GPTModel saves it). Only
 building the Megatron model and `torch.save` were not run (they need MindSpeed's NPU
-adaptor). None of MindSpeed's code is in this repository; the goldens are checksums.
+adaptor). None of MindSpeed's code is in this repository; the goldens are checksums,
+remade with `python tests/llm/convert/make_mindspeed_goldens.py MINDSPEED_LLM_V2.0.0 OUT`.
 """
 
 from __future__ import annotations

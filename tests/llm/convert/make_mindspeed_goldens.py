@@ -1,0 +1,211 @@
+"""Make goldens/mindspeed_hf2mg.json by running MindSpeed-LLM's own hf->mg conversion code.
+
+Usage: python make_mindspeed_goldens.py MINDSPEED_LLM_CHECKOUT OUT_JSON
+(a checkout of MindSpeed-LLM v2.0.0, e.g. `git archive v2.0.0 | tar -x -C DIR`).
+
+Runs its loader_hf message functions on its HuggingfaceModel, its saver's set_model_*
+splitting and padding (through `Recorder`, a stand-in for its Megatron model) and its
+Megatron*Model module mappings on CPU, with megatron / mindspeed_llm's NPU side stubbed
+(only building the Megatron model and torch.save are skipped). Not a test; it needs
+MindSpeed-LLM's source, which is not part of this repository."""
+
+import argparse
+import importlib
+import importlib.abc
+import importlib.machinery
+import json
+import sys
+import types
+from pathlib import Path
+from unittest import mock
+
+ROOT = Path(sys.argv[1])
+STUB = ("megatron", "bitsandbytes", "torch_npu", "mindspeed", "mindspeed_llm")
+
+
+class Stubs(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in STUB or name.startswith("mindspeed_llm.training"):
+            return importlib.machinery.ModuleSpec(name, self, is_package=True)
+        return None
+
+    def create_module(self, spec):
+        m = mock.MagicMock(name=spec.name)
+        m.__path__, m.__spec__, m.__name__ = [], spec, spec.name
+        return m
+
+    def exec_module(self, module):
+        pass
+
+
+sys.meta_path.insert(0, Stubs())
+pkg = types.ModuleType("mscheck")
+pkg.__path__ = [str(ROOT / "mindspeed_llm/tasks/checkpoint")]
+sys.modules["mscheck"] = pkg
+models = importlib.import_module("mscheck.models")
+loader_hf = importlib.import_module("mscheck.loader_hf")
+saver = importlib.import_module("mscheck.saver")
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from golden_models import CASES, digest, make_golden_model  # noqa: E402
+
+DT = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class Recorder:
+    """Stands in for MindSpeed's MegatronModel in saver.set_model_*: records set_* calls."""
+
+    def __init__(self, margs, md):
+        self.args, self._md, self.calls = margs, md, []
+
+    def get_args(self):
+        return self.args
+
+    def get_metadata(self):
+        return self._md
+
+    def get_embedding_module(self):
+        return object()
+
+    def get_first_k_dense_replace(self):
+        return self.args.num_layers
+
+    def get_moe_layer_freq(self):
+        return 1
+
+    def __getattr__(self, name):
+        if not name.startswith("set_"):
+            raise AttributeError(name)
+
+        def record(**kw):
+            self.calls.append(
+                (
+                    name,
+                    kw.get("tp_rank", 0),
+                    kw.get("pp_rank", 0),
+                    kw.get("layer_idx"),
+                    kw["data"].to(self.args.params_dtype).clone(),
+                )
+            )
+
+        return record
+
+
+def mapping(mcore: bool):
+    dummy = argparse.Namespace(
+        model_cfg=models.ModelBase.read_model_cfg(
+            argparse.Namespace(ckpt_cfg_path=str(ROOT / "configs/checkpoint/model_cfg.json"))
+        ),
+        args_cmd=argparse.Namespace(model_type_hf="llama2"),
+    )
+    cls = models.MegatronMCoreModel if mcore else models.MegatronLegacyModel
+    cls.get_module_mapping(dummy)
+    return dummy.module_mapping
+
+
+def convert(hf_dir, tp, pp, mcore, dtype, bias):
+    args_cmd = argparse.Namespace(
+        save_model_type="mg",
+        load_dir=str(hf_dir),
+        model_type_hf="llama2",
+        ckpt_cfg_path=str(ROOT / "configs/checkpoint/model_cfg.json"),
+        add_qkv_bias=bias,
+        add_dense_bias=False,
+        post_norm=False,
+        orm=False,
+        target_tensor_parallel_size=tp,
+    )
+    hf = models.HuggingfaceModel(args_cmd)
+    hf.get_modules_from_pretrained()
+    hf.has_embedding_position_embeddings_module = lambda **kw: False  # rope: none
+    h = hf.get_args()
+    md = argparse.Namespace(
+        position_embedding_type="rope",
+        linear_bias=False,
+        swiglu=True,
+        norm_has_bias=False,
+        output_layer=h.untie_embeddings_and_output_weights,
+        true_vocab_size=h.vocab_size,
+        add_output_layer_bias=False,
+        qk_layernorm=False,
+        rm_head=False,
+    )
+    from math import ceil
+
+    padded = ceil(h.vocab_size / tp) * tp  # _vocab_size_with_padding, divisible_by 1
+    margs = argparse.Namespace(
+        tensor_model_parallel_size=tp,
+        expert_model_parallel_size=1,
+        padded_vocab_size=padded,
+        post_norm=False,
+        add_qkv_bias=bias,
+        add_dense_bias=False,
+        num_experts=None,
+        num_layers=h.num_layers,
+        params_dtype=dtype,
+    )
+    rec = Recorder(margs, md)
+    rec.args.use_mcore_models = mcore
+    cmd = argparse.Namespace(post_norm=False, add_qkv_bias=bias, add_dense_bias=False)
+    msg = loader_hf.get_message_preprocess(hf, md)
+    loader_hf.to_detach(msg)
+    msg = {k: v.to(dtype) for k, v in msg.items()}
+    out_embed = saver.set_model_preprocess(rec, msg)
+    per = h.num_layers // pp
+    total = 0
+    for p in range(pp):
+        for j in range(per):
+            m = {}
+            m = loader_hf.get_message_layer_norm(m, hf, total, md, cmd)
+            m = loader_hf.get_message_layer_attn(m, hf, total, md, cmd)
+            m = loader_hf.get_message_layer_mlp(m, hf, total, md)
+            loader_hf.to_detach(m)
+            m = {k: v.to(dtype) for k, v in m.items()}
+            kw = {"vp_rank": 0, "pp_rank": p, "layer_idx": j}
+            saver.set_model_layer_norm(rec, m, md, **kw)
+            saver.set_model_layer_attn(rec, m, md, **kw)
+            saver.set_model_layer_mlp(rec, m, md, total, **kw)
+            assert not m, m
+            total += 1
+        if p == pp - 1:
+            kw = {"vp_rank": 0, "pp_rank": p}
+            m = {k: v.to(dtype) for k, v in loader_hf.get_message_postprocess(hf, md).items()}
+            saver.set_model_postprocess(rec, m, md, out_embed, **kw)
+            if md.output_layer:
+                m = {
+                    k: v.detach().to(dtype)
+                    for k, v in loader_hf.get_message_output_layer(hf, md).items()
+                }
+                saver.set_model_output_layer(rec, m, md, **kw)
+    names = mapping(mcore)
+    ranks = {}
+    for method, t, p, layer, data in rec.calls:
+        key = method.removeprefix("set_")
+        attr, suffix = key.rsplit("_", 1)
+        path = names[attr].replace("[layer_idx]", f".{layer}")
+        name = f"{path}.{suffix}"
+        if not mcore and name == "word_embeddings.weight":
+            name = (
+                "word_embeddings_for_head.weight"  # legacy GPTModel.state_dict_for_save_checkpoint
+            )
+        rank = f"mp_rank_{t:02d}" if pp == 1 else f"mp_rank_{t:02d}_{p:03d}"
+        ranks.setdefault(rank, {})[name] = digest(data)
+    return ranks
+
+
+if __name__ == "__main__":
+    out = {}
+    import tempfile
+
+    for case, (family, stored, tied, flags) in CASES.items():
+        f = flags.split()
+        tp = int(f[f.index("-T") + 1]) if "-T" in f else 1
+        pp = int(f[f.index("-P") + 1]) if "-P" in f else 1
+        mcore = "--mcore" in f
+        dtype = DT["bf16" if "bf16" in f else "fp16"]
+        d = Path(tempfile.mkdtemp()) / case
+        make_golden_model(d, family, stored, tied)
+        out[case] = convert(d, tp, pp, mcore, dtype, family == "qwen2")
+        print(case, {r: len(v) for r, v in out[case].items()})
+    Path(sys.argv[2]).write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
