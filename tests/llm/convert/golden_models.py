@@ -7,6 +7,7 @@ own conversion code on these models (see `test_mindspeed_goldens.py`)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from pathlib import Path
 
@@ -49,6 +50,11 @@ def make_golden_model(out: Path, family: str, dtype: torch.dtype, tied: bool) ->
             values = pattern(p.shape, salt)
             p.copy_(1 + values / 8 if "norm" in name else values)
     model.to(dtype).save_pretrained(str(out), safe_serialization=True)
+    # hub configs name the dtype `torch_dtype` (MindSpeed's transformers 4.43 reads only that)
+    config_path = out / "config.json"
+    fields = json.loads(config_path.read_text())
+    fields["torch_dtype"] = str(dtype).removeprefix("torch.")
+    config_path.write_text(json.dumps(fields, indent=2) + "\n")
     return out
 
 

@@ -10,7 +10,8 @@ tiny model's `tokenizer.json` (no SentencePiece model ships with the test enviro
 MindSpeed's whole convert_ckpt cannot run here (its megatron_adaptor patches need
 torch_npu and the `mindspeed` package); its conversion code does, for the goldens of
 `test_mindspeed_goldens.py`. Here the expected Megatron tensors of every example line are
-rebuilt independently in `_mindspeed_rank_states` from the conventions of its writer code (mindspeed_llm/tasks/checkpoint/models.py
+rebuilt independently in `_mindspeed_rank_states` from the conventions of its writer code
+(mindspeed_llm/tasks/checkpoint/models.py
 `qkv_concatenate_weight`, saver.py `vocab_padding` + `torch.chunk` per TP rank, W/V
 halves of fc1; Megatron core_r0.8.0's legacy GPTModel nesting) and compared tensor by
 tensor (name, shape, dtype, values) with what Atelier wrote.
