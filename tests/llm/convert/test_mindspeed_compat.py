@@ -650,3 +650,36 @@ def test_virtual_pipeline_chunks_hold_megatrons_layers(converted, tiny_tokenizer
     got = hf_state(back)
     assert sorted(got) == sorted(hf)
     assert all(torch.equal(got[k], v.to(torch.bfloat16)) for k, v in hf.items())
+
+
+def test_lora_merge_into_megatron_is_refused_in_one_line(converted, tiny_tokenizer, capsys):
+    """mcore/llama2/ckpt_convert_llama2_mg2mg_lora.sh: mg -> mg with a LoRA merge."""
+    root, run = converted
+    assert run("mcore/llama2/ckpt_convert_llama2_hf2mcore.sh")[1] == 0
+    flags = (
+        "--model-type GPT --load-model-type mg --save-model-type mg "
+        "--load-dir ./model_weights/Llama2-mcore --lora-load ./ckpt/llama-7b-lora-mcore-tp1pp1 "
+        "--lora-r 16 --lora-alpha 32 --lora-target-modules linear_qkv linear_proj linear_fc1 "
+        "linear_fc2 --target-tensor-parallel-size 1 --target-pipeline-parallel-size 1 "
+        "--save-dir ./model_weights/llama2-7b-lora2mcore --use-mcore-models --model-type-hf llama2"
+    )
+    capsys.readouterr()
+    assert main(_argv(flags, root, tiny_tokenizer)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lora" in err[0].lower(), err
+    assert not (root / "model_weights" / "llama2-7b-lora2mcore").exists()
+
+
+def test_a_foreign_mg2hf_subfolder_is_never_replaced(converted, tiny_tokenizer, capsys):
+    """MindSpeed's form replaces an earlier Atelier output in SAVE/mg2hf/, nothing else."""
+    root, run = converted
+    assert run("mcore/yi/ckpt_convert_yi_hf2mcore.sh")[1] == 0
+    argv = _argv(dict(MG2HF)["mcore/yi/ckpt_convert_yi_mcore2hf.sh"], root, tiny_tokenizer)
+    mine = Path(_flag(argv, "--save-dir")) / "mg2hf"
+    shutil.rmtree(mine, ignore_errors=True)
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    assert main(argv) == 2
+    assert "holds files Atelier did not write (notes.txt)" in capsys.readouterr().err
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    shutil.rmtree(mine)
