@@ -109,47 +109,30 @@ def mapping(mcore: bool):
     return dummy.module_mapping
 
 
-def convert(hf_dir, tp, pp, mcore, dtype, bias):
+def _hf_model(bias: bool, **cmd):  # MindSpeed's HuggingfaceModel, loaded like its CLI does
     args_cmd = argparse.Namespace(
-        save_model_type="mg",
-        load_dir=str(hf_dir),
         model_type_hf="llama2",
         ckpt_cfg_path=str(ROOT / "configs/checkpoint/model_cfg.json"),
         add_qkv_bias=bias,
         add_dense_bias=False,
         post_norm=False,
         orm=False,
-        target_tensor_parallel_size=tp,
+        **cmd,
     )
     hf = models.HuggingfaceModel(args_cmd)
     hf.get_modules_from_pretrained()
+    return hf
+
+
+def convert(hf_dir, tp, pp, mcore, dtype, bias):
+    hf = _hf_model(bias, save_model_type="mg", load_dir=str(hf_dir), target_tensor_parallel_size=tp)
     hf.has_embedding_position_embeddings_module = lambda **kw: False  # rope: none
     h = hf.get_args()
-    md = argparse.Namespace(
-        position_embedding_type="rope",
-        linear_bias=False,
-        swiglu=True,
-        norm_has_bias=False,
-        output_layer=h.untie_embeddings_and_output_weights,
-        true_vocab_size=h.vocab_size,
-        add_output_layer_bias=False,
-        qk_layernorm=False,
-        rm_head=False,
-    )
+    md = _metadata(h.untie_embeddings_and_output_weights, h.vocab_size)
     from math import ceil
 
     padded = ceil(h.vocab_size / tp) * tp  # _vocab_size_with_padding, divisible_by 1
-    margs = argparse.Namespace(
-        tensor_model_parallel_size=tp,
-        expert_model_parallel_size=1,
-        padded_vocab_size=padded,
-        post_norm=False,
-        add_qkv_bias=bias,
-        add_dense_bias=False,
-        num_experts=None,
-        num_layers=h.num_layers,
-        params_dtype=dtype,
-    )
+    margs = _margs(tp, bias, h.num_layers, dtype, padded_vocab_size=padded)
     rec = Recorder(margs, md)
     rec.args.use_mcore_models = mcore
     cmd = argparse.Namespace(post_norm=False, add_qkv_bias=bias, add_dense_bias=False)
@@ -197,6 +180,36 @@ def convert(hf_dir, tp, pp, mcore, dtype, bias):
         rank = f"mp_rank_{t:02d}" if pp == 1 else f"mp_rank_{t:02d}_{p:03d}"
         ranks.setdefault(rank, {})[name] = digest(data)
     return ranks
+
+
+def _metadata(untied: bool, true_vocab: int | None) -> argparse.Namespace:
+    """The loader's `md` for a dense Llama-layout model (loader_hf/loader_mg build_metadata)."""
+    return argparse.Namespace(
+        position_embedding_type="rope",
+        linear_bias=False,
+        swiglu=True,
+        norm_has_bias=False,
+        output_layer=untied,
+        true_vocab_size=true_vocab,
+        add_output_layer_bias=False,
+        qk_layernorm=False,
+        rm_head=False,
+    )
+
+
+def _margs(tp: int, bias: bool, layers: int, dtype, **more) -> argparse.Namespace:
+    """The Megatron args MindSpeed's loader/saver functions read, for a dense model."""
+    return argparse.Namespace(
+        tensor_model_parallel_size=tp,
+        expert_model_parallel_size=1,
+        post_norm=False,
+        add_qkv_bias=bias,
+        add_dense_bias=False,
+        num_experts=None,
+        num_layers=layers,
+        params_dtype=dtype,
+        **more,
+    )
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -288,15 +301,11 @@ def convert_back(mg_dir, hf_dir, mcore, dtype, bias, out_dir):
         ranks[(t, p)] = _flat(ck["model"])
         tp, pp = max(tp, t + 1), max(pp, p + 1)
         a = ck["args"]
-    margs = argparse.Namespace(
-        tensor_model_parallel_size=tp,
-        expert_model_parallel_size=1,
-        post_norm=False,
-        add_qkv_bias=bias,
-        add_dense_bias=False,
-        num_experts=None,
-        num_layers=a.num_layers,
-        params_dtype=dtype,
+    margs = _margs(
+        tp,
+        bias,
+        a.num_layers,
+        dtype,
         num_layer_list=None,
         position_embedding_type="rope",
         embed_layernorm=False,
@@ -304,17 +313,7 @@ def convert_back(mg_dir, hf_dir, mcore, dtype, bias, out_dir):
         padded_vocab_size=a.padded_vocab_size,
         use_mcore_models=mcore,
     )
-    md = argparse.Namespace(
-        position_embedding_type="rope",
-        linear_bias=False,
-        swiglu=True,
-        norm_has_bias=False,
-        output_layer=a.untie_embeddings_and_output_weights,
-        true_vocab_size=None,
-        add_output_layer_bias=False,
-        qk_layernorm=False,
-        rm_head=False,
-    )
+    md = _metadata(a.untie_embeddings_and_output_weights, None)
     fake = MegatronFake(ranks, mapping(mcore), margs, a.num_layers // pp)
     rec = Recorder(argparse.Namespace(**{**vars(margs), "tensor_model_parallel_size": 1}), md)
     msg = loader_mg.get_message_preprocess(fake, margs)
@@ -340,19 +339,7 @@ def convert_back(mg_dir, hf_dir, mcore, dtype, bias, out_dir):
     if md.output_layer:
         m = loader_mg.get_message_output_layer(fake, md, **kwargs)
         saver.set_model_output_layer(rec, m, md, vp_rank=0, pp_rank=0)
-    args_cmd = argparse.Namespace(
-        save_model_type="hf",
-        save_dir=str(hf_dir),
-        load_dir=str(mg_dir),
-        model_type_hf="llama2",
-        ckpt_cfg_path=str(ROOT / "configs/checkpoint/model_cfg.json"),
-        add_qkv_bias=bias,
-        add_dense_bias=False,
-        post_norm=False,
-        orm=False,
-    )
-    hf = models.HuggingfaceModel(args_cmd)
-    hf.get_modules_from_pretrained()  # saver.save_huggingface
+    hf = _hf_model(bias, save_model_type="hf", save_dir=str(hf_dir), load_dir=str(mg_dir))
     hf.update_module(SavedSource(rec.calls, argparse.Namespace(num_experts=None)))
     hf.get_model_item().save_pretrained(str(out_dir))
     state = {}
