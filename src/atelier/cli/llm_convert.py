@@ -26,6 +26,11 @@ PARAM_FLAGS = {
     "hf_config_dir": "--hf-config-dir",
     "max_shard_bytes": "--max-shard-size",
     "num_layers_per_virtual_pipeline_stage": "--num-layers-per-virtual-pipeline-stage",
+    "lora_load": "--lora-load",
+    "lora_r": "--lora-r",
+    "lora_alpha": "--lora-alpha",
+    "lora_target_modules": "--lora-target-modules",
+    "save_lora_to_hf": "--save-lora-to-hf",
 }
 _PARAM = re.compile(r"(?<![\w./-])(" + "|".join(PARAM_FLAGS) + r")(?![\w/-])")
 
@@ -182,6 +187,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
         default=1,
         help=argparse.SUPPRESS,
     )
+    _lora_flags(p)
     p.set_defaults(func=run_convert_mg2hf)
     verb_parsers["mg2hf"] = p
 
@@ -199,6 +205,62 @@ def register(verbs: argparse._SubParsersAction) -> None:
     from atelier.cli.llm_convert_mindspeed import add_direction_less_form
 
     add_direction_less_form(conv, verb_parsers)
+
+
+def _lora_flags(p: argparse.ArgumentParser) -> None:
+    """mg2hf's LoRA flags, spelled as MindSpeed-LLM's convert_ckpt spells them."""
+    from pathlib import Path
+
+    from atelier.core.flags import POSITIVE_FLOAT
+
+    g = p.add_argument_group("LoRA (merge adapters, or export them for PEFT)")
+    g.add_argument(
+        "--lora-load",
+        type=Path,
+        default=None,
+        help="LoRA checkpoint saved apart from the base (--lora-ckpt-filter); --load-dir is "
+        "then the base (Megatron, or the Hugging Face folder the run loaded). Adapters saved "
+        "with the base are read from --load-dir itself",
+    )
+    g.add_argument(
+        "--lora-r", type=Int(1, 1 << 16), default=None, help="rank (default: the run's, else 16)"
+    )
+    g.add_argument(
+        "--lora-alpha",
+        type=POSITIVE_FLOAT,
+        default=None,
+        help="alpha (default: the run's, else 32)",
+    )
+    g.add_argument(
+        "--lora-target-modules",
+        nargs="+",
+        default=None,
+        metavar="MODULE",
+        help="linear_qkv linear_proj linear_fc1 linear_fc2, any subset (default: the run's, "
+        "else the linears the adapters sit on)",
+    )
+    g.add_argument(
+        "--save-lora-to-hf",
+        action="store_true",
+        help="write a PEFT adapter folder (adapter_config.json, adapter_model.safetensors) "
+        "instead of the merged model",
+    )
+
+
+def _lora_options(args: argparse.Namespace):
+    from atelier.llm.convert import LoraOptions
+
+    def flag(name: str):  # a parser without the LoRA flags (another spelling) gives None
+        return getattr(args, name, None)
+
+    opts = LoraOptions(
+        load=flag("lora_load"),
+        r=flag("lora_r"),
+        alpha=flag("lora_alpha"),
+        target_modules=tuple(flag("lora_target_modules") or ()),
+        save_to_hf=bool(flag("save_lora_to_hf")),
+    )
+    return opts if opts.given() else None
 
 
 def _layer_list(text: str | None) -> list[int] | None:
@@ -289,6 +351,7 @@ def run_convert_mg2hf(args: argparse.Namespace) -> int:
         # set by the MindSpeed form (llm_convert_mindspeed.py): MindSpeed's dtype chain
         params_dtype=getattr(args, "out_dtype", None),
         via_dtype=getattr(args, "via_dtype", None),
+        lora=_lora_options(args),
     )
     print(f"{args.save_dir}: {', '.join(files)}")
     return 0

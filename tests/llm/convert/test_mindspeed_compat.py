@@ -252,8 +252,9 @@ REFUSED = [
         "QWenLMHeadModel",
     ),
 ]
-# The LoRA lines (mcore2hf_lora, legacy2hf_lora, qwen25 mcore2hf_lora, mg2mg_lora,
-# legacy2legacy_lora) take mg2hf's LoRA flags, tested with those flags.
+# LoRA lines: mcore2hf_lora runs below (mg2hf's LoRA flags, shared with this form; the
+# other mg->hf LoRA lines differ only in paths and names, test_lora.py covers the merge);
+# mg2mg_lora (and legacy2legacy_lora, the same flags) is refused in one line.
 
 FAMILY_OF = {  # ./model_from_hf/NAME -> (family config, dtype the hub stores it in[, tied])
     "llama-2-7b-hf": ("llama", torch.float16),
@@ -683,3 +684,34 @@ def test_a_foreign_mg2hf_subfolder_is_never_replaced(converted, tiny_tokenizer, 
     assert "holds files Atelier did not write (notes.txt)" in capsys.readouterr().err
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
     shutil.rmtree(mine)
+
+
+def test_lora_example_line_merges_into_the_hf_folder_mg2hf(converted, tiny_tokenizer):
+    """mcore/llama2/ckpt_convert_llama2_mcore2hf_lora.sh without a MODE word: mg2hf's LoRA
+    flags are shared with this form (adapters in MindSpeed's layout, as test_lora.py writes
+    them, merged onto the fp16 base the hf2mcore line wrote)."""
+    from .test_lora import _close, _meta, hand_merged, hf_adapters, write_lora
+
+    root, run = converted
+    argv, rc = run("mcore/llama2/ckpt_convert_llama2_hf2mcore.sh")
+    assert rc == 0
+    hf, base = Path(_flag(argv, "--load-dir")), Path(_flag(argv, "--save-dir"))
+    adapters = hf_adapters(_meta(hf), r=16)
+    lora = root / "ckpt" / "llama-2-7b-lora"
+    shutil.rmtree(lora, ignore_errors=True)
+    write_lora(base, lora, _meta(hf), adapters, filter_only=True, record_args=False)
+    flags = (
+        "--model-type GPT --use-mcore-models --load-model-type mg --save-model-type hf "
+        "--load-dir ./model_weights/Llama2-mcore/ --lora-load ./ckpt/llama-2-7b-lora "
+        "--lora-r 16 --lora-alpha 32 "
+        "--lora-target-modules linear_qkv linear_proj linear_fc1 linear_fc2 "
+        "--target-tensor-parallel-size 1 --target-pipeline-parallel-size 1 "
+        "--save-dir ./model_from_hf/llama-2-7b-hf/"
+    )
+    before = {k: v for k, v in _digests(hf).items() if not k.startswith("mg2hf/")}
+    assert main(_argv(flags, root, tiny_tokenizer)) == 0
+    assert {k: v for k, v in _digests(hf).items() if not k.startswith("mg2hf/")} == before
+    got = hf_state(hf / "mg2hf")
+    want = hand_merged(hf, adapters, scale=32 / 16)
+    assert all(got[k].dtype == want[k].dtype for k in want)  # fp16, as the original
+    _close(got, want, atol=1e-2)  # merged on the fp16 base, through fp16

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -115,11 +116,16 @@ def load_rank_file(path: Path) -> dict[str, Any]:
         raise AtelierError(f"{path}: corrupt or truncated checkpoint file ({e})") from None
 
 
-def _flat_model(ckpt: dict[str, Any], path: Path, key: str = "model") -> dict[str, torch.Tensor]:
-    model = ckpt.get(key)
+def _flat_model(ckpt: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
+    model = ckpt.get("model")
     if not isinstance(model, dict):
-        raise AtelierError(f"{path}: no {key!r} state dict inside")
+        raise AtelierError(f"{path}: no 'model' state dict inside")
     return canonical_flat(model)
+
+
+def _chunk(ckpt: dict[str, Any], v: int, vp: int) -> dict[str, Any]:
+    """The rank file as it would look with chunk v as its only `model` (VPP)."""
+    return ckpt if vp == 1 else {**ckpt, "model": ckpt.get(chunk_key(v, vp))}
 
 
 def _chunks(ckpt: dict[str, Any]) -> int:
@@ -149,7 +155,7 @@ class MegatronSource(RankStateReader):
         # A virtual-pipeline checkpoint is read as P x V stages: its chunks in layer order
         # (chunk v of stage p is reading stage v P + p; virtual_pipeline.py)
         self._pp, vp = pp, _chunks(first)
-        flat0 = _flat_model(first, self.files[(0, 0)], chunk_key(0, vp))
+        flat0 = self._model_state((0, 0), _chunk(first, 0, vp), self.files[(0, 0)])
         fmt, norms = detect_format(flat0)
         meta = meta_from_megatron_args(self.args, str(self.files[(0, 0)]), torch.float32)
         embed_name = meta.fam.embed.name(fmt, norms)
@@ -162,7 +168,8 @@ class MegatronSource(RankStateReader):
         layer_list = [count_layers(flat0, str(self.files[(0, 0)]))]
         for s in range(1, pp * vp):
             path = self.files[(0, s % pp)]
-            flat = _flat_model(load_rank_file(path), path, chunk_key(s // pp, vp))
+            ckpt = _chunk(load_rank_file(path), s // pp, vp)
+            flat = self._model_state((0, s % pp), ckpt, path)
             stage_names.append((f"{path} {chunk_key(s // pp, vp)}", set(flat)))
             layer_list.append(count_layers(flat, str(path)))
             del flat
@@ -191,6 +198,14 @@ class MegatronSource(RankStateReader):
         self.assets_dir: Path | None = assets if assets.is_dir() else None
         self._check_layout(stage_names)
 
-    def _rank_state(self, tp: int, pp: int) -> tuple[str, dict[str, torch.Tensor]]:
-        path, key = self.files[(tp, pp % self._pp)], chunk_key(pp // self._pp, self.layout.vp)
-        return str(path), _flat_model(load_rank_file(path), path, key)
+    def _model_state(
+        self, key: tuple[int, int], ckpt: dict[str, Any], path: Path
+    ) -> Mapping[str, torch.Tensor]:
+        """Rank `key`'s flat model state; a subclass may rewrite it (LoRA merging)."""
+        return _flat_model(ckpt, path)
+
+    def _rank_state(self, tp: int, pp: int) -> tuple[str, Mapping[str, torch.Tensor]]:
+        """Reading stage `pp` (a VPP chunk: file stage pp % P, chunk pp // P)."""
+        path, vp = self.files[(tp, pp % self._pp)], self.layout.vp
+        ckpt = _chunk(load_rank_file(path), pp // self._pp, vp)
+        return str(path), self._model_state((tp, pp % self._pp), ckpt, path)

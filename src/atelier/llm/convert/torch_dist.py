@@ -43,13 +43,22 @@ def is_torch_dist(it_dir: Path) -> bool:
     return (it_dir / METADATA).is_file()
 
 
+def is_torch_dist_checkpoint(load_dir: str | Path) -> bool:
+    """`load_dir` (a checkpoint folder or its iteration folder) is in torch_dist format."""
+    load_dir = Path(load_dir)
+    if is_torch_dist(load_dir):
+        return True
+    try:
+        return is_torch_dist(iteration_dir(load_dir))
+    except AtelierError:
+        return False
+
+
 def open_megatron_source(load_dir: str | Path) -> RankStateReader:
     """A Megatron checkpoint reader for either format: `torch` (mp_rank_* files) or
     `torch_dist` (an iteration folder with `.metadata`)."""
-    load_dir = Path(load_dir)
-    it_dir = load_dir if is_torch_dist(load_dir) else iteration_dir(load_dir)
-    if is_torch_dist(it_dir):
-        return TorchDistSource(load_dir, it_dir)
+    if is_torch_dist_checkpoint(load_dir):
+        return TorchDistSource.open(Path(load_dir))
     return MegatronSource(load_dir)
 
 
@@ -155,6 +164,11 @@ class TorchDistSource(RankStateReader):
         assets = load_dir / ASSETS_DIRNAME
         self.assets_dir: Path | None = assets if assets.is_dir() else None
         self._check_layout([(str(it_dir), names)])
+
+    @classmethod
+    def open(cls, load_dir: Path) -> TorchDistSource:
+        """From a checkpoint folder (tracker, iter_*/) or the iteration folder itself."""
+        return cls(load_dir, load_dir if is_torch_dist(load_dir) else iteration_dir(load_dir))
 
     def _load(self, names: list[str]) -> dict[str, torch.Tensor]:
         """The named tensors; one `dcp.load` per batch of distinct keys (a layer asks for

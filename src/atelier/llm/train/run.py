@@ -19,6 +19,7 @@ from typing import Any
 from atelier.core.errors import AtelierError
 from atelier.core.log import get_logger
 from atelier.llm.train.checkpoint.load import LoadSource
+from atelier.llm.train.multinode import NodeSpec
 
 log = get_logger(__name__)
 
@@ -50,6 +51,7 @@ class TrainRequest:
     shape: dict[str, int | None] = field(default_factory=dict)
     agree: dict[str, Any] = field(default_factory=dict)
     vocab_size: int | None = None
+    node: NodeSpec | None = None  # this node of a multi-node run started without torchrun
 
     @property
     def wants_hf(self) -> bool:
@@ -238,7 +240,7 @@ def run_training(req: TrainRequest) -> RunReport:
         from atelier.llm.train.signals import spawn_forwarder
 
         spawn_forwarder()
-    out = launch(_rank_main, (cfg, src, tokenizer), cfg.nproc_per_node)
+    out = launch(_rank_main, (cfg, src, tokenizer), cfg.nproc_per_node, node=req.node)
     report = RunReport(iterations=out["iterations"], stop_reason=out["stop_reason"])
     report.losses = out["losses"]
     report.checkpoint = Path(out["saved"]) if out["saved"] else None
