@@ -118,6 +118,31 @@ def _preprocess(verbs: argparse._SubParsersAction) -> None:
         help="extra templates file (YAML/JSON) adding to the built-in ones",
     )
     g.add_argument(
+        "--template-source",
+        choices=["mindspeed", "llamafactory"],
+        default=None,
+        help="template set for --prompt-type: mindspeed (default; MindSpeed-LLM's) or "
+        "llamafactory (LLaMA-Factory's current set and SFT rules; --seq-length is its "
+        "cutoff_len: samples are truncated as it does)  [env TEMPLATE_SOURCE]",
+    )
+    g.add_argument(
+        "--train-on-prompt",
+        action="store_true",
+        help="llamafactory source: train on prompts too (LLaMA-Factory's train_on_prompt)",
+    )
+    g.add_argument(
+        "--mask-history",
+        action="store_true",
+        help="llamafactory source: train on the last turn only (LLaMA-Factory's mask_history)",
+    )
+    g.add_argument(
+        "--tool-date",
+        default=None,
+        metavar="'DD Mon YYYY'",
+        help="llamafactory source: the 'Today Date' of Llama-3's tool prompt (default today, "
+        "as LLaMA-Factory writes it)",
+    )
+    g.add_argument(
         "--skip-bad-records",
         action="store_true",
         help="count malformed records and go on instead of stopping",
@@ -190,6 +215,7 @@ def run_preprocess(args: argparse.Namespace) -> int:
             "seq_length": args.seq_length,
             "handler_name": args.handler_name,
             "prompt_type": args.prompt_type,
+            "template_source": args.template_source,
         }
     )
     for name, flag in (("input", "--input"), ("output_prefix", "--output-prefix")):
@@ -216,6 +242,10 @@ def run_preprocess(args: argparse.Namespace) -> int:
         shard=args.shard,
         num_shards=args.num_shards,
         skip_bad_records=args.skip_bad_records,
+        template_source=values["template_source"] or "mindspeed",
+        train_on_prompt=args.train_on_prompt,
+        mask_history=args.mask_history,
+        tool_date=args.tool_date,
     )
     if args.ray is not None:
         from atelier.llm.data.ray_run import preprocess_on_ray
