@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import functools
 import hashlib
 import importlib.machinery
 import json
@@ -224,10 +225,8 @@ def import_lf():
 def lf_encode(lf, tok_dir: Path, template: str, set_name: str, records: list, opts: dict):
     import copy
 
-    from transformers import AutoTokenizer
-
     formatting, _, columns = SETS[set_name]
-    tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+    tokenizer = copy.deepcopy(_hf_tokenizer(str(tok_dir)))  # get_template fixes it in place
     data_args = lf.DataArguments(template=template, cutoff_len=opts.get("cutoff_len", 10**9))
     data_args.train_on_prompt = opts.get("train_on_prompt", False)
     data_args.mask_history = opts.get("mask_history", False)
@@ -252,6 +251,20 @@ def lf_encode(lf, tok_dir: Path, template: str, set_name: str, records: list, op
     finally:
         lf.TEMPLATES[template] = saved
     return result
+
+
+@functools.cache
+def _hf_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+@functools.cache
+def _loaded(path: str):
+    from atelier.llm.data.tokenizer import TokenizerSpec, load_tokenizer
+
+    return load_tokenizer(TokenizerSpec(name_or_path=path))
 
 
 def check_data(lf) -> list[str]:
@@ -312,8 +325,6 @@ def atelier_encode(tok_dir: Path, template: str, set_name: str, records: list, o
     from atelier.llm.data.handlers import EncodeJob
     from atelier.llm.data.lf_supervised import encode_records
     from atelier.llm.data.template_sources import fix_tokenizer, resolve_template
-    from atelier.llm.data.tokenizer import TokenizerSpec, load_tokenizer
-
     t = resolve_template(
         "llamafactory",
         template,
@@ -321,7 +332,7 @@ def atelier_encode(tok_dir: Path, template: str, set_name: str, records: list, o
         mask_history=opts.get("mask_history", False),
         tool_date=TOOL_DATE,
     )
-    t, tok = fix_tokenizer(t, load_tokenizer(TokenizerSpec(name_or_path=str(tok_dir))))
+    t, tok = fix_tokenizer(t, _loaded(str(tok_dir)))
     job = EncodeJob(
         handler=SETS[set_name][1],
         tokenizer=tok,
@@ -331,8 +342,12 @@ def atelier_encode(tok_dir: Path, template: str, set_name: str, records: list, o
         map_keys={},
         template=t,
     )
+    try:
+        return encode_records(job, records)
+    except AtelierError:  # one by one: a record Atelier refuses becomes None
+        pass
     out = []
-    for r in records:  # one by one: a record Atelier refuses becomes None
+    for r in records:
         try:
             out += encode_records(job, [r])
         except AtelierError:
