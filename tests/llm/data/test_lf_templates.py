@@ -5,6 +5,9 @@ input_ids and labels LLaMA-Factory's own code produced (`get_template_and_fix_to
 its converters, `SupervisedDatasetProcessor`) for golden/lf/inputs.json with the tiny
 tokenizer in golden/lf/tokenizer (trained by Atelier's own `train_bpe`, Apache-2.0 like the
 project). scripts/make_lf_goldens.py made them; llamafactory is not needed here.
+inputs.json holds a few records of each of LLaMA-Factory's demo sets (alpaca_en_demo,
+alpaca_zh_demo, identity, glaive_toolcall_en_demo; each under its own licence, see
+LLaMA-Factory's data/README) plus hand-written ones.
 """
 
 from __future__ import annotations
