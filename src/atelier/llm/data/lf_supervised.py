@@ -52,7 +52,7 @@ def supervise(
         total += len(source) + len(target)
         if t.train_on_prompt:
             source_label = source
-        elif t.efficient_eos and turn != 0 and source:
+        elif t.efficient_eos and turn != 0 and source:  # (LF: one label too many if empty)
             source_label = [eos] + [IGNORE] * (len(source) - 1)  # type: ignore[list-item]
         else:
             source_label = [IGNORE] * len(source)
