@@ -86,7 +86,7 @@ def _preprocess(verbs: argparse._SubParsersAction) -> None:
         description="Tokenize text, Alpaca or ShareGPT data into Megatron .bin/.idx files. "
         "Flags are those of MindSpeed-LLM's preprocess_data.py; environment variables "
         "(RUN_TYPE, ORIGINAL_TRAIN_DATA_PATH, TOKENIZER_PATH, PROCESSED_DATA_PREFIX, "
-        "TOKENIZER_TYPE, SEQ_LEN) fill flags that are absent.",
+        "TOKENIZER_TYPE, SEQ_LEN, PROMPT_TYPE, TEMPLATE_SOURCE) fill flags that are absent.",
     )
     g = p.add_argument_group("input")
     g.add_argument(
@@ -110,7 +110,8 @@ def _preprocess(verbs: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--prompt-type",
         default=None,
-        help="template: empty default alpaca llama2 llama3 qwen chatglm3 mistral baichuan2 ...",
+        help="template: empty default alpaca llama2 llama3 qwen chatglm3 mistral baichuan2 ... "
+        "(LLaMA-Factory's names with --template-source llamafactory)",
     )
     g.add_argument(
         "--prompt-type-path",
