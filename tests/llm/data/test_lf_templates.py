@@ -202,6 +202,15 @@ def test_newline_after_im_end_is_trained():
     assert rust.decode(trained, skip_special_tokens=False) == "yo<|im_end|>\n"
 
 
+def test_job_survives_pickling_for_worker_processes():
+    """--workers ships the job (template, fixed tokenizer) to spawned workers by pickle."""
+    import pickle
+
+    job = job_for("llama3", "glaive", {"seq_length": 96})
+    records = inputs()["glaive"][:4]
+    assert encode_records(pickle.loads(pickle.dumps(job)), records) == encode_records(job, records)
+
+
 def test_infer_seqlen_matches_llamafactory_rules():
     assert infer_seqlen(10, 10, 100) == (10, 10)
     assert infer_seqlen(100, 10, 50) == (40, 10)  # short reply: truncate the prompt
