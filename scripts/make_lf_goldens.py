@@ -169,6 +169,8 @@ OPTIONS = {
     "cutoff": {"cutoff_len": CUTOFF},
     "mask_history": {"mask_history": True, "cutoff_len": CUTOFF},
     "train_on_prompt": {"train_on_prompt": True},
+    "default_system": {"default_system": "Be terse."},
+    "no_thinking": {"enable_thinking": False},
 }
 OPTION_TEMPLATES = {"qwen", "qwen3", "llama3", "mistral", "chatglm3", "alpaca", "llama2"}
 
@@ -230,6 +232,8 @@ def lf_encode(lf, tok_dir: Path, template: str, set_name: str, records: list, op
     data_args = lf.DataArguments(template=template, cutoff_len=opts.get("cutoff_len", 10**9))
     data_args.train_on_prompt = opts.get("train_on_prompt", False)
     data_args.mask_history = opts.get("mask_history", False)
+    data_args.default_system = opts.get("default_system")
+    data_args.enable_thinking = opts.get("enable_thinking", True)
     # TEMPLATES holds shared objects that get_template mutates (enable_thinking ...)
     saved = copy.copy(lf.TEMPLATES[template])
     try:
@@ -332,6 +336,8 @@ def atelier_encode(tok_dir: Path, template: str, set_name: str, records: list, o
         train_on_prompt=opts.get("train_on_prompt", False),
         mask_history=opts.get("mask_history", False),
         tool_date=TOOL_DATE,
+        default_system=opts.get("default_system"),
+        enable_thinking=opts.get("enable_thinking", True),
     )
     t, tok = fix_tokenizer(t, _loaded(str(tok_dir)))
     job = EncodeJob(
@@ -491,6 +497,11 @@ def cases(templates: list[str], with_options: set[str] = OPTION_TEMPLATES):
             for opt in ("cutoff", "mask_history", "train_on_prompt"):
                 for set_name in ("glaive", "extra_sharegpt", "extra_alpaca"):
                     yield template, set_name, opt
+            for set_name in ("alpaca_en", "extra_sharegpt", "extra_alpaca"):
+                yield template, set_name, "default_system"
+        if template in ("qwen3", "deepseekr1"):
+            for set_name in ("alpaca_en", "glaive", "extra_sharegpt"):
+                yield template, set_name, "no_thinking"
 
 
 def main() -> int:
@@ -500,6 +511,7 @@ def main() -> int:
     p.add_argument("--work", type=Path, default=Path("/tmp/lf-goldens"))
     p.add_argument("--check-data", action="store_true", help="only compare the YAML with LF")
     p.add_argument("--real-only", action="store_true", help="only the real-tokenizer comparison")
+    p.add_argument("--tiny-only", action="store_true", help="only the goldens for the tests")
     args = p.parse_args()
     lf = import_lf()
     diffs = check_data(lf)
@@ -547,6 +559,8 @@ def main() -> int:
             f'{{"tool_date": "{TOOL_DATE}", "cases": [\n{lines}\n]}}\n', "utf-8"
         )
     print(f"tiny tokenizer: {len(golden['cases'])} cases, {bad} with differences")
+    if args.tiny_only:
+        return 1 if bad else 0
     real = []
     for tok_name, tmpls in REAL.items():
         for template, set_name, opt in cases(tmpls, set(tmpls[: REAL_OPTIONS[tok_name]])):

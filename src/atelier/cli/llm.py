@@ -144,6 +144,21 @@ def _preprocess(verbs: argparse._SubParsersAction) -> None:
         "as LLaMA-Factory writes it)",
     )
     g.add_argument(
+        "--default-system",
+        default=None,
+        metavar="TEXT",
+        help="llamafactory source: replace the template's default system message "
+        "(LLaMA-Factory's default_system)",
+    )
+    g.add_argument(
+        "--enable-thinking",
+        choices=["true", "false"],
+        default="true",
+        help="llamafactory source, reasoning templates (qwen3, deepseekr1): false removes "
+        "thoughts and puts an empty one in the prompt, untrained (LLaMA-Factory's "
+        "enable_thinking; default true)",
+    )
+    g.add_argument(
         "--skip-bad-records",
         action="store_true",
         help="count malformed records and go on instead of stopping",
@@ -247,6 +262,8 @@ def run_preprocess(args: argparse.Namespace) -> int:
         train_on_prompt=args.train_on_prompt,
         mask_history=args.mask_history,
         tool_date=args.tool_date,
+        default_system=args.default_system,
+        enable_thinking=args.enable_thinking == "true",
     )
     if args.ray is not None:
         from atelier.llm.data.ray_run import preprocess_on_ray

@@ -45,6 +45,8 @@ OPTIONS = {
     "cutoff": {"seq_length": 96},
     "mask_history": {"mask_history": True, "seq_length": 96},
     "train_on_prompt": {"train_on_prompt": True},
+    "default_system": {"default_system": "Be terse."},
+    "no_thinking": {"enable_thinking": False},
 }
 
 
@@ -70,6 +72,8 @@ def job_for(template: str, set_name: str, opts: dict) -> EncodeJob:
         train_on_prompt=opts.get("train_on_prompt", False),
         mask_history=opts.get("mask_history", False),
         tool_date=golden()["tool_date"],
+        default_system=opts.get("default_system"),
+        enable_thinking=opts.get("enable_thinking", True),
     )
     t, tok = fix_tokenizer(t, tiny())
     return EncodeJob(
@@ -233,6 +237,10 @@ def test_stop_word_missing_from_vocab_is_added_with_a_warning(caplog):
 def test_refusals():
     with pytest.raises(AtelierError, match="--train-on-prompt goes with --template-source"):
         resolve_template("mindspeed", "qwen", train_on_prompt=True)
+    with pytest.raises(AtelierError, match="--default-system goes with"):
+        resolve_template("mindspeed", "qwen", default_system="x")
+    with pytest.raises(AtelierError, match="--enable-thinking false goes with"):
+        resolve_template("mindspeed", "qwen", enable_thinking=False)
     with pytest.raises(AtelierError, match="efficient_eos"):
         resolve_template("llamafactory", "chatglm3", train_on_prompt=True)
     with pytest.raises(AtelierError, match="exclude each other"):

@@ -78,6 +78,8 @@ class PreprocessConfig:
     train_on_prompt: bool = False
     mask_history: bool = False
     tool_date: str | None = None
+    default_system: str | None = None
+    enable_thinking: bool = True
 
 
 @dataclass
@@ -198,6 +200,8 @@ def build_job(cfg: PreprocessConfig, srcs: list[sources.SourceFile]) -> EncodeJo
             train_on_prompt=cfg.train_on_prompt,
             mask_history=cfg.mask_history,
             tool_date=cfg.tool_date,
+            default_system=cfg.default_system,
+            enable_thinking=cfg.enable_thinking,
         )
         if is_lf(template) and cfg.append_eod:
             raise AtelierError(

@@ -33,12 +33,20 @@ def resolve_template(
     train_on_prompt: bool = False,
     mask_history: bool = False,
     tool_date: str | None = None,
+    default_system: str | None = None,
+    enable_thinking: bool = True,
 ) -> Any:
     """The template object for `name` in `source`; options LF-only are refused elsewhere."""
     if source not in SOURCES:
         raise AtelierError(f"--template-source {source}: unknown; use one of {', '.join(SOURCES)}")
     if source == "mindspeed":
-        for flag, on in (("--train-on-prompt", train_on_prompt), ("--mask-history", mask_history)):
+        lf_only = (
+            ("--train-on-prompt", train_on_prompt),
+            ("--mask-history", mask_history),
+            ("--default-system", default_system is not None),
+            ("--enable-thinking false", not enable_thinking),
+        )
+        for flag, on in lf_only:
             if on:
                 raise AtelierError(f"{flag} goes with --template-source llamafactory")
         return get_template(name, path)
@@ -62,6 +70,9 @@ def resolve_template(
         train_on_prompt=train_on_prompt,
         mask_history=mask_history,
         tool_date=tool_date or today(),
+        # LLaMA-Factory's data_args.default_system / enable_thinking (reasoning templates)
+        default_system=t.default_system if default_system is None else default_system,
+        enable_thinking=enable_thinking,
     )
 
 
