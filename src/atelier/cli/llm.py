@@ -86,7 +86,7 @@ def _preprocess(verbs: argparse._SubParsersAction) -> None:
         description="Tokenize text, Alpaca or ShareGPT data into Megatron .bin/.idx files. "
         "Flags are those of MindSpeed-LLM's preprocess_data.py; environment variables "
         "(RUN_TYPE, ORIGINAL_TRAIN_DATA_PATH, TOKENIZER_PATH, PROCESSED_DATA_PREFIX, "
-        "TOKENIZER_TYPE, SEQ_LEN) fill flags that are absent.",
+        "TOKENIZER_TYPE, SEQ_LEN, PROMPT_TYPE, TEMPLATE_SOURCE) fill flags that are absent.",
     )
     g = p.add_argument_group("input")
     g.add_argument(
@@ -110,12 +110,53 @@ def _preprocess(verbs: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--prompt-type",
         default=None,
-        help="template: empty default alpaca llama2 llama3 qwen chatglm3 mistral baichuan2 ...",
+        help="template: empty default alpaca llama2 llama3 qwen chatglm3 mistral baichuan2 ... "
+        "(LLaMA-Factory's names with --template-source llamafactory)",
     )
     g.add_argument(
         "--prompt-type-path",
         default=None,
         help="extra templates file (YAML/JSON) adding to the built-in ones",
+    )
+    g.add_argument(
+        "--template-source",
+        choices=["mindspeed", "llamafactory"],
+        default=None,
+        help="template set for --prompt-type: mindspeed (default; MindSpeed-LLM's) or "
+        "llamafactory (LLaMA-Factory's current set and SFT rules; --seq-length is its "
+        "cutoff_len: samples are truncated as it does)  [env TEMPLATE_SOURCE]",
+    )
+    g.add_argument(
+        "--train-on-prompt",
+        action="store_true",
+        help="llamafactory source: train on prompts too (LLaMA-Factory's train_on_prompt)",
+    )
+    g.add_argument(
+        "--mask-history",
+        action="store_true",
+        help="llamafactory source: train on the last turn only (LLaMA-Factory's mask_history)",
+    )
+    g.add_argument(
+        "--tool-date",
+        default=None,
+        metavar="'DD Mon YYYY'",
+        help="llamafactory source: the 'Today Date' of Llama-3's tool prompt (default today, "
+        "as LLaMA-Factory writes it)",
+    )
+    g.add_argument(
+        "--default-system",
+        default=None,
+        metavar="TEXT",
+        help="llamafactory source: replace the template's default system message "
+        "(LLaMA-Factory's default_system)",
+    )
+    g.add_argument(
+        "--enable-thinking",
+        choices=["true", "false"],
+        default="true",
+        help="llamafactory source, reasoning templates (qwen3, deepseekr1): false removes "
+        "thoughts and puts an empty one in the prompt, untrained (LLaMA-Factory's "
+        "enable_thinking; default true)",
     )
     g.add_argument(
         "--skip-bad-records",
@@ -190,6 +231,7 @@ def run_preprocess(args: argparse.Namespace) -> int:
             "seq_length": args.seq_length,
             "handler_name": args.handler_name,
             "prompt_type": args.prompt_type,
+            "template_source": args.template_source,
         }
     )
     for name, flag in (("input", "--input"), ("output_prefix", "--output-prefix")):
@@ -216,6 +258,12 @@ def run_preprocess(args: argparse.Namespace) -> int:
         shard=args.shard,
         num_shards=args.num_shards,
         skip_bad_records=args.skip_bad_records,
+        template_source=values["template_source"] or "mindspeed",
+        train_on_prompt=args.train_on_prompt,
+        mask_history=args.mask_history,
+        tool_date=args.tool_date,
+        default_system=args.default_system,
+        enable_thinking=args.enable_thinking == "true",
     )
     if args.ray is not None:
         from atelier.llm.data.ray_run import preprocess_on_ray

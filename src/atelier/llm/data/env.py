@@ -19,6 +19,7 @@ ENV_TO_FIELD = {
     "TOKENIZER_TYPE": "tokenizer_type",
     "SEQ_LEN": "seq_length",
     "PROMPT_TYPE": "prompt_type",
+    "TEMPLATE_SOURCE": "template_source",
 }
 RUN_TYPES = ("pretrain", "sft", "lora")
 

@@ -22,6 +22,7 @@ from atelier.llm.data.conversation import (
     sharegpt_conversation,
 )
 from atelier.llm.data.sources import Chunk
+from atelier.llm.data.template_sources import is_lf
 from atelier.llm.data.templates import Template, split_pieces
 from atelier.llm.data.tokenizer import Backend, LoadedTokenizer
 
@@ -125,7 +126,12 @@ class Encoder:
         tok = job.tokenizer
         if self.kind == "pretrain" and job.append_eod and tok.eod is None:
             raise AtelierError("--append-eod: the tokenizer has no EOS/EOD token")
-        if job.template is not None:
+        self._lf = None  # LLaMA-Factory template source: its own renderer and SFT rules
+        if self.kind != "pretrain" and is_lf(job.template):
+            from atelier.llm.data.lf_supervised import LFChunkEncoder
+
+            self._lf = LFChunkEncoder(job, self.backend, self.kind)
+        elif job.template is not None:
             t = job.template
             text = " ".join(
                 [
@@ -147,7 +153,10 @@ class Encoder:
 
     def encode(self, chunk: Chunk) -> ChunkResult:
         already = self.backend.fell_back
-        res = self._pretrain(chunk) if self.kind == "pretrain" else self._instruction(chunk)
+        if self._lf is not None:
+            res = self._lf.encode(chunk, ChunkResult(chunk.index, {}, nbytes=chunk.nbytes))
+        else:
+            res = self._pretrain(chunk) if self.kind == "pretrain" else self._instruction(chunk)
         res.backend = self.backend.name
         if self.backend.fell_back is not None and already is None:
             res.fell_back = self.backend.fell_back

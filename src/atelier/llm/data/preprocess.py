@@ -39,7 +39,7 @@ from atelier.llm.data.handlers import (
 )
 from atelier.llm.data.indexed import IndexedReader, IndexedWriter, optimal_dtype
 from atelier.llm.data.packing import pack_plan
-from atelier.llm.data.templates import get_template
+from atelier.llm.data.template_sources import fix_tokenizer, is_lf, resolve_template
 from atelier.llm.data.tokenizer import (
     LoadedTokenizer,
     TokenizerSpec,
@@ -73,6 +73,13 @@ class PreprocessConfig:
     # no error for a range whose records were all skipped (the driver checks the total).
     record_range: tuple[int, int] | None = None
     allow_empty: bool = False
+    # --template-source (template_sources.py) and LLaMA-Factory's SFT options
+    template_source: str = "mindspeed"
+    train_on_prompt: bool = False
+    mask_history: bool = False
+    tool_date: str | None = None
+    default_system: str | None = None
+    enable_thinking: bool = True
 
 
 @dataclass
@@ -186,12 +193,29 @@ def build_job(cfg: PreprocessConfig, srcs: list[sources.SourceFile]) -> EncodeJo
             raise AtelierError(
                 f"{handler} needs --prompt-type (or PROMPT_TYPE); known: {', '.join(available())}"
             )
-        template = get_template(name, cfg.prompt_type_path)
+        template = resolve_template(
+            cfg.template_source,
+            name,
+            cfg.prompt_type_path,
+            train_on_prompt=cfg.train_on_prompt,
+            mask_history=cfg.mask_history,
+            tool_date=cfg.tool_date,
+            default_system=cfg.default_system,
+            enable_thinking=cfg.enable_thinking,
+        )
+        if is_lf(template) and cfg.append_eod:
+            raise AtelierError(
+                "--append-eod: LLaMA-Factory's SFT preprocessing has no such step; "
+                "drop it with --template-source llamafactory"
+            )
     elif cfg.pack:
         raise AtelierError("--pack is for instruction handlers; pretraining data is not packed")
     # the input's first records are read again only when a faster backend is to be checked
     sample = _sample_texts(srcs) if cfg.tokenizer.backend != "hf" else []
-    loaded, notice = choose_backend(load_tokenizer(cfg.tokenizer), cfg.tokenizer.backend, sample)
+    loaded = load_tokenizer(cfg.tokenizer)
+    if is_lf(template):  # LLaMA-Factory fixes the tokenizer (EOS, stop words) before encoding
+        template, loaded = fix_tokenizer(template, loaded)
+    loaded, notice = choose_backend(loaded, cfg.tokenizer.backend, sample)
     if notice:
         log.warning("tokenizer backend: %s", notice)
     return EncodeJob(
