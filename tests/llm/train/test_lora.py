@@ -18,10 +18,10 @@ from atelier.llm.train.batches import SampleBatches, pretraining_samples
 from atelier.llm.train.checkpoint import prepare_load
 from atelier.llm.train.checkpoint.hooks import CheckpointHooks
 from atelier.llm.train.launch import launch
+from atelier.llm.train.loop import TrainHooks, setup, train
 from atelier.llm.train.lora import LoraSpec
 from atelier.llm.train.lora.module import LoraLinear, apply_lora
 from atelier.llm.train.lora.state import fresh_adapter, gather, shard
-from atelier.llm.train.loop import TrainHooks, setup, train
 from tests.llm.convert.conftest import make_hf_model
 from tests.llm.train.parity import config, sample_tokens
 
@@ -162,7 +162,7 @@ def tp1(models: dict[str, Path]) -> tuple[list[float], dict, set]:
 def test_only_adapters_train_and_the_base_never_changes(
     models: dict[str, Path], tp1: tuple[list[float], dict, set]
 ) -> None:
-    losses, params, trained = tp1
+    _, params, trained = tp1
     assert trained == {n for n in params if ".lora_A." in n or ".lora_B." in n}
     assert len(trained) == 2 * 4 * 2  # 2 layers x 4 linears x (A, B)
     before = launch(_initial, (config(models["hf"], lora=SPEC),))
