@@ -200,10 +200,41 @@ def _hf_target(req: TrainRequest, iteration: int) -> Path | None:
     return None
 
 
-def export_hf(req: TrainRequest, save: Path, out: Path) -> Path:
-    """The latest checkpoint in `save` as a complete Hugging Face folder."""
+@dataclass
+class LoraExport:
+    """What mg2hf needs to merge a LoRA run (MindSpeed's convert_ckpt --lora-* spelling):
+    the base model (`load`, the run's --load), the adapters' checkpoint (`lora_load`, the
+    run's --save) and the adapters' r / alpha / target modules."""
+
+    load: Path
+    lora_load: Path
+    r: int
+    alpha: float
+    target_modules: tuple[str, ...]
+
+
+def lora_export(req: TrainRequest, save: Path) -> LoraExport | None:
+    spec = req.config.get("lora")
+    if spec is None:
+        return None
+    assert req.load is not None
+    return LoraExport(req.load, save, spec.r, spec.alpha, tuple(spec.target_modules))
+
+
+def export_hf(req: TrainRequest, save: Path, out: Path, lora: LoraExport | None = None) -> Path:
+    """The latest checkpoint in `save` as a complete Hugging Face folder (a LoRA run's:
+    W + (alpha / r) B A merged, once mg2hf takes `lora`)."""
     from atelier.llm.convert import mg2hf
 
+    if lora is not None:
+        # TODO(lead, after lora-convert merges): mg2hf(lora.load, out, lora_load=lora.lora_load,
+        # lora_r=lora.r, lora_alpha=lora.alpha, lora_target_modules=lora.target_modules, ...)
+        raise AtelierError(
+            f"{out}: merging a LoRA run into a Hugging Face folder is not in this build; "
+            f"the adapters are in {save}: atelier llm convert mg2hf --load-dir {lora.load} "
+            f"--lora-load {save} --lora-r {lora.r} --lora-alpha {lora.alpha:g} "
+            f"--lora-target-modules {' '.join(lora.target_modules)} --save-dir {out}"
+        )
     mg2hf(
         save,
         out,
@@ -228,7 +259,7 @@ def run_training(req: TrainRequest) -> RunReport:
         raise AtelierError(
             f"--convert-mg2hf {req.convert_mg2hf}: the folder is not empty; choose a new one"
         )
-    probe = dataclasses.replace(_ProbeConfig(), load=req.load, save=req.save)
+    probe = _ProbeConfig(load=req.load, save=req.save, lora=req.config.get("lora"))
     src = prepare_load(probe, req.ckpt_step)
     if src is not None:
         src.source = None  # closed; keep the request picklable for spawned ranks
@@ -271,7 +302,7 @@ def run_training(req: TrainRequest) -> RunReport:
                 f"the checkpoint is in {req.save}: atelier llm convert mg2hf --load-dir "
                 f"{req.save} --save-dir NEW_FOLDER"
             )
-        report.hf_dir = export_hf(req, req.save, target)
+        report.hf_dir = export_hf(req, req.save, target, lora_export(req, req.save))
         report.lines_.append(f"Hugging Face model written to {report.hf_dir}")
     return report
 
@@ -282,10 +313,11 @@ def _non_empty(folder: Path) -> bool:
 
 @dataclass
 class _ProbeConfig:
-    """The two fields `prepare_load` reads, before the full TrainConfig can be built."""
+    """The fields `prepare_load` reads, before the full TrainConfig can be built."""
 
     load: Path | None = None
     save: Path | None = None
+    lora: Any = None  # a LoraSpec; prepare_load resolves its `load` folder in place
 
 
 # --- atelier llm run ----------------------------------------------------------------------
@@ -374,7 +406,7 @@ def run_pipeline(req: TrainRequest, raw_data: str | None, converted: Path | None
         else:
             steps.append(f"hf2mg: skipped ({target} exists)")
         req = dataclasses.replace(req, load=target, hf_cfg_dir=req.hf_cfg_dir or hf)
-    if not req.wants_hf:
+    if not req.wants_hf and req.config.get("lora") is None:  # (LoRA: once mg2hf merges)
         req = dataclasses.replace(req, convert_mindspeed=True)
     report = run_training(req)
     report.lines_ = steps + report.lines_
