@@ -98,6 +98,27 @@ def test_module_is_w_x_plus_scaled_b_a_x() -> None:
     assert names["lora_B.default.weight"].shape == (6, 2)
 
 
+def test_same_names_and_outputs_as_peft_lora_linear() -> None:
+    """PEFT's own LoRA layer around the same linear: identical state-dict names, output
+    and scaling (MindSpeed's adapters are PEFT's, around megatron-core's linears)."""
+    import peft
+
+    torch.manual_seed(0)
+    base = nn.Linear(8, 6, bias=True)
+    holder = nn.Module()
+    holder.linear_qkv = nn.Linear(8, 6, bias=True)
+    holder.linear_qkv.load_state_dict(base.state_dict())
+    cfg = peft.LoraConfig(r=2, lora_alpha=6, target_modules=["linear_qkv"])
+    ref = peft.get_peft_model(holder, cfg).base_model.model.linear_qkv
+    with torch.no_grad():
+        ref.lora_B["default"].weight.normal_()  # PEFT starts B at zero, as we do
+    ours = LoraLinear(base, r=2, alpha=6.0, dropout=0.0)
+    ours.load_state_dict(ref.state_dict())  # strict: the very same names
+    x = torch.randn(5, 8)
+    torch.testing.assert_close(ours(x), ref(x), rtol=0, atol=1e-6)
+    assert ours.scaling == ref.scaling["default"] == 3.0
+
+
 def test_fresh_adapters_kaiming_a_zero_b_and_tp_cuts_round_trip() -> None:
     a = fresh_adapter("decoder.layers.0.mlp.linear_fc2.lora_A.default.weight", (4, 96), 1)
     assert a.abs().max() <= 1 / math.sqrt(96) and a.std() > 0.5 / math.sqrt(3 * 96)
