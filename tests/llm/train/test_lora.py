@@ -246,6 +246,8 @@ def test_ckpt_filter_saves_only_adapters_and_modules_to_save(
     launch(_run, (config(models["hf"], **SMALL, save=tmp_path / "a", lora=spec), True))
     assert all("lora_" in k for k in _rank_model(tmp_path / "a", 2))
     assert len(_rank_model(tmp_path / "a", 2)) == 16
+    with pytest.raises(AtelierError, match="holds LoRA adapters only"):
+        launch(setup, (config(tmp_path / "a", lora=SPEC),))
     spec = dataclasses.replace(spec, modules_to_save=("output_layer",))
     cfg = config(models["hf"], **SMALL, save=tmp_path / "b", lora=spec)
     _, _, trained = launch(_run, (cfg, True))

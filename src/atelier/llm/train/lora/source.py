@@ -21,6 +21,7 @@ import torch
 
 from atelier.core.errors import AtelierError
 from atelier.llm.convert.megatron_state import StateDictSource
+from atelier.llm.train.lora.module import is_adapter
 from atelier.llm.train.lora.state import BASE, read_lora_ranks, split_lora_flat
 
 
@@ -50,16 +51,21 @@ class LoraCheckpointSource(StateDictSource):
         self.assets_dir = assets if assets.is_dir() else None
 
 
-def is_lora_checkpoint(it_dir: Path) -> bool:
-    """Whether an iteration folder's first rank file holds `base_layer` names."""
+def lora_kind(it_dir: Path) -> str | None:
+    """'full' (base_layer names and adapters), 'adapters' (--lora-ckpt-filter) or None, from
+    an iteration folder's first rank file."""
     from atelier.llm.convert.megatron_checkpoint import load_rank_file, rank_files
+    from atelier.llm.convert.megatron_state import canonical_flat
 
     model = load_rank_file(rank_files(it_dir)[(0, 0)]).get("model")
     if not isinstance(model, dict):
-        return False
-    from atelier.llm.convert.megatron_state import canonical_flat
-
-    return any(BASE in k for k in canonical_flat(model))
+        return None
+    names = list(canonical_flat(model))
+    if any(BASE in k for k in names):
+        return "full"
+    if names and all(is_adapter(k) for k in names):
+        return "adapters"
+    return None
 
 
 def open_megatron(load_dir: Path) -> Any:
@@ -67,7 +73,13 @@ def open_megatron(load_dir: Path) -> Any:
     from atelier.llm.convert.megatron_checkpoint import MegatronSource, iteration_dir
 
     it_dir = iteration_dir(Path(load_dir))
-    if is_lora_checkpoint(it_dir):
+    kind = lora_kind(it_dir)
+    if kind == "adapters":
+        raise AtelierError(
+            f"load {load_dir}: holds LoRA adapters only (saved with --lora-ckpt-filter); "
+            "give the base model as --load and this folder as --lora-load"
+        )
+    if kind == "full":
         return LoraCheckpointSource(Path(load_dir), it_dir)
     return MegatronSource(load_dir)
 
