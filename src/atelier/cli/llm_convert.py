@@ -25,6 +25,11 @@ PARAM_FLAGS = {
     "true_vocab_size": "--true-vocab-size",
     "hf_config_dir": "--hf-config-dir",
     "max_shard_bytes": "--max-shard-size",
+    "lora_load": "--lora-load",
+    "lora_r": "--lora-r",
+    "lora_alpha": "--lora-alpha",
+    "lora_target_modules": "--lora-target-modules",
+    "save_lora_to_hf": "--save-lora-to-hf",
 }
 _PARAM = re.compile(r"(?<![\w./-])(" + "|".join(PARAM_FLAGS) + r")(?![\w/-])")
 
@@ -172,6 +177,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
         default=1,
         help=argparse.SUPPRESS,
     )
+    _lora_flags(p)
     p.set_defaults(func=run_convert_mg2hf)
 
     p = modes.add_parser("mg2mg", help="reshard a Megatron checkpoint (T, P, format)")
@@ -182,6 +188,62 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p = modes.add_parser("inspect", help="what a checkpoint folder is")
     p.add_argument("dir", type=Path, metavar="DIR")
     p.set_defaults(func=run_convert_inspect)
+
+
+def _lora_flags(p: argparse.ArgumentParser) -> None:
+    """mg2hf's LoRA flags, spelled as MindSpeed-LLM's convert_ckpt spells them."""
+    from pathlib import Path
+
+    from atelier.core.flags import POSITIVE_FLOAT
+
+    g = p.add_argument_group("LoRA (merge adapters, or export them for PEFT)")
+    g.add_argument(
+        "--lora-load",
+        type=Path,
+        default=None,
+        help="LoRA checkpoint saved apart from the base (--lora-ckpt-filter); --load-dir is "
+        "then the base (Megatron, or the Hugging Face folder the run loaded). Adapters saved "
+        "with the base are read from --load-dir itself",
+    )
+    g.add_argument(
+        "--lora-r", type=Int(1, 1 << 16), default=None, help="rank (default: the run's, else 16)"
+    )
+    g.add_argument(
+        "--lora-alpha",
+        type=POSITIVE_FLOAT,
+        default=None,
+        help="alpha (default: the run's, else 32)",
+    )
+    g.add_argument(
+        "--lora-target-modules",
+        nargs="+",
+        default=None,
+        metavar="MODULE",
+        help="linear_qkv linear_proj linear_fc1 linear_fc2, any subset (default: the run's, "
+        "else the linears the adapters sit on)",
+    )
+    g.add_argument(
+        "--save-lora-to-hf",
+        action="store_true",
+        help="write a PEFT adapter folder (adapter_config.json, adapter_model.safetensors) "
+        "instead of the merged model",
+    )
+
+
+def _lora_options(args: argparse.Namespace):
+    from atelier.llm.convert import LoraOptions
+
+    def flag(name: str):  # a parser without the LoRA flags (another spelling) gives None
+        return getattr(args, name, None)
+
+    opts = LoraOptions(
+        load=flag("lora_load"),
+        r=flag("lora_r"),
+        alpha=flag("lora_alpha"),
+        target_modules=tuple(flag("lora_target_modules") or ()),
+        save_to_hf=bool(flag("save_lora_to_hf")),
+    )
+    return opts if opts.given() else None
 
 
 def _layer_list(text: str | None) -> list[int] | None:
@@ -268,6 +330,7 @@ def run_convert_mg2hf(args: argparse.Namespace) -> int:
         tokenizer_model=args.tokenizer_model,
         max_shard_bytes=_size(args.max_shard_size),
         overwrite=args.overwrite,
+        lora=_lora_options(args),
     )
     print(f"{args.save_dir}: {', '.join(files)}")
     return 0

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from atelier.cli.llm_train_dist import add_node_flags, dist_timeout, node_from_args
 from atelier.cli.llm_train_lora import add_lora_flags, lora_spec
 from atelier.core.flags import (
     FRACTION,
@@ -232,11 +233,14 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sequence-parallel", action="store_true")
     g.add_argument(
         "--nproc-per-node",
+        "--nproc_per_node",
         type=Int(1, 1024),
-        default=1,
-        help="spawn this many local processes (not needed under torchrun)",
+        default=None,
+        help="spawn this many local processes (not needed under torchrun) "
+        "[env NPROC_PER_NODE, NPUS_PER_NODE, GPUS_PER_NODE]",
     )
     g.add_argument("--distributed-timeout-minutes", type=Int(1, 1440), default=10)
+    add_node_flags(g)
     g.add_argument("--device", default="auto", help="auto (cuda > npu > cpu) | cpu | cuda | npu")
     g.add_argument("--recompute-granularity", choices=["full", "selective"], default=None)
     g.add_argument("--recompute-method", choices=["uniform", "block"], default="uniform")
@@ -405,6 +409,7 @@ def train_request(args: argparse.Namespace):
     )
     lora = lora_spec(args, values["run_type"])  # RUN_TYPE=lora: SFT data + LoRA
     instruction = args.is_instruction_dataset or values["run_type"] in ("sft", "lora")
+    node = node_from_args(args)
     ignored = ignored_given(args)
     if ignored:
         log.info("note: accepted with no effect here: %s", " ".join(ignored))
@@ -459,6 +464,7 @@ def train_request(args: argparse.Namespace):
         shape=shape,
         agree=agree,
         vocab_size=args.vocab_size,
+        node=node,
         config={
             "micro_batch_size": values["micro_batch_size"] or 1,
             "global_batch_size": values["global_batch_size"],
@@ -494,8 +500,8 @@ def train_request(args: argparse.Namespace):
             "tensor_model_parallel_size": values["tensor_model_parallel_size"] or 1,
             "pipeline_model_parallel_size": values["pipeline_model_parallel_size"] or 1,
             "sequence_parallel": args.sequence_parallel,
-            "nproc_per_node": args.nproc_per_node,
-            "distributed_timeout_minutes": args.distributed_timeout_minutes,
+            "nproc_per_node": node.nproc_per_node if node else args.nproc_per_node or 1,
+            "distributed_timeout_minutes": dist_timeout(args),
             "device": args.device,
             "recompute_granularity": args.recompute_granularity,
             "recompute_method": args.recompute_method,

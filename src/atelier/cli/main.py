@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 from atelier import __version__
 from atelier.cli import demo as demo_cli
+from atelier.cli import doctor as doctor_cli
 from atelier.cli import dws as dws_cli
 from atelier.cli import lipsync as lipsync_cli
 from atelier.cli import llm as llm_cli
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     lipsync_cli.register(suites)
     dws_cli.register(suites)
     demo_cli.register(suites)
+    doctor_cli.register(suites)
     return parser
 
 

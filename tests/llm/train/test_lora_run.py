@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+import torch
 
 from atelier.cli.llm_train import train_request
 from atelier.cli.main import build_parser
@@ -14,6 +15,7 @@ from atelier.llm.convert.megatron_checkpoint import load_rank_file
 from atelier.llm.data.preprocess import PreprocessConfig, preprocess
 from atelier.llm.data.tokenizer import TokenizerSpec
 from atelier.llm.train.env import ENV_TO_FIELD
+from atelier.llm.train.launch import launch
 from atelier.llm.train.run import run_training
 from tests.conftest import write_jsonl
 from tests.llm.convert.conftest import make_hf_model
@@ -63,5 +65,31 @@ def test_run_type_lora_trains_saves_adapters_and_resumes(
     model = load_rank_file(save / "iter_0000002/mp_rank_00/model_optim_rng.pt")["model"]
     assert model and all(".lora_A.default." in k or ".lora_B.default." in k for k in model)
     assert len(model) == 4 * 2  # one layer x four linears x (A, B)
-    again = _train(line + " --train-iters 3")  # resumes from the filtered save
-    assert again.iterations == 3 and len(again.losses) == 1
+    out = tmp_path / "hf_out"
+    again = _train(line + f" --train-iters 3 --convert-mg2hf {out}")  # resumes, then merges
+    assert again.iterations == 3 and len(again.losses) == 1 and again.hf_dir == out
+    ours, merged = launch(_logits, (hf, save, out))
+    torch.testing.assert_close(merged, ours, rtol=0, atol=2e-5)
+
+
+def _logits(hf: Path, save: Path, out: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The trained LoRA model's logits (base + saved adapters) and the merged HF model's."""
+    import transformers
+
+    from atelier.llm.train.config import TrainConfig
+    from atelier.llm.train.loop import setup
+    from atelier.llm.train.lora import LoraSpec
+
+    tokens = torch.arange(1, 33)[None]
+    cfg = TrainConfig(
+        load=hf,
+        seq_length=64,
+        train_iters=1,
+        device="cpu",
+        make_vocab_size_divisible_by=64,
+        lora=LoraSpec(r=4, load=save / "iter_0000003"),
+    )
+    with torch.no_grad():
+        ours = setup(cfg).model(tokens)
+        model = transformers.AutoModelForCausalLM.from_pretrained(out, torch_dtype=torch.float32)
+        return ours, model(tokens).logits

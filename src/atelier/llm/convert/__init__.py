@@ -10,6 +10,8 @@ What a family's tensors are called and how they are split is one table per famil
 from atelier.llm.convert.families import FAMILIES, Arch, Family, Part, Split, get_family
 from atelier.llm.convert.hf2mg import Hf2MgOptions, hf2mg
 from atelier.llm.convert.inspect import inspect_checkpoint
+from atelier.llm.convert.lora import LoraSpec
+from atelier.llm.convert.lora_checkpoint import LoraOptions
 from atelier.llm.convert.meta import ModelMeta, megatron_args, meta_from_hf_config
 from atelier.llm.convert.mg2hf import mg2hf
 from atelier.llm.convert.mg2mg import mg2mg
@@ -18,6 +20,7 @@ from atelier.llm.convert.state_dicts import (
     StateDictSource,
     hf_to_megatron_rank,
     megatron_ranks_to_hf,
+    megatron_ranks_to_peft,
     reshard,
     source_to_megatron_rank,
 )
@@ -28,6 +31,8 @@ __all__ = [
     "Family",
     "HFStateSource",
     "Hf2MgOptions",
+    "LoraOptions",
+    "LoraSpec",
     "ModelMeta",
     "Part",
     "Split",
@@ -38,6 +43,7 @@ __all__ = [
     "inspect_checkpoint",
     "megatron_args",
     "megatron_ranks_to_hf",
+    "megatron_ranks_to_peft",
     "meta_from_hf_config",
     "mg2hf",
     "mg2mg",

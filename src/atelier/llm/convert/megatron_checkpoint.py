@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +139,7 @@ class MegatronSource(RankStateReader):
                 f"{self.files[(0, 0)]}: no 'args' inside; Atelier needs the "
                 "args Megatron saves with every checkpoint"
             )
-        flat0 = _flat_model(first, self.files[(0, 0)])
+        flat0 = self._model_state((0, 0), first, self.files[(0, 0)])
         fmt, norms = detect_format(flat0)
         meta = meta_from_megatron_args(self.args, str(self.files[(0, 0)]), torch.float32)
         embed_name = meta.fam.embed.name(fmt, norms)
@@ -151,7 +152,7 @@ class MegatronSource(RankStateReader):
         layer_list = [count_layers(flat0, str(self.files[(0, 0)]))]
         for p in range(1, pp):
             path = self.files[(0, p)]
-            flat = _flat_model(load_rank_file(path), path)
+            flat = self._model_state((0, p), load_rank_file(path), path)
             stage_names.append((str(path), set(flat)))
             layer_list.append(count_layers(flat, str(path)))
             del flat
@@ -179,6 +180,12 @@ class MegatronSource(RankStateReader):
         self.assets_dir: Path | None = assets if assets.is_dir() else None
         self._check_layout(stage_names)
 
-    def _rank_state(self, tp: int, pp: int) -> tuple[str, dict[str, torch.Tensor]]:
+    def _model_state(
+        self, key: tuple[int, int], ckpt: dict[str, Any], path: Path
+    ) -> Mapping[str, torch.Tensor]:
+        """Rank `key`'s flat model state; a subclass may rewrite it (LoRA merging)."""
+        return _flat_model(ckpt, path)
+
+    def _rank_state(self, tp: int, pp: int) -> tuple[str, Mapping[str, torch.Tensor]]:
         path = self.files[(tp, pp)]
-        return str(path), _flat_model(load_rank_file(path), path)
+        return str(path), self._model_state((tp, pp), load_rank_file(path), path)

@@ -25,9 +25,10 @@ from atelier.llm.convert.hf_checkpoint import (
     read_json,
     write_safetensors_sharded,
 )
+from atelier.llm.convert.lora_checkpoint import LoraOptions, open_source, peft_adapter
 from atelier.llm.convert.megatron_checkpoint import MegatronSource
 from atelier.llm.convert.meta import hf_config_from_meta, meta_from_hf_config
-from atelier.llm.convert.output_dir import check_save_dir, writing
+from atelier.llm.convert.output_dir import SaveDir, check_save_dir, writing
 
 log = get_logger(__name__)
 CHECKED_FIELDS = (
@@ -85,15 +86,31 @@ def mg2hf(
     tokenizer_model: Path | None = None,
     max_shard_bytes: int = 5 * 1024**3,
     overwrite: bool = False,
+    lora: LoraOptions | None = None,
 ) -> list[str]:
-    """Convert; returns the names of the files written."""
+    """Convert; returns the names of the files written.
+
+    `lora`: merge a LoRA run's adapters (in `load_dir`, or in `lora.load` with the base in
+    `load_dir`) before writing, or with `lora.save_to_hf` write a PEFT adapter folder
+    instead (`lora_checkpoint.py`). A `load_dir` holding adapters is merged even without it
+    when its args record the run's r and alpha.
+    """
+    if lora is not None and lora.load is not None and lora.load.resolve() == save_dir.resolve():
+        raise AtelierError(f"save_dir {save_dir} is the lora_load; choose another folder")
     save = check_save_dir(save_dir, load_dir, overwrite, "mg2hf")
-    source = MegatronSource(load_dir)
+    if lora is not None and lora.save_to_hf:
+        return _write_peft(load_dir, save, lora, hf_config_dir)
+    source = open_source(load_dir, lora)
     assets = hf_config_dir or source.assets_dir
     if hf_config_dir is not None and not hf_config_dir.is_dir():
         raise AtelierError(f"hf_config_dir {hf_config_dir}: not a folder")
-    if assets is not None and (assets / "config.json").is_file():
-        _adopt_config(source, assets)
+    megatron = getattr(source, "base", source)  # under a LoRA merge per projection
+    if (
+        isinstance(megatron, MegatronSource)
+        and assets is not None
+        and (assets / "config.json").is_file()
+    ):
+        _adopt_config(megatron, assets)
     meta = source.meta
     needed = meta.num_parameters() * meta.dtype.itemsize
     try:
@@ -125,4 +142,20 @@ def mg2hf(
             written = sorted(f"{save.sub}/{p.name}" if save.sub else p.name for p in tmp.iterdir())
     finally:
         source.close()
+    return written
+
+
+def _write_peft(
+    load_dir: Path, save: SaveDir, lora: LoraOptions, hf_config_dir: Path | None
+) -> list[str]:
+    """`adapter_config.json` + `adapter_model.safetensors` that peft.PeftModel loads."""
+    from safetensors.torch import save_file
+
+    base_model = str(hf_config_dir) if hf_config_dir is not None else None
+    state, config = peft_adapter(load_dir, lora, base_model)
+    needed = sum(t.numel() * t.element_size() for t in state.values())
+    with writing(save, "mg2hf", needed) as tmp:
+        save_file(state, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+        (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n", "utf-8")
+        written = sorted(f"{save.sub}/{p.name}" if save.sub else p.name for p in tmp.iterdir())
     return written

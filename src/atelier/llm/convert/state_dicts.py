@@ -10,6 +10,8 @@ For the trainer: load an HF folder or a checkpoint of another TP straight into a
 - `source_to_megatron_rank(source, tp, rank)`: the same from any `CheckpointSource`
   (`HFSource` reads an HF folder lazily, `MegatronSource` a checkpoint on disk).
 - `megatron_ranks_to_hf(rank_states, meta)`: the full HF state dict from TP rank states.
+- `megatron_ranks_to_hf(..., lora=LoraSpec(r, alpha, targets))`: a LoRA run's ranks merged;
+  `megatron_ranks_to_peft(rank_states, meta, spec)`: its adapters as a PEFT adapter.
 - `reshard(rank_states, meta, tp_from, tp_to)`: rank states for another TP.
 - `HFStateSource` / `StateDictSource`: in-memory `CheckpointSource`s for the writers.
 """
@@ -23,9 +25,16 @@ import torch
 
 from atelier.core.errors import AtelierError
 from atelier.llm.convert.hf_checkpoint import hf_tensors
-from atelier.llm.convert.megatron_state import StateDictSource
+from atelier.llm.convert.lora import (
+    LoraSpec,
+    exportable_adapters,
+    merged_rank,
+)
+from atelier.llm.convert.lora_peft import hf_adapters, peft_adapter_config, peft_state_dict
+from atelier.llm.convert.megatron_state import StateDictSource, canonical_flat
 from atelier.llm.convert.megatron_writer import MegatronTarget, rank_state_dicts
 from atelier.llm.convert.meta import ModelMeta
+from atelier.llm.convert.names import detect_format
 from atelier.llm.convert.source import CheckpointSource
 
 __all__ = [
@@ -33,6 +42,7 @@ __all__ = [
     "StateDictSource",
     "hf_to_megatron_rank",
     "megatron_ranks_to_hf",
+    "megatron_ranks_to_peft",
     "reshard",
     "source_to_megatron_rank",
 ]
@@ -136,10 +146,56 @@ def megatron_ranks_to_hf(
     rank_states: Sequence[Mapping[str, torch.Tensor]]
     | Sequence[Sequence[Mapping[str, torch.Tensor]]],
     meta: ModelMeta,
+    *,
+    lora: LoraSpec | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The full HF state dict (unpadded vocabulary) from TP rank states (or stages of them)."""
+    """The full HF state dict (unpadded vocabulary) from TP rank states (or stages of them).
+
+    With `lora`, the states are a LoRA run's (`X.base_layer.weight`, `X.lora_A.default.weight`,
+    `X.lora_B.default.weight`) and each rank is merged, W + (alpha / r) B A, first.
+    """
+    if lora is not None:
+        rank_states = [
+            [
+                dict(merged_rank(s, lora, meta.fam, f"rank_states[{p}][{t}]"))
+                for t, s in enumerate(stage)
+            ]
+            for p, stage in enumerate(_stages(rank_states))
+        ]
     source = StateDictSource(rank_states, meta)
     return {name: t.clone() for name, t in hf_tensors(source)}
+
+
+def _stages(rank_states) -> list:
+    return [rank_states] if isinstance(rank_states[0], Mapping) else list(rank_states)
+
+
+def megatron_ranks_to_peft(
+    rank_states: Sequence[Mapping[str, torch.Tensor]]
+    | Sequence[Sequence[Mapping[str, torch.Tensor]]],
+    meta: ModelMeta,
+    lora: LoraSpec,
+    base_model: str | None = None,
+    modules_to_save: Sequence[str] = (),
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """(adapter_model.safetensors tensors, adapter_config.json) of a LoRA run's rank states.
+
+    The fused adapters are split exactly (see `lora_peft.hf_adapters`); base tensors, if
+    present, are ignored; a run with `modules_to_save` is refused (they would be lost).
+    """
+    if not rank_states:
+        raise AtelierError("rank_states: empty; pass one state dict per TP rank")
+    stages = [
+        [
+            exportable_adapters(canonical_flat(s), f"rank_states[{p}][{t}]", modules_to_save)
+            for t, s in enumerate(stage)
+        ]
+        for p, stage in enumerate(_stages(rank_states))
+    ]
+    fmt, norms = detect_format({m + ".weight": a for m, a in stages[0][0].a.items()})
+    pairs, targets = hf_adapters(stages, lora, meta, fmt, norms, "rank_states")
+    state = peft_state_dict(pairs)
+    return state, peft_adapter_config(lora, targets, base_model)
 
 
 def reshard(

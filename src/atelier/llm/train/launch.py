@@ -16,21 +16,16 @@ from collections.abc import Callable
 from typing import Any
 
 from atelier.core.errors import AtelierError
+from atelier.llm.train.multinode import NodeSpec
 
 
 def under_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def _worker(rank: int, nprocs: int, port: int, fn: Callable, args: tuple, queue: Any) -> None:
-    os.environ.update(
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(nprocs),
-        LOCAL_WORLD_SIZE=str(nprocs),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
+def _worker(rank: int, env: dict[str, str], fn: Callable, args: tuple, queue: Any) -> None:
+    """Local rank `rank`; `env` holds the variables torchrun would set for it."""
+    os.environ.update(env)
     try:
         out = fn(*args)
         # Plain pickle bytes: torch's queue would share tensor storage that dies with us.
@@ -46,12 +41,21 @@ def _worker(rank: int, nprocs: int, port: int, fn: Callable, args: tuple, queue:
             dist.destroy_process_group()
 
 
-def launch(fn: Callable, args: tuple, nproc_per_node: int = 1, spawn: bool = False) -> Any:
-    """Run `fn(*args)` on every rank and return rank 0's result.
+def launch(
+    fn: Callable,
+    args: tuple,
+    nproc_per_node: int = 1,
+    spawn: bool = False,
+    node: NodeSpec | None = None,
+) -> Any:
+    """Run `fn(*args)` on every rank of this node and return local rank 0's result.
 
     One process runs in this one unless `spawn` (a fresh process, e.g. to measure its peak
-    memory alone).
+    memory alone). `node` (more than one node, started without torchrun) gives the global
+    ranks and the master; `nproc_per_node` is then `node.nproc_per_node`.
     """
+    if node is not None and node.nnodes > 1 and not under_torchrun():
+        return _launch_node(fn, args, node, spawn)
     if under_torchrun() or (nproc_per_node == 1 and not spawn):
         try:
             return fn(*args)
@@ -60,15 +64,41 @@ def launch(fn: Callable, args: tuple, nproc_per_node: int = 1, spawn: bool = Fal
 
             if dist.is_initialized() and not under_torchrun():
                 dist.destroy_process_group()
-    import torch.multiprocessing as mp
-
     from atelier.llm.train.parallelize import free_port
 
+    local = NodeSpec(1, 0, nproc_per_node, "127.0.0.1", free_port())
+    return _spawn(fn, args, [local.rank_env(r) for r in range(nproc_per_node)])
+
+
+def _launch_node(fn: Callable, args: tuple, node: NodeSpec, spawn: bool) -> Any:
+    """This node's ranks of a multi-node run: in this process when it is the only one."""
+    envs = [node.rank_env(r) for r in range(node.nproc_per_node)]
+    if node.nproc_per_node > 1 or spawn:
+        return _spawn(fn, args, envs)
+    saved = {k: os.environ.get(k) for k in envs[0]}
+    os.environ.update(envs[0])
+    try:
+        return fn(*args)
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _spawn(fn: Callable, args: tuple, envs: list[dict[str, str]]) -> Any:
+    import torch.multiprocessing as mp
+
+    nproc_per_node = len(envs)
     ctx = mp.get_context("spawn")
     queue = ctx.SimpleQueue()
-    port = free_port()
     procs = [
-        ctx.Process(target=_worker, args=(r, nproc_per_node, port, fn, args, queue))
+        ctx.Process(target=_worker, args=(r, envs[r], fn, args, queue))
         for r in range(nproc_per_node)
     ]
     for p in procs:

@@ -12,7 +12,6 @@ MixedPrecisionPolicy: fp32 master parameters and gradient reduction, bf16/fp16 c
 
 from __future__ import annotations
 
-import datetime
 import os
 from dataclasses import dataclass
 
@@ -62,18 +61,10 @@ def init_parallel(cfg: TrainConfig) -> ParallelEnv:
     else:
         device = torch.device(kind, local_rank)
         getattr(torch, kind).set_device(device)
-    if not dist.is_initialized():
-        timeout = datetime.timedelta(minutes=cfg.distributed_timeout_minutes)
-        if "RANK" in os.environ:  # torchrun or launch.py: env:// rendezvous
-            dist.init_process_group(distributed_backend(kind), timeout=timeout)
-        else:  # one process of its own (the environment is left untouched)
-            dist.init_process_group(
-                distributed_backend(kind),
-                init_method=f"tcp://127.0.0.1:{free_port()}",
-                rank=0,
-                world_size=1,
-                timeout=timeout,
-            )
+    if not dist.is_initialized():  # NIC check, bounded rendezvous: multinode.py
+        from atelier.llm.train.multinode import join_process_group
+
+        join_process_group(distributed_backend(kind), cfg.distributed_timeout_minutes, str(device))
     world, tp = dist.get_world_size(), cfg.tensor_model_parallel_size
     if world % tp:
         raise AtelierError(

@@ -19,6 +19,7 @@ from typing import Any
 from atelier.core.errors import AtelierError
 from atelier.core.log import get_logger
 from atelier.llm.train.checkpoint.load import LoadSource
+from atelier.llm.train.multinode import NodeSpec
 
 log = get_logger(__name__)
 
@@ -50,6 +51,7 @@ class TrainRequest:
     shape: dict[str, int | None] = field(default_factory=dict)
     agree: dict[str, Any] = field(default_factory=dict)
     vocab_size: int | None = None
+    node: NodeSpec | None = None  # this node of a multi-node run started without torchrun
 
     @property
     def wants_hf(self) -> bool:
@@ -200,46 +202,32 @@ def _hf_target(req: TrainRequest, iteration: int) -> Path | None:
     return None
 
 
-@dataclass
-class LoraExport:
-    """What mg2hf needs to merge a LoRA run (MindSpeed's convert_ckpt --lora-* spelling):
-    the base model (`load`, the run's --load), the adapters' checkpoint (`lora_load`, the
-    run's --save) and the adapters' r / alpha / target modules."""
+def lora_export(req: TrainRequest, save: Path) -> Any:
+    """mg2hf's LoRA options for a LoRA run: merge the adapters saved in `save` into the
+    run's base model (`req.load`), with the run's r, alpha and targets; None otherwise."""
+    from atelier.llm.convert.lora_checkpoint import LoraOptions
 
-    load: Path
-    lora_load: Path
-    r: int
-    alpha: float
-    target_modules: tuple[str, ...]
-
-
-def lora_export(req: TrainRequest, save: Path) -> LoraExport | None:
     spec = req.config.get("lora")
     if spec is None:
         return None
-    assert req.load is not None
-    return LoraExport(req.load, save, spec.r, spec.alpha, tuple(spec.target_modules))
+    return LoraOptions(
+        load=save, r=spec.r, alpha=spec.alpha, target_modules=tuple(spec.target_modules)
+    )
 
 
-def export_hf(req: TrainRequest, save: Path, out: Path, lora: LoraExport | None = None) -> Path:
-    """The latest checkpoint in `save` as a complete Hugging Face folder (a LoRA run's:
-    W + (alpha / r) B A merged, once mg2hf takes `lora`)."""
+def export_hf(req: TrainRequest, save: Path, out: Path, lora: Any = None) -> Path:
+    """The latest checkpoint in `save` as a complete Hugging Face folder; a LoRA run's
+    (`lora`: `lora_export`) with W + (alpha / r) B A merged into the base of `req.load`."""
     from atelier.llm.convert import mg2hf
 
     if lora is not None:
-        # TODO(lead, after lora-convert merges): mg2hf(lora.load, out, lora_load=lora.lora_load,
-        # lora_r=lora.r, lora_alpha=lora.alpha, lora_target_modules=lora.target_modules, ...)
-        raise AtelierError(
-            f"{out}: merging a LoRA run into a Hugging Face folder is not in this build; "
-            f"the adapters are in {save}: atelier llm convert mg2hf --load-dir {lora.load} "
-            f"--lora-load {save} --lora-r {lora.r} --lora-alpha {lora.alpha:g} "
-            f"--lora-target-modules {' '.join(lora.target_modules)} --save-dir {out}"
-        )
+        assert req.load is not None  # a LoRA run always has its base in --load
     mg2hf(
-        save,
+        save if lora is None else req.load,
         out,
         hf_config_dir=req.hf_cfg_dir,
         tokenizer_model=Path(req.tokenizer) if req.tokenizer else None,
+        lora=lora,
     )
     return out
 
@@ -269,7 +257,7 @@ def run_training(req: TrainRequest) -> RunReport:
         from atelier.llm.train.signals import spawn_forwarder
 
         spawn_forwarder()
-    out = launch(_rank_main, (cfg, src, tokenizer), cfg.nproc_per_node)
+    out = launch(_rank_main, (cfg, src, tokenizer), cfg.nproc_per_node, node=req.node)
     report = RunReport(iterations=out["iterations"], stop_reason=out["stop_reason"])
     report.losses = out["losses"]
     report.checkpoint = Path(out["saved"]) if out["saved"] else None
@@ -406,7 +394,7 @@ def run_pipeline(req: TrainRequest, raw_data: str | None, converted: Path | None
         else:
             steps.append(f"hf2mg: skipped ({target} exists)")
         req = dataclasses.replace(req, load=target, hf_cfg_dir=req.hf_cfg_dir or hf)
-    if not req.wants_hf and req.config.get("lora") is None:  # (LoRA: once mg2hf merges)
+    if not req.wants_hf:
         req = dataclasses.replace(req, convert_mindspeed=True)
     report = run_training(req)
     report.lines_ = steps + report.lines_

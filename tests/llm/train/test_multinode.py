@@ -1,0 +1,226 @@
+"""Two "nodes" on one machine (loopback): torchrun and Atelier's own launcher, CPU gloo.
+
+Each node is a separate launcher process with `--nnodes 2` and its own node rank; TP 2 runs
+across them. Their losses must equal a single-node two-process run exactly. Also: a wrong
+NIC name and a rendezvous that never completes end with one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from atelier.core.errors import AtelierError
+from atelier.llm.train.env import ENV_TO_FIELD
+from atelier.llm.train.multinode import node_spec
+from atelier.llm.train.parallelize import free_port
+
+DIST_VARS = ("NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "NPROC_PER_NODE", "RANK")
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny HF Llama with the bundled tokenizer, its hf2mg output and preprocessed data."""
+    from importlib import resources
+
+    from atelier.llm.convert import Hf2MgOptions, hf2mg
+    from atelier.llm.data.preprocess import PreprocessConfig, preprocess
+    from atelier.llm.data.tokenizer import TokenizerSpec
+    from atelier.llm.demo import tiny_llama
+
+    root = tmp_path_factory.mktemp("multinode")
+    assets = resources.files("atelier.llm.assets")
+    tok_dir = str(assets / "tokenizer")
+    tiny_llama(root / "hf", tok_dir, num_layers=2, hidden=32)
+    preprocess(
+        PreprocessConfig(
+            input=str(assets / "text_sample.txt"),
+            output_prefix=str(root / "text"),
+            tokenizer=TokenizerSpec(name_or_path=tok_dir),
+            append_eod=True,
+        )
+    )
+    hf2mg(Hf2MgOptions(load_dir=root / "hf", save_dir=root / "mg"))
+    return root
+
+
+def _train_args(job: Path, log_file: Path) -> list[str]:
+    return [
+        *("--device", "cpu", "--eval-iters", "0", "--split", "100,0,0", "--log-interval", "1"),
+        *("--data-path", str(job / "text_text_document")),
+        *("--tokenizer-name-or-path", str(job / "hf"), "--load", str(job / "mg")),
+        *("--micro-batch-size", "2", "--global-batch-size", "4", "--seq-length", "32"),
+        *("--train-iters", "4", "--lr", "1e-3", "--tensor-model-parallel-size", "2"),
+        *("--log-file", str(log_file)),
+    ]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    drop = {*ENV_TO_FIELD, *DIST_VARS, "GLOO_SOCKET_IFNAME", "TORCHELASTIC_RUN_ID"}
+    return {**{k: v for k, v in os.environ.items() if k not in drop}, **extra}
+
+
+def _losses(log_file: Path) -> list[float]:
+    return [json.loads(line)["lm_loss"] for line in log_file.read_text().splitlines()]
+
+
+def _both(cmds: list[list[str]], envs: list[dict[str, str]], timeout: float = 240):
+    procs = [
+        subprocess.Popen(c, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for c, e in zip(cmds, envs, strict=True)
+    ]
+    outs = []
+    for p in procs:
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+        outs.append((p.returncode, out, err))
+    return outs
+
+
+ATELIER = [sys.executable, "-m", "atelier", "llm", "train"]
+
+
+@pytest.fixture(scope="module")
+def single_node(job: Path, tmp_path_factory: pytest.TempPathFactory) -> list[float]:
+    log_file = tmp_path_factory.mktemp("single") / "m.jsonl"
+    r = subprocess.run(
+        [*ATELIER, *_train_args(job, log_file), "--nproc-per-node", "2"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    losses = _losses(log_file)
+    assert len(losses) == 3  # hf2mg output is iteration 1
+    return losses
+
+
+@pytest.mark.parametrize("rdzv", ["static", "c10d"])
+def test_two_torchrun_nodes_equal_one_node(
+    job: Path, single_node, tmp_path: Path, rdzv: str
+) -> None:
+    """torchrun's static rendezvous (--master-addr/--master-port, node ranks given) and its
+    elastic one (--rdzv-backend c10d --rdzv-endpoint, ranks assigned by the agents)."""
+    port = str(free_port())
+    cmds, logs = [], []
+    for node in (0, 1):
+        logs.append(tmp_path / f"node{node}.jsonl")
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2"]
+        torchrun += ["--nproc-per-node", "1"]
+        if rdzv == "static":
+            torchrun += ["--node-rank", str(node)]
+            torchrun += ["--master-addr", "127.0.0.1", "--master-port", port]
+        else:
+            torchrun += ["--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}"]
+            torchrun += ["--rdzv-id", "atelier-test"]
+        cmds.append([*torchrun, "-m", "atelier", "llm", "train", *_train_args(job, logs[-1])])
+    results = _both(cmds, [_env(), _env()])
+    ranks = set()
+    for rc, _, err in results:
+        assert rc == 0, err[-3000:]
+        start = [x for x in err.splitlines() if x.startswith("atelier: rank ")]
+        assert len(start) == 1 and "device cpu, gloo via lo 127.0.0.1" in start[0], err[-2000:]
+        rank = start[0].split()[2].split("/")[0]
+        assert f"on node {rank} " in start[0]  # one rank per node
+        ranks.add(rank)
+    assert ranks == {"0", "1"}
+    # rank 0 writes the log (which node holds it is the agents' choice under c10d)
+    [log] = [x for x in logs if x.is_file()]
+    assert _losses(log) == single_node
+
+
+def test_atelier_launcher_env_and_flags_equal_one_node(
+    job: Path, single_node, tmp_path: Path
+) -> None:
+    """Node 0 from the guide's variables, node 1 from torchrun's flag spellings."""
+    port = str(free_port())
+    logs = [tmp_path / "node0.jsonl", tmp_path / "node1.jsonl"]
+    env0 = _env(NNODES="2", NODE_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+    flags1 = ["--nnodes", "2", "--node-rank", "1", "--master-addr", "127.0.0.1"]
+    cmds = [
+        [*ATELIER, *_train_args(job, logs[0])],
+        [*ATELIER, *_train_args(job, logs[1]), *flags1, "--master-port", port],
+    ]
+    results = _both(cmds, [env0, _env()])
+    for node, (rc, out, err) in enumerate(results):
+        assert rc == 0, err[-3000:]
+        assert f"atelier: rank {node}/2 (local 0/1) on node {node} " in err
+        assert "trained 3 iterations to iteration 4" in out
+    assert _losses(logs[0]) == single_node
+
+
+def test_wrong_nic_name_is_one_line_exit_2(job: Path, tmp_path: Path) -> None:
+    r = subprocess.run(
+        [*ATELIER, *_train_args(job, tmp_path / "m.jsonl")],
+        env=_env(GLOO_SOCKET_IFNAME="nosuchnic9"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr[-2000:]
+    assert lines[0].startswith(
+        "atelier: error: GLOO_SOCKET_IFNAME=nosuchnic9: no such interface; this machine has lo "
+        "127.0.0.1"
+    )
+    assert "export GLOO_SOCKET_IFNAME=" in lines[0]
+    assert not (tmp_path / "m.jsonl").exists()
+
+
+def test_rendezvous_with_a_node_missing_ends_in_one_line(job: Path, tmp_path: Path) -> None:
+    """Only node 0 of two started (it names the missing rank), and only node 1 of two on
+    another port (it cannot reach the master): both stop after the 6 s timeout, exit 2."""
+    ports = [str(free_port()), str(free_port())]
+    cmds = [
+        [*ATELIER, *_train_args(job, tmp_path / f"{n}.jsonl"), "--dist-timeout", "0.1"]
+        for n in (0, 1)
+    ]
+    envs = [
+        _env(NNODES="2", NODE_RANK=str(n), MASTER_ADDR="127.0.0.1", MASTER_PORT=ports[n])
+        for n in (0, 1)
+    ]
+    began = time.monotonic()
+    (rc0, _, err0), (rc1, _, err1) = _both(cmds, envs, timeout=180)
+    assert time.monotonic() - began < 150
+    for rc, err in ((rc0, err0), (rc1, err1)):
+        errors = [x for x in err.splitlines() if x.startswith("atelier: error:")]
+        assert rc == 2 and len(errors) == 1, err[-3000:]
+        assert "Traceback" not in err and "frame #" not in err, err[-3000:]
+    assert "did not complete within 6 s: 1 of 2 ranks joined; missing ranks 1 (node 1)" in err0
+    assert f"could not reach MASTER_ADDR 127.0.0.1:{ports[1]} within 6 s" in err1
+
+
+def test_node_spec_from_flags_and_environment() -> None:
+    env = {"NNODES": "4", "NODE_RANK": "3", "MASTER_ADDR": "10.0.0.2", "NPUS_PER_NODE": "8"}
+    spec = node_spec(environ=env)
+    assert (spec.nnodes, spec.node_rank, spec.nproc_per_node, spec.master_port) == (4, 3, 8, 29500)
+    assert spec.rank_env(5)["RANK"] == "29" and spec.world_size == 32
+    assert node_spec(nnodes=2, node_rank=0, environ=env).nnodes == 2  # flags win
+    with pytest.raises(AtelierError, match=r"--node-rank 2 .* is not below --nnodes 2"):
+        node_spec(nnodes=2, node_rank=2, environ={})
+    with pytest.raises(AtelierError, match="give --master-addr"):
+        node_spec(nnodes=2, environ={})
+    with pytest.raises(AtelierError, match="NNODES='two'"):
+        node_spec(environ={"NNODES": "two"})
+
+
+def test_node_0_refuses_a_master_addr_of_another_machine() -> None:
+    from atelier.core import netif
+    from atelier.llm.train.multinode import check_master_is_here
+
+    report = netif.check_socket_ifnames({})
+    check_master_is_here("127.0.0.1", report)
+    check_master_is_here("localhost", report)
+    with pytest.raises(AtelierError, match=r"--master-addr 203\.0\.113\.7 \(MASTER_ADDR\) is not"):
+        check_master_is_here("203.0.113.7", report)
