@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 SIZES = {
     # hidden, layers, heads, kv heads, ffn, vocab
     "tiny": (128, 2, 4, 2, 352, 4096),
+    "30m": (512, 6, 8, 4, 1408, 8000),
     "100m": (768, 10, 12, 4, 2048, 32000),
     "1b": (2048, 16, 32, 8, 8192, 128256),
 }

@@ -10,8 +10,10 @@ import pytest
 from atelier.cli.llm_train import train_request
 from atelier.cli.main import build_parser
 from atelier.core.errors import AtelierError
-from atelier.llm.train.env import ENV_TO_FIELD
 from atelier.llm.train.lora import TARGETS, LoraSpec
+from tests.cli import test_llm_train_cli
+
+clean_env = test_llm_train_cli.clean_env  # the same fixture: no platform variables set
 
 # The LoRA part of MindSpeed-LLM v2.0.0's examples/mcore/qwen15/tune_qwen15_32b_lora_pad.sh.
 MINDSPEED_LORA = (
@@ -19,13 +21,6 @@ MINDSPEED_LORA = (
     "--lora-fusion --lora-target-modules linear_qkv linear_proj linear_fc1 linear_fc2"
 )
 BASE = "--data-path D --train-iters 5 --load CKPT --save SAVE --seq-length 64"
-
-
-@pytest.fixture
-def clean_env(monkeypatch):
-    for var in [*ENV_TO_FIELD, "RUN_TYPE", "SN", "EPOCH", "CONVERT_MG2HF"]:
-        monkeypatch.delenv(var, raising=False)
-    return monkeypatch
 
 
 def _request(line: str):

@@ -193,20 +193,19 @@ def test_only_adapters_train_and_the_base_never_changes(
     assert any(params[n].any() for n in trained if ".lora_B." in n)
 
 
-def test_tp2_equals_tp1(models: dict[str, Path], tp1) -> None:
-    cfg = config(models["hf"], **SMALL, tensor_model_parallel_size=2, lora=SPEC)
-    losses, params, trained = launch(_run, (cfg,), 2)
-    assert losses == pytest.approx(tp1[0], abs=1e-6)
-    for n in trained:  # whole adapters in the TP-1 layout ([gate; up] for linear_fc1's B)
-        whole = gather(n, list(params[n].chunk(2))) if "fc1.lora_B" in n else params[n]
-        torch.testing.assert_close(whole, tp1[1][n], rtol=0, atol=1e-6)
+def _runs(*cfgs) -> list[tuple[list[float], dict, set]]:
+    return [_run(cfg) for cfg in cfgs]  # one pair of processes for both layouts
 
 
-def test_dp2_equals_dp1(models: dict[str, Path], tp1) -> None:
-    losses, params, trained = launch(_run, (config(models["hf"], **SMALL, lora=SPEC),), 2)
-    assert losses == pytest.approx(tp1[0], abs=1e-6)
-    for n in trained:
-        torch.testing.assert_close(params[n], tp1[1][n], rtol=0, atol=1e-6)
+def test_tp2_and_dp2_equal_tp1(models: dict[str, Path], tp1) -> None:
+    tp2 = config(models["hf"], **SMALL, tensor_model_parallel_size=2, lora=SPEC)
+    dp2 = config(models["hf"], **SMALL, lora=SPEC)
+    for tp, (losses, params, trained) in zip((2, 1), launch(_runs, (tp2, dp2), 2), strict=True):
+        assert losses == pytest.approx(tp1[0], abs=1e-6)
+        assert trained == tp1[2]
+        for n in trained:  # whole adapters in the TP-1 layout (fc1's B: [gate_r; up_r] per rank)
+            whole = gather(n, list(params[n].chunk(tp))) if "fc1.lora_B" in n else params[n]
+            torch.testing.assert_close(whole, tp1[1][n], rtol=0, atol=1e-6)
 
 
 def _rank_model(save: Path, iteration: int) -> dict[str, torch.Tensor]:
