@@ -35,7 +35,8 @@ class LoraLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base_layer(x)
         a = self.lora_A[ADAPTER](self.lora_dropout[ADAPTER](x))
-        return y + self.lora_B[ADAPTER](a) * self.scaling
+        # scaled on the r-wide side: (alpha/r) B (A x) with r columns multiplied, not `out`
+        return y + self.lora_B[ADAPTER](a * self.scaling)
 
 
 def apply_lora(model: nn.Module, spec: LoraSpec) -> list[str]:
