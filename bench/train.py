@@ -65,18 +65,61 @@ def _sync(device: torch.device) -> None:
 PEFT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
+def run_interleaved(opts: dict) -> dict:
+    """Atelier LoRA and full fine-tuning in one process, steps alternating, so a loaded
+    machine's changing load hits both alike (tokens/s only; memory needs separate runs)."""
+    from atelier.llm.train.batches import SampleBatches, pretraining_samples
+    from atelier.llm.train.loop import next_train_batches, setup, train_step
+
+    states = {"lora": setup(_config(opts)), "full": setup(_config({**opts, "lora": 0}))}
+    data = SampleBatches({"train": pretraining_samples(_tokens(opts["gbs"] * 4, *_sv(opts)))})
+    times: dict[str, list[float]] = {k: [] for k in states}
+    for _ in range(opts["steps"] + 1):
+        for k, state in states.items():
+            batches = next_train_batches(state, data)
+            _sync(state.env.device)
+            t0 = time.perf_counter()
+            train_step(state, batches)
+            _sync(state.env.device)
+            times[k].append(time.perf_counter() - t0)
+    tokens = opts["gbs"] * opts["seq_length"] * opts["steps"]
+    tps = {k: tokens / sum(v[1:]) for k, v in times.items()}
+    return {
+        "engine": "atelier lora vs full, interleaved",
+        "tokens_per_s_lora": tps["lora"],
+        "tokens_per_s_full": tps["full"],
+        "tokens_per_s_ratio_lora_vs_full": tps["lora"] / tps["full"],
+    }
+
+
 def run_atelier_full(opts: dict) -> dict:
     return run_atelier({**opts, "lora": 0, "name": "atelier-full"})
 
 
 def run_atelier(opts: dict) -> dict:
     from atelier.llm.train.batches import SampleBatches, pretraining_samples
-    from atelier.llm.train.config import TrainConfig
     from atelier.llm.train.loop import next_train_batches, setup, train_step
+
+    state = setup(_config(opts))
+    data = SampleBatches({"train": pretraining_samples(_tokens(opts["gbs"] * 4, *_sv(opts)))})
+    times = []
+    for _ in range(opts["steps"] + 1):
+        batches = next_train_batches(state, data)
+        _sync(state.env.device)
+        t0 = time.perf_counter()
+        m = train_step(state, batches)
+        _sync(state.env.device)
+        times.append(time.perf_counter() - t0)
+    name = opts.get("name") or ("atelier-lora" if opts["lora"] else "atelier")
+    return _report(name, times, opts, state.env.device, m.lm_loss)
+
+
+def _config(opts: dict):
+    from atelier.llm.train.config import TrainConfig
     from atelier.llm.train.lora import LoraSpec
 
     h, n_layers, heads, kv, ffn, vocab = SIZES[opts["size"]]
-    cfg = TrainConfig(
+    return TrainConfig(
         num_layers=n_layers,
         hidden_size=h,
         ffn_hidden_size=ffn,
@@ -97,18 +140,6 @@ def run_atelier(opts: dict) -> dict:
         device=opts["device"],
         lora=LoraSpec(r=opts["lora"], alpha=2.0 * opts["lora"]) if opts["lora"] else None,
     )
-    state = setup(cfg)
-    data = SampleBatches({"train": pretraining_samples(_tokens(opts["gbs"] * 4, *_sv(opts)))})
-    times = []
-    for _ in range(opts["steps"] + 1):
-        batches = next_train_batches(state, data)
-        _sync(state.env.device)
-        t0 = time.perf_counter()
-        m = train_step(state, batches)
-        _sync(state.env.device)
-        times.append(time.perf_counter() - t0)
-    name = opts.get("name") or ("atelier-lora" if opts["lora"] else "atelier")
-    return _report(name, times, opts, state.env.device, m.lm_loss)
 
 
 def _sv(opts: dict) -> tuple[int, int]:
@@ -244,7 +275,8 @@ def main() -> None:
     p.add_argument(
         "--engines",
         default=None,
-        help="atelier,transformers (with --lora: atelier,atelier-full,transformers)",
+        help="atelier,transformers (with --lora: atelier,atelier-full,transformers; "
+        "`interleaved`: LoRA and full alternating in one process)",
     )
     a = p.parse_args()
     engines = a.engines or (
@@ -270,6 +302,7 @@ def main() -> None:
         "atelier": run_atelier,
         "atelier-full": run_atelier_full,
         "transformers": run_transformers,
+        "interleaved": run_interleaved,
     }
     results = {}
     for engine in engines.split(","):
