@@ -18,6 +18,11 @@ linear: Atelier's MindSpeed-layout LoRA (fused QKV and gate/up adapters), `ateli
 same model fully, and transformers with PEFT's `get_peft_model` on q/k/v/o/gate/up/down.
 
 Reports tokens/s, peak memory per rank and, on GPU with a known peak, TFLOP/s and MFU.
+
+    python bench/train.py --pp 2 --microbatches 2,4,8 --size pp8   # pipeline bubble
+
+measures, for each number of micro-batches M, each stage's idle share of the schedule's
+wall time (1 - compute seconds / schedule seconds) against 1F1B's (P-1)/(M+P-1).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ SIZES = {
     "30m": (512, 6, 8, 4, 1408, 8000),
     "100m": (768, 10, 12, 4, 2048, 32000),
     "1b": (2048, 16, 32, 8, 8192, 128256),
+    "pp8": (256, 8, 4, 2, 704, 2048),  # layers dominate: stages of equal cost
 }
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "H800": 989.0, "910B": 320.0}
 
@@ -139,7 +145,47 @@ def _config(opts: dict):
         compile=opts["compile"],
         device=opts["device"],
         lora=LoraSpec(r=opts["lora"], alpha=2.0 * opts["lora"]) if opts["lora"] else None,
+        pipeline_model_parallel_size=opts.get("pp", 1),
     )
+
+
+def run_bubble(opts: dict) -> list[dict]:
+    """Per M: each stage's compute seconds vs the schedule's wall seconds (all ranks)."""
+    import torch.distributed as dist
+
+    from atelier.llm.train.batches import SampleBatches, pretraining_samples
+    from atelier.llm.train.loop import next_train_batches, setup, train_step
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // opts["pp"]))  # one core each
+    rows = []
+    for m in opts["microbatches"]:
+        o = {**opts, "gbs": m * opts["mbs"]}
+        state = setup(_config(o))
+        pipe = state.pipeline
+        if state.env.device.type != "cpu":
+            pipe.stage.sync = getattr(torch, state.env.device.type).synchronize
+        data = SampleBatches({"train": pretraining_samples(_tokens(o["gbs"] * 4, *_sv(o)))})
+        for step in range(opts["steps"] + 1):
+            if step == 1:  # the first step is warm-up
+                pipe.stage.busy_s, pipe.schedule_s = 0.0, 0.0
+            train_step(state, next_train_batches(state, data))
+        mine = {"stage": state.env.pp_rank, "busy": pipe.stage.busy_s, "wall": pipe.schedule_s}
+        every: list = [None] * dist.get_world_size()
+        dist.all_gather_object(every, mine)
+        p = state.env.pp
+        idle = [1.0 - r["busy"] / r["wall"] for r in every]
+        rows.append(
+            {
+                "pp": p,
+                "microbatches": m,
+                "bubble_measured_per_stage": [round(x, 3) for x in idle],
+                "bubble_measured_mean": round(sum(idle) / len(idle), 3),
+                "bubble_1f1b_theory": round((p - 1) / (m + p - 1), 3),
+                "schedule_s_per_step": round(every[0]["wall"] / opts["steps"], 4),
+                "compute_s_per_step": [round(r["busy"] / opts["steps"], 4) for r in every],
+            }
+        )
+    return rows
 
 
 def _sv(opts: dict) -> tuple[int, int]:
@@ -278,6 +324,8 @@ def main() -> None:
         help="atelier,transformers (with --lora: atelier,atelier-full,transformers; "
         "`interleaved`: LoRA and full alternating in one process)",
     )
+    p.add_argument("--pp", type=int, default=1, help="pipeline stages: measure the bubble")
+    p.add_argument("--microbatches", default="2,4,8", help="with --pp: values of M")
     a = p.parse_args()
     engines = a.engines or (
         "atelier,atelier-full,transformers" if a.lora else "atelier,transformers"
@@ -298,6 +346,11 @@ def main() -> None:
         "lora": a.lora,
     }
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, a.nproc)))
+    if a.pp > 1:
+        opts.update(pp=a.pp, microbatches=[int(x) for x in a.microbatches.split(",")])
+        for row in launch(run_bubble, (opts,), a.pp, spawn=True):
+            print(json.dumps(row), flush=True)
+        return
     runners = {
         "atelier": run_atelier,
         "atelier-full": run_atelier_full,

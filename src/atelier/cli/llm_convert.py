@@ -25,6 +25,7 @@ PARAM_FLAGS = {
     "true_vocab_size": "--true-vocab-size",
     "hf_config_dir": "--hf-config-dir",
     "max_shard_bytes": "--max-shard-size",
+    "num_layers_per_virtual_pipeline_stage": "--num-layers-per-virtual-pipeline-stage",
     "lora_load": "--lora-load",
     "lora_r": "--lora-r",
     "lora_alpha": "--lora-alpha",
@@ -61,7 +62,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
         description="Streaming, lossless checkpoint conversion. MindSpeed-LLM / Megatron-LM "
         "spellings of the flags are accepted too.",
     )
-    modes = conv.add_subparsers(dest="mode", metavar="MODE", required=True)
+    modes = conv.add_subparsers(dest="mode", metavar="MODE", required=False)
+    verb_parsers: dict[str, argparse.ArgumentParser] = {}
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--load-dir", required=True, type=Path, help="folder to read")
@@ -113,6 +115,13 @@ def register(verbs: argparse._SubParsersAction) -> None:
             help="layers per pipeline stage, e.g. 8,8,8,8 (uneven allowed)",
         )
         g.add_argument(
+            "--num-layers-per-virtual-pipeline-stage",
+            type=Int(1, 1 << 20),
+            default=None,
+            help="virtual pipeline (interleaved) chunks of this many layers: rank files "
+            "hold model0..model{V-1}",
+        )
+        g.add_argument(
             "--make-vocab-size-divisible-by",
             type=Int(1, 1 << 20),
             default=None,
@@ -155,6 +164,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
         help="vocabulary rows to keep (default: config.json vocab_size)",
     )
     p.set_defaults(func=run_convert_hf2mg)
+    verb_parsers["hf2mg"] = p
 
     p = modes.add_parser("mg2hf", help="Megatron checkpoint -> complete Hugging Face folder")
     common(p)
@@ -179,15 +189,22 @@ def register(verbs: argparse._SubParsersAction) -> None:
     )
     _lora_flags(p)
     p.set_defaults(func=run_convert_mg2hf)
+    verb_parsers["mg2hf"] = p
 
     p = modes.add_parser("mg2mg", help="reshard a Megatron checkpoint (T, P, format)")
     common(p)
     sharding(p, required=True)
     p.set_defaults(func=run_convert_mg2mg)
+    verb_parsers["mg2mg"] = p
 
     p = modes.add_parser("inspect", help="what a checkpoint folder is")
     p.add_argument("dir", type=Path, metavar="DIR")
     p.set_defaults(func=run_convert_inspect)
+
+    # MindSpeed-LLM's convert_ckpt.py form: no MODE word (cli/llm_convert_mindspeed.py)
+    from atelier.cli.llm_convert_mindspeed import add_direction_less_form
+
+    add_direction_less_form(conv, verb_parsers)
 
 
 def _lora_flags(p: argparse.ArgumentParser) -> None:
@@ -291,6 +308,7 @@ def run_convert_hf2mg(args: argparse.Namespace) -> int:
             tokenizer_model=args.tokenizer_model,
             true_vocab_size=args.true_vocab_size,
             overwrite=args.overwrite,
+            layers_per_virtual_stage=args.num_layers_per_virtual_pipeline_stage,
         )
     )
     print(
@@ -330,6 +348,9 @@ def run_convert_mg2hf(args: argparse.Namespace) -> int:
         tokenizer_model=args.tokenizer_model,
         max_shard_bytes=_size(args.max_shard_size),
         overwrite=args.overwrite,
+        # set by the MindSpeed form (llm_convert_mindspeed.py): MindSpeed's dtype chain
+        params_dtype=getattr(args, "out_dtype", None),
+        via_dtype=getattr(args, "via_dtype", None),
         lora=_lora_options(args),
     )
     print(f"{args.save_dir}: {', '.join(files)}")
@@ -351,6 +372,7 @@ def run_convert_mg2mg(args: argparse.Namespace) -> int:
         make_vocab_size_divisible_by=args.make_vocab_size_divisible_by,
         params_dtype=_dtype(args.params_dtype),
         overwrite=args.overwrite,
+        layers_per_virtual_stage=args.num_layers_per_virtual_pipeline_stage,
     )
     print(
         f"{args.save_dir}: {layout.fmt} T={layout.tp} P={layout.pp} layers "

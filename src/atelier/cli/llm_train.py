@@ -228,8 +228,20 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
         "--pipeline-model-parallel-size",
         type=Int(1, 1024),
         default=None,
-        help="only 1 for now [env PP]",
+        help="pipeline stages (1F1B over torch.distributed.pipelining) [env PP]",
     )
+    g.add_argument(
+        "--num-layer-list",
+        default=None,
+        help="layers per pipeline stage, e.g. 1,2 (uneven allowed; as hf2mg's)",
+    )
+    g.add_argument(
+        "--num-layers-per-virtual-pipeline-stage",
+        type=POSITIVE_INT,
+        default=None,
+        help="interleaved pipeline schedule: not supported (refused)",
+    )
+    g.add_argument("--pipeline-schedule", choices=["1f1b", "gpipe"], default="1f1b")
     g.add_argument("--sequence-parallel", action="store_true")
     g.add_argument(
         "--nproc-per-node",
@@ -499,6 +511,7 @@ def train_request(args: argparse.Namespace):
             "hysteresis": args.hysteresis,
             "tensor_model_parallel_size": values["tensor_model_parallel_size"] or 1,
             "pipeline_model_parallel_size": values["pipeline_model_parallel_size"] or 1,
+            **_pipeline_fields(args),
             "sequence_parallel": args.sequence_parallel,
             "nproc_per_node": node.nproc_per_node if node else args.nproc_per_node or 1,
             "distributed_timeout_minutes": dist_timeout(args),
@@ -538,3 +551,13 @@ def train_request(args: argparse.Namespace):
             },
         },
     )
+
+
+def _pipeline_fields(args: argparse.Namespace) -> dict:
+    from atelier.cli.llm_convert import _layer_list
+
+    return {
+        "num_layer_list": _layer_list(args.num_layer_list),
+        "num_layers_per_virtual_pipeline_stage": args.num_layers_per_virtual_pipeline_stage,
+        "pipeline_schedule": args.pipeline_schedule,
+    }

@@ -56,25 +56,29 @@ def make_hf_model(
     vocab: int = VOCAB,
     dtype: torch.dtype = torch.float32,
     tokenizer: Path | None = None,
+    **overrides: object,
 ) -> Path:
-    """save_pretrained a seeded random model (and copy a tokenizer next to it)."""
+    """save_pretrained a seeded random model (and copy a tokenizer next to it);
+    `overrides` replace config fields (sizes, tie_word_embeddings)."""
     import shutil
 
     import transformers
 
     config_cls, model_cls, extra = FAMILY_CONFIGS[family]
-    config = getattr(transformers, config_cls)(
-        hidden_size=HIDDEN,
-        intermediate_size=FFN,
-        num_hidden_layers=num_layers,
-        num_attention_heads=HEADS,
-        vocab_size=vocab,
-        max_position_embeddings=128,
-        bos_token_id=0,
-        eos_token_id=0,
-        pad_token_id=0,
+    fields = {
+        "hidden_size": HIDDEN,
+        "intermediate_size": FFN,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": HEADS,
+        "vocab_size": vocab,
+        "max_position_embeddings": 128,
+        "bos_token_id": 0,
+        "eos_token_id": 0,
+        "pad_token_id": 0,
         **extra,
-    )
+        **overrides,
+    }
+    config = getattr(transformers, config_cls)(**fields)
     torch.manual_seed(0)
     model = getattr(transformers, model_cls)(config).to(dtype)
     with torch.no_grad():  # random norms and biases so that every tensor matters

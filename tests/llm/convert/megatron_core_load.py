@@ -26,13 +26,20 @@ def main(paths: list[str]) -> None:
 
 
 def check(path: str) -> None:
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        ck = torch.load(path, weights_only=True)
+    model = build_model(ck["args"])
+    missing, unexpected = model.load_state_dict(ck["model"], strict=False)
+    shapes_ok = all(model.state_dict()[k].shape == v.shape for k, v in ck["model"].items())
+    print(f"missing={sorted(missing)} unexpected={sorted(unexpected)} shapes_ok={shapes_ok}")
+
+
+def build_model(a: argparse.Namespace):  # -> megatron-core GPTModel
+    """megatron-core's GPTModel (local spec) from the args Atelier writes."""
     from megatron.core.models.gpt import GPTModel
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
     from megatron.core.transformer.transformer_config import TransformerConfig
 
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        ck = torch.load(path, weights_only=True)
-    a = ck["args"]
     cfg = TransformerConfig(
         num_layers=a.num_layers,
         hidden_size=a.hidden_size,
@@ -50,7 +57,7 @@ def check(path: str) -> None:
         layernorm_epsilon=a.norm_epsilon,
         params_dtype=a.params_dtype,
     )
-    model = GPTModel(
+    return GPTModel(
         cfg,
         get_gpt_layer_local_spec(
             normalization=a.normalization, qk_layernorm=getattr(a, "qk_layernorm", False)
@@ -61,9 +68,6 @@ def check(path: str) -> None:
         rotary_base=a.rotary_base,
         share_embeddings_and_output_weights=not a.untie_embeddings_and_output_weights,
     )
-    missing, unexpected = model.load_state_dict(ck["model"], strict=False)
-    shapes_ok = all(model.state_dict()[k].shape == v.shape for k, v in ck["model"].items())
-    print(f"missing={sorted(missing)} unexpected={sorted(unexpected)} shapes_ok={shapes_ok}")
 
 
 if __name__ == "__main__":

@@ -350,6 +350,9 @@ class Family:
     # The family a foreign checkpoint (no `atelier_family` in args) with these facts
     # is rebuilt as; one per (qkv_bias, qk_norm) combination.
     rebuild_from_args: bool = False
+    # MindSpeed-LLM `convert_ckpt.py --model-type-hf` names that convert this family
+    # (MindSpeed converts every Llama-layout model as `llama2`), plus friendly aliases.
+    mindspeed_model_types: tuple[str, ...] = ("llama2",)
 
     def __post_init__(self) -> None:
         roles = {p.role for p in self.layer_parts}
@@ -393,6 +396,7 @@ FAMILIES: dict[str, Family] = {
             ("llama",),
             config_defaults=_LLAMA_DEFAULTS,
             rebuild_from_args=True,
+            mindspeed_model_types=("llama2", "llama3", "llama", "yi"),
         ),
         Family(
             "mistral",
@@ -404,6 +408,7 @@ FAMILIES: dict[str, Family] = {
                 "hidden_act": "silu",
                 "sliding_window": None,
             },
+            mindspeed_model_types=("llama2", "mistral"),
         ),
         Family(
             "qwen2",
@@ -417,6 +422,7 @@ FAMILIES: dict[str, Family] = {
                 "use_sliding_window": False,
             },
             rebuild_from_args=True,
+            mindspeed_model_types=("llama2", "qwen2", "qwen25", "qwen15"),
         ),
         Family(
             "qwen3",
@@ -432,9 +438,16 @@ FAMILIES: dict[str, Family] = {
                 "use_sliding_window": False,
             },
             rebuild_from_args=True,
+            mindspeed_model_types=("qwen3",),  # MindSpeed's llama2 mapping has no q/k norms
         ),
         # Yi is the Llama architecture; early releases named it YiForCausalLM.
-        Family("yi", ("YiForCausalLM",), ("yi", "Yi"), config_defaults=_LLAMA_DEFAULTS),
+        Family(
+            "yi",
+            ("YiForCausalLM",),
+            ("yi", "Yi"),
+            config_defaults=_LLAMA_DEFAULTS,
+            mindspeed_model_types=("llama2", "yi"),
+        ),
     )
 }
 

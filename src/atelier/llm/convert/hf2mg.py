@@ -37,6 +37,7 @@ class Hf2MgOptions:
     tokenizer_model: Path | None = None
     true_vocab_size: int | None = None
     overwrite: bool = False
+    layers_per_virtual_stage: int | None = None  # VPP chunks of this many layers
 
 
 def check_format(fmt: str, norms: str) -> None:
@@ -66,6 +67,7 @@ def hf2mg(opts: Hf2MgOptions) -> MegatronLayout:
         norms=opts.mcore_norms,
         divisible_by=opts.make_vocab_size_divisible_by,
         dtype=opts.params_dtype,
+        layers_per_virtual_stage=opts.layers_per_virtual_stage,
     )
     dtype = opts.params_dtype or source.meta.dtype
     needed = source.meta.num_parameters() * dtype.itemsize

@@ -29,7 +29,8 @@ def inspect_checkpoint(path: Path) -> dict[str, Any]:
         info = {
             "format": lay.fmt + (f" ({lay.norms} norms)" if lay.fmt == "mcore" else ""),
             "tp": lay.tp,
-            "pp": lay.pp,
+            "pp": lay.pp // lay.vp,
+            **({"virtual_pipeline_chunks": lay.vp} if lay.vp > 1 else {}),
             "layers_per_stage": ",".join(map(str, lay.layer_list)),
             "padded_vocab": lay.padded_vocab,
             "iteration": lay.iteration,

@@ -100,7 +100,8 @@ class _RankFiles:
 
     def state(self, key: tuple[int, int]) -> tuple[str, dict[str, torch.Tensor]]:
         path = self.files[key]
-        model = (self._first if key == (0, 0) else load_rank_file(path)).get("model")
+        ckpt = self._first if key == (0, 0) else load_rank_file(path)
+        model = ckpt.get("model", ckpt.get("model0"))  # model0: a virtual-pipeline chunk
         if not isinstance(model, dict):
             raise AtelierError(f"{path}: no 'model' state dict inside")
         return str(path), canonical_flat(model)

@@ -31,6 +31,7 @@ from atelier.llm.convert.megatron_state import (
 )
 from atelier.llm.convert.meta import ModelMeta, meta_from_megatron_args
 from atelier.llm.convert.names import detect_format
+from atelier.llm.convert.virtual_pipeline import chunk_key
 
 log = get_logger(__name__)
 TRACKER = "latest_checkpointed_iteration.txt"
@@ -89,9 +90,8 @@ def rank_files(it_dir: Path) -> dict[tuple[int, int], Path]:
     if not found:
         if any(p.suffix == ".distcp" or p.name == ".metadata" for p in it_dir.iterdir()):
             raise AtelierError(
-                f"{it_dir}: a distributed checkpoint (--ckpt-format torch_dist), which Atelier "
-                "does not read; save it with Megatron's --ckpt-format torch (or "
-                "--ckpt-convert-format torch) first"
+                f"{it_dir}: a distributed checkpoint (--ckpt-format torch_dist) without its "
+                ".metadata: incomplete (did the save finish?); point --load-dir at a complete one"
             )
         raise AtelierError(f"{it_dir}: no mp_rank_* folders")
     tp = max(k[0] for k in found) + 1
@@ -123,6 +123,19 @@ def _flat_model(ckpt: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
     return canonical_flat(model)
 
 
+def _chunk(ckpt: dict[str, Any], v: int, vp: int) -> dict[str, Any]:
+    """The rank file as it would look with chunk v as its only `model` (VPP)."""
+    return ckpt if vp == 1 else {**ckpt, "model": ckpt.get(chunk_key(v, vp))}
+
+
+def _chunks(ckpt: dict[str, Any]) -> int:
+    """Virtual pipeline chunks in a rank file: `model0`.. (VPP), else 1 (`model`)."""
+    n = 0
+    while f"model{n}" in ckpt:
+        n += 1
+    return n if n and "model" not in ckpt else 1
+
+
 class MegatronSource(RankStateReader):
     """A Megatron checkpoint read lazily: one layer from the T rank files of its stage."""
 
@@ -139,7 +152,10 @@ class MegatronSource(RankStateReader):
                 f"{self.files[(0, 0)]}: no 'args' inside; Atelier needs the "
                 "args Megatron saves with every checkpoint"
             )
-        flat0 = self._model_state((0, 0), first, self.files[(0, 0)])
+        # A virtual-pipeline checkpoint is read as P x V stages: its chunks in layer order
+        # (chunk v of stage p is reading stage v P + p; virtual_pipeline.py)
+        self._pp, vp = pp, _chunks(first)
+        flat0 = self._model_state((0, 0), _chunk(first, 0, vp), self.files[(0, 0)])
         fmt, norms = detect_format(flat0)
         meta = meta_from_megatron_args(self.args, str(self.files[(0, 0)]), torch.float32)
         embed_name = meta.fam.embed.name(fmt, norms)
@@ -150,10 +166,11 @@ class MegatronSource(RankStateReader):
         self.meta: ModelMeta = meta
         stage_names = [(str(self.files[(0, 0)]), set(flat0))]
         layer_list = [count_layers(flat0, str(self.files[(0, 0)]))]
-        for p in range(1, pp):
-            path = self.files[(0, p)]
-            flat = self._model_state((0, p), load_rank_file(path), path)
-            stage_names.append((str(path), set(flat)))
+        for s in range(1, pp * vp):
+            path = self.files[(0, s % pp)]
+            ckpt = _chunk(load_rank_file(path), s // pp, vp)
+            flat = self._model_state((0, s % pp), ckpt, path)
+            stage_names.append((f"{path} {chunk_key(s // pp, vp)}", set(flat)))
             layer_list.append(count_layers(flat, str(path)))
             del flat
         if sum(layer_list) != self.meta.num_layers:
@@ -163,12 +180,13 @@ class MegatronSource(RankStateReader):
             )
         self.layout = MegatronLayout(
             tp=tp,
-            pp=pp,
+            pp=pp * vp,
             layer_list=layer_list,
             fmt=fmt,
             norms=norms,
             padded_vocab=embed0.shape[0] * tp,
             iteration=first.get("iteration", 0),
+            vp=vp,
         )
         if self.meta.vocab_size > self.layout.padded_vocab:
             raise AtelierError(
@@ -187,5 +205,7 @@ class MegatronSource(RankStateReader):
         return _flat_model(ckpt, path)
 
     def _rank_state(self, tp: int, pp: int) -> tuple[str, Mapping[str, torch.Tensor]]:
-        path = self.files[(tp, pp)]
-        return str(path), self._model_state((tp, pp), load_rank_file(path), path)
+        """Reading stage `pp` (a VPP chunk: file stage pp % P, chunk pp // P)."""
+        path, vp = self.files[(tp, pp % self._pp)], self.layout.vp
+        ckpt = _chunk(load_rank_file(path), pp // self._pp, vp)
+        return str(path), self._model_state((tp, pp % self._pp), ckpt, path)

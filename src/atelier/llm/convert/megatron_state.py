@@ -34,6 +34,9 @@ class MegatronLayout:
     norms: str
     padded_vocab: int
     iteration: int | str
+    # virtual pipeline chunks per stage; a VPP checkpoint is read with `pp` = P x vp
+    # reading stages (its chunks in layer order) and `layer_list` per chunk
+    vp: int = 1
 
 
 def canonical_flat(model: Mapping) -> dict[str, torch.Tensor]:

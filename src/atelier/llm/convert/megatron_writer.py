@@ -44,6 +44,7 @@ from atelier.llm.convert.sharding import (
 )
 from atelier.llm.convert.source import CheckpointSource, vocab_rows
 from atelier.llm.convert.torch_stream import StreamingTorchFile, TensorSlot
+from atelier.llm.convert.virtual_pipeline import chunk_key, virtual_chunks
 
 log = get_logger(__name__)
 
@@ -59,6 +60,7 @@ class MegatronTarget:
     norms: str = "local"
     divisible_by: int = 128
     dtype: torch.dtype | None = None
+    layers_per_virtual_stage: int | None = None  # VPP (virtual_pipeline.py); None: off
 
 
 def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -183,6 +185,8 @@ def rank_state_dicts(
     follow `target.fmt` flat (legacy names are not nested here; `names.nest_legacy`
     nests them). Tensors are fresh copies, never views of the source.
     """
+    if target.layers_per_virtual_stage:
+        raise AtelierError("layers_per_virtual_stage: in-memory rank states have no VPP chunks")
     meta = source.meta if target.dtype is None else replace(source.meta, dtype=target.dtype)
     tps = list(range(target.tp)) if ranks is None else list(ranks)
     out: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
@@ -200,9 +204,14 @@ def rank_state_dicts(
 
 
 def write_megatron(source: CheckpointSource, out: Path, target: MegatronTarget) -> MegatronLayout:
-    """Write every rank file of `target` into `out`; one stage's TP files side by side."""
+    """Write every rank file of `target` into `out`; one stage's TP files side by side.
+
+    With virtual pipeline chunks a stage's file holds `model0` ... `model{V-1}`, written
+    one chunk after the other."""
     meta = source.meta if target.dtype is None else replace(source.meta, dtype=target.dtype)
     layers, padded = check_target(meta, target)
+    chunks = virtual_chunks(meta.num_layers, target.pp, target.layers_per_virtual_stage, layers)
+    vp = len(chunks[0])
     args = megatron_args(
         meta,
         tp=target.tp,
@@ -213,13 +222,33 @@ def write_megatron(source: CheckpointSource, out: Path, target: MegatronTarget) 
         fmt=target.fmt,
         norms=target.norms,
     )
+    if vp > 1:
+        args.virtual_pipeline_model_parallel_size = vp
+        args.num_layers_per_virtual_pipeline_stage = target.layers_per_virtual_stage
     it_dir = out / "iter_0000001"
     (out / TRACKER).write_text("1\n", "utf-8")
     tp_size, pp_size = target.tp, target.pp
-    for pp, entries in stage_plans(source, meta, target):
+    for pp in range(pp_size):
+        per_chunk = [
+            stage_entries(
+                source,
+                meta,
+                target,
+                layer_range,
+                pp == 0 and v == 0,
+                pp == pp_size - 1 and v == vp - 1,
+                padded,
+            )
+            for v, layer_range in enumerate(chunks[pp])
+        ]
+        entries = [e for chunk in per_chunk for e in chunk]
         slots = [TensorSlot(str(k), shape, meta.dtype) for k, (_, shape, _) in enumerate(entries)]
-        flat = {name: slot for (name, _, _), slot in zip(entries, slots, strict=True)}
-        model = nest_legacy(flat) if target.fmt == "legacy" else flat
+        payload: dict[str, object] = {}
+        k = 0
+        for v, chunk in enumerate(per_chunk):
+            flat = {name: slot for (name, _, _), slot in zip(chunk, slots[k:], strict=False)}
+            k += len(chunk)
+            payload[chunk_key(v, vp)] = nest_legacy(flat) if target.fmt == "legacy" else flat
         files = []
         for tp in range(tp_size):
             rank_dir = it_dir / rank_dir_name(tp, pp, pp_size)
@@ -227,7 +256,7 @@ def write_megatron(source: CheckpointSource, out: Path, target: MegatronTarget) 
             files.append(
                 StreamingTorchFile(
                     rank_dir / RANK_FILES[0],
-                    {"args": args, "checkpoint_version": 3.0, "iteration": 1, "model": model},
+                    {"args": args, "checkpoint_version": 3.0, "iteration": 1, **payload},
                     slots,
                 )
             )
@@ -246,4 +275,5 @@ def write_megatron(source: CheckpointSource, out: Path, target: MegatronTarget) 
         norms=target.norms,
         padded_vocab=padded,
         iteration=1,
+        vp=vp,
     )

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from atelier.core.errors import AtelierError
 from atelier.core.log import get_logger
 from atelier.llm.convert.assets import (
@@ -28,7 +30,9 @@ from atelier.llm.convert.hf_checkpoint import (
 from atelier.llm.convert.lora_checkpoint import LoraOptions, open_source, peft_adapter
 from atelier.llm.convert.megatron_checkpoint import MegatronSource
 from atelier.llm.convert.meta import hf_config_from_meta, meta_from_hf_config
+from atelier.llm.convert.mindspeed import CastSource
 from atelier.llm.convert.output_dir import SaveDir, check_save_dir, writing
+from atelier.llm.convert.torch_dist import TorchDistSource, is_torch_dist_checkpoint
 
 log = get_logger(__name__)
 CHECKED_FIELDS = (
@@ -87,8 +91,13 @@ def mg2hf(
     max_shard_bytes: int = 5 * 1024**3,
     overwrite: bool = False,
     lora: LoraOptions | None = None,
+    params_dtype: torch.dtype | None = None,
+    via_dtype: torch.dtype | None = None,
 ) -> list[str]:
     """Convert; returns the names of the files written.
+
+    `params_dtype` casts the output (default: the stored dtype); `via_dtype` rounds every
+    tensor through that dtype first (MindSpeed's intermediate model, `mindspeed.py`).
 
     `lora`: merge a LoRA run's adapters (in `load_dir`, or in `lora.load` with the base in
     `load_dir`) before writing, or with `lora.save_to_hf` write a PEFT adapter folder
@@ -100,23 +109,29 @@ def mg2hf(
     save = check_save_dir(save_dir, load_dir, overwrite, "mg2hf")
     if lora is not None and lora.save_to_hf:
         return _write_peft(load_dir, save, lora, hf_config_dir)
-    source = open_source(load_dir, lora)
+    if is_torch_dist_checkpoint(load_dir) and not (lora is not None and lora.given()):
+        source = TorchDistSource.open(load_dir)
+    else:
+        source = open_source(load_dir, lora)
     assets = hf_config_dir or source.assets_dir
     if hf_config_dir is not None and not hf_config_dir.is_dir():
         raise AtelierError(f"hf_config_dir {hf_config_dir}: not a folder")
     megatron = getattr(source, "base", source)  # under a LoRA merge per projection
     if (
-        isinstance(megatron, MegatronSource)
+        isinstance(megatron, MegatronSource | TorchDistSource)
         and assets is not None
         and (assets / "config.json").is_file()
     ):
         _adopt_config(megatron, assets)
     meta = source.meta
+    if params_dtype is not None:
+        meta.dtype = params_dtype
+    reader = CastSource(source, via_dtype) if via_dtype is not None else source
     needed = meta.num_parameters() * meta.dtype.itemsize
     try:
         with writing(save, "mg2hf", needed) as tmp:
             write_safetensors_sharded(
-                hf_tensors(source), tmp, hf_plan(meta), meta.dtype, max_shard_bytes
+                hf_tensors(reader), tmp, hf_plan(meta), meta.dtype, max_shard_bytes
             )
             if assets is not None:
                 copy_assets(assets, tmp, skip=("config.json",))

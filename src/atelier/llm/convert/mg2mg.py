@@ -9,9 +9,10 @@ import torch
 
 from atelier.llm.convert.assets import ASSETS_DIRNAME
 from atelier.llm.convert.hf2mg import check_format
-from atelier.llm.convert.megatron_checkpoint import MegatronLayout, MegatronSource
+from atelier.llm.convert.megatron_checkpoint import MegatronLayout
 from atelier.llm.convert.megatron_writer import MegatronTarget, write_megatron
 from atelier.llm.convert.output_dir import check_save_dir, writing
+from atelier.llm.convert.torch_dist import open_megatron_source
 
 
 def mg2mg(
@@ -26,10 +27,11 @@ def mg2mg(
     make_vocab_size_divisible_by: int | None = None,
     params_dtype: torch.dtype | None = None,
     overwrite: bool = False,
+    layers_per_virtual_stage: int | None = None,
 ) -> MegatronLayout:
     """Reshard; unset options keep the source's format, norm naming and vocab padding rule."""
     save = check_save_dir(save_dir, load_dir, overwrite, "mg2mg")
-    source = MegatronSource(load_dir)
+    source = open_megatron_source(load_dir)
     src = source.layout
     fmt = fmt or src.fmt
     norms = mcore_norms or src.norms
@@ -47,6 +49,7 @@ def mg2mg(
         norms=norms,
         divisible_by=int(divisible),
         dtype=params_dtype,
+        layers_per_virtual_stage=layers_per_virtual_stage,
     )
     needed = source.meta.num_parameters() * (params_dtype or source.meta.dtype).itemsize
     try:

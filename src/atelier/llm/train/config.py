@@ -6,8 +6,8 @@ names are Megatron's `args` names so a `3_training.sh` line maps one to one and 
 checkpoint `args` read the same in Megatron-LM and MindSpeed-LLM. Library errors name these
 fields; the CLI turns them into flags.
 
-Parallel fields leave room for pipeline parallelism and LoRA (next issue): they are fields
-now, validated to their supported values, so adding them does not rename anything.
+Parallel fields: data x tensor x pipeline (`train.pipeline`; the interleaved schedule is a
+field refused in one line), validated here before any process starts.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ LR_DECAY_STYLES = ("constant", "linear", "cosine", "inverse-square-root", "WSD")
 WSD_DECAY_STYLES = ("linear", "cosine", "exponential", "minus_sqrt")
 RECOMPUTE_GRANULARITIES = ("full", "selective")
 RECOMPUTE_METHODS = ("uniform", "block")
+PIPELINE_SCHEDULES = ("1f1b", "gpipe")
 
 
 @dataclass
@@ -77,7 +78,10 @@ class TrainConfig:
 
     # --- parallelism (world = data x tensor [x pipeline]) ---
     tensor_model_parallel_size: int = 1
-    pipeline_model_parallel_size: int = 1  # next issue; only 1 is accepted now
+    pipeline_model_parallel_size: int = 1  # stages (train.pipeline); mesh (pp, dp, tp)
+    num_layer_list: list[int] | None = None  # layers per stage, as hf2mg's --num-layer-list
+    num_layers_per_virtual_pipeline_stage: int | None = None  # interleaved: not supported
+    pipeline_schedule: str = "1f1b"  # or "gpipe"
     sequence_parallel: bool = False
     nproc_per_node: int = 1  # >1: spawn this many local processes (no torchrun needed)
     distributed_timeout_minutes: int = 10
@@ -142,11 +146,7 @@ class TrainConfig:
                 raise AtelierError(f"{name} {value}: must be at least 1")
         if self.global_batch_size is not None and self.global_batch_size < 1:
             raise AtelierError(f"global_batch_size {self.global_batch_size}: must be at least 1")
-        if self.pipeline_model_parallel_size != 1:
-            raise AtelierError(
-                f"pipeline_model_parallel_size {self.pipeline_model_parallel_size}: pipeline "
-                "parallelism is not supported yet; use 1 (data and tensor parallel only)"
-            )
+        self._check_pipeline()
         if (self.train_iters is None) == (self.train_samples is None):
             raise AtelierError("give exactly one of train_iters or train_samples")
         if self.lr_decay_style not in LR_DECAY_STYLES:
@@ -172,7 +172,33 @@ class TrainConfig:
             raise AtelierError(f"recompute_method {self.recompute_method!r}: use uniform or block")
         if self.lora is not None:
             self.lora.check()
+            if self.pipeline_model_parallel_size > 1:
+                raise AtelierError(
+                    f"lora with pipeline_model_parallel_size {self.pipeline_model_parallel_size}"
+                    ": LoRA runs on data and tensor parallelism here; use "
+                    "pipeline_model_parallel_size 1"
+                )
         if self.sequence_parallel and self.tensor_model_parallel_size == 1:
             raise AtelierError(
                 "sequence_parallel needs tensor_model_parallel_size > 1 (Megatron turns it off)"
+            )
+
+    def _check_pipeline(self) -> None:
+        pp = self.pipeline_model_parallel_size
+        if pp < 1:
+            raise AtelierError(f"pipeline_model_parallel_size {pp}: must be at least 1")
+        if self.num_layers_per_virtual_pipeline_stage is not None:
+            raise AtelierError(
+                "num_layers_per_virtual_pipeline_stage: the interleaved (virtual) pipeline "
+                "schedule is not supported; leave it out (1F1B over whole stages is used)"
+            )
+        if self.pipeline_schedule not in PIPELINE_SCHEDULES:
+            raise AtelierError(
+                f"pipeline_schedule {self.pipeline_schedule!r}: use one of "
+                f"{', '.join(PIPELINE_SCHEDULES)}"
+            )
+        if self.num_layer_list is not None and len(self.num_layer_list) != pp:
+            raise AtelierError(
+                f"num_layer_list {','.join(map(str, self.num_layer_list))}: needs one entry "
+                f"per pipeline stage ({pp})"
             )

@@ -83,6 +83,7 @@ class TrainState:
     consumed_train_samples: int = 0
     consumed_valid_samples: int = 0
     start_time: float = field(default_factory=time.monotonic)
+    pipeline: Any = None  # train.pipeline.Pipeline when pipeline_model_parallel_size > 1
 
 
 @dataclass
@@ -292,16 +293,19 @@ def train_step(state: TrainState, batches: list[Batch]) -> StepMetrics:
     loss_sum = torch.zeros((), device=env.device)
     state.scheduler.apply(state.optimizer.param_groups)
     lr = state.optimizer.param_groups[0]["lr"]
-    for b in batches:
-        loss = _forward_loss(model, b) / count
-        (loss * scale if state.scaler else loss).backward()
-        loss_sum += loss.detach()
+    if state.pipeline is not None:  # the schedule runs forward and backward of every stage
+        loss_sum = state.pipeline.forward_backward(batches, count, scale)
+    else:
+        for b in batches:
+            loss = _forward_loss(model, b) / count
+            (loss * scale if state.scaler else loss).backward()
+            loss_sum += loss.detach()
     sum_tp_partial_grads(model, env)
     skipped = False
     if state.scaler:
         skipped = unscale_and_check(params, scale, env.world_size)
         state.scaler.update(skipped)
-    norm = clip_gradients(params, cfg.clip_grad, env.world_size)
+    norm = clip_gradients(params, cfg.clip_grad, env.world_size, env.pp)
     if not skipped:
         state.optimizer.step()
     state.optimizer.zero_grad(set_to_none=True)
@@ -337,16 +341,20 @@ def evaluate(state: TrainState, data: BatchSource) -> EvalMetrics:
     count = torch.zeros((), device=env.device)
     state.model.eval()
     for _ in range(cfg.eval_iters):
-        for b in data.micro_batches(
+        batches = data.micro_batches(
             "valid",
             state.consumed_valid_samples,
             cfg.micro_batch_size,
             state.global_batch_size,
             env.dp_rank,
             env.dp,
-        ):
-            b = _to_device(b, env.device)
-            total += _forward_loss(state.model, b)
+        )
+        batches = [_to_device(b, env.device) for b in batches]
+        if state.pipeline is not None:
+            total += state.pipeline.loss_sum(batches)
+        for b in batches:
+            if state.pipeline is None:
+                total += _forward_loss(state.model, b)
             count += b["loss_mask"].float().sum()
         state.consumed_valid_samples += state.global_batch_size
     state.model.train()
@@ -373,14 +381,24 @@ def setup(cfg: TrainConfig) -> TrainState:
     try:
         meta = source.meta
         check_shape(cfg, meta)  # before any process group: bad input fails fast, alone
+        if cfg.pipeline_model_parallel_size > 1:
+            from atelier.llm.train.pipeline import check_pipeline
+
+            check_pipeline(cfg, meta.num_layers)
         check_tensor_parallel(
             cfg.tensor_model_parallel_size, meta.num_heads, meta.num_groups, meta.ffn_hidden_size
         )
         env = init_parallel(cfg)
-        gbs, _ = batch_sizes(cfg, env.dp)
+        gbs, micro_batches = batch_sizes(cfg, env.dp)
         args = args_from_meta(meta, tp=env.tp, divisible_by=cfg.make_vocab_size_divisible_by)
         torch.manual_seed(cfg.seed)
-        model = build_model(args, source, cfg, env)
+        pipeline = None
+        if env.pp > 1:
+            from atelier.llm.train.pipeline import build_pipeline
+
+            model, pipeline = build_pipeline(args, source, cfg, env, micro_batches)
+        else:
+            model = build_model(args, source, cfg, env)
     finally:
         source.close()
     if cfg.sequence_parallel:
@@ -402,6 +420,7 @@ def setup(cfg: TrainConfig) -> TrainState:
         scaler=scaler,
         global_batch_size=gbs,
         total_iters=total_iterations(cfg, gbs),
+        pipeline=pipeline,
     )
 
 

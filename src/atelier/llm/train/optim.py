@@ -46,11 +46,14 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     )
 
 
-def grad_norm(params: list[torch.Tensor], world_size: int) -> torch.Tensor:
+def grad_norm(params: list[torch.Tensor], world_size: int, pp: int = 1) -> torch.Tensor:
     """Global L2 norm of all gradients, each element counted once across every rank.
 
     A shard's squares are summed locally, divided by how many ranks hold the same values
-    (mesh dims on which it is replicated) and summed over the world in one all-reduce.
+    (mesh dims on which it is replicated; a pipeline stage's parameters live on its
+    world_size / pp ranks only) and summed over the world in one all-reduce. The last
+    stage's copy of a tied embedding (`pipeline_shared`) is not counted: its gradient
+    equals the embedding's, counted on the first stage (Megatron's rule).
     """
     import torch.distributed as dist
     from torch.distributed.tensor import DTensor, Shard
@@ -58,9 +61,9 @@ def grad_norm(params: list[torch.Tensor], world_size: int) -> torch.Tensor:
     total: torch.Tensor | None = None
     for p in params:
         g = p.grad
-        if g is None:
+        if g is None or getattr(p, "pipeline_shared", False):
             continue
-        holders = world_size
+        holders = world_size // pp
         if isinstance(g, DTensor):
             for size, pl in zip(g.device_mesh.shape, g.placements, strict=True):
                 if isinstance(pl, Shard):
@@ -68,15 +71,18 @@ def grad_norm(params: list[torch.Tensor], world_size: int) -> torch.Tensor:
             g = g.to_local()
         sq = g.float().pow(2).sum() / holders
         total = sq if total is None else total + sq
-    assert total is not None, "no gradients"
+    if total is None:  # e.g. a stage whose only parameter is a shared copy
+        total = torch.zeros((), device=params[0].device if params else "cpu")
     if dist.is_initialized() and world_size > 1:
         dist.all_reduce(total)
     return total.sqrt()
 
 
-def clip_gradients(params: list[torch.Tensor], max_norm: float, world_size: int) -> torch.Tensor:
+def clip_gradients(
+    params: list[torch.Tensor], max_norm: float, world_size: int, pp: int = 1
+) -> torch.Tensor:
     """Scale every gradient by max_norm / norm when the norm exceeds it (Megatron's rule)."""
-    norm = grad_norm(params, world_size)
+    norm = grad_norm(params, world_size, pp)
     if max_norm > 0:
         coeff = (max_norm / (norm + 1e-6)).clamp(max=1.0)
         for p in params:

@@ -30,6 +30,7 @@ from atelier.llm.train.model.args import ModelArgs
 from atelier.llm.train.model.decoder import GPTModel
 from atelier.llm.train.model.rope import inverse_frequencies
 from atelier.llm.train.model.weights import rank_tensors
+from atelier.llm.train.stages import StageSpec
 
 
 @dataclass
@@ -44,6 +45,8 @@ class ParallelEnv:
     tp_rank: int
     device: torch.device
     mesh: object  # torch.distributed.device_mesh.DeviceMesh
+    pp: int = 1  # pipeline stages; the mesh is then ("pp", "dp", "tp"), pp outermost
+    pp_rank: int = 0
 
     @property
     def is_main(self) -> bool:
@@ -66,21 +69,33 @@ def init_parallel(cfg: TrainConfig) -> ParallelEnv:
 
         join_process_group(distributed_backend(kind), cfg.distributed_timeout_minutes, str(device))
     world, tp = dist.get_world_size(), cfg.tensor_model_parallel_size
+    pp = cfg.pipeline_model_parallel_size
     if world % tp:
         raise AtelierError(
             f"tensor_model_parallel_size {tp} does not divide the {world} processes; "
             f"use a divisor of {world}"
         )
-    mesh = init_device_mesh(kind, (world // tp, tp), mesh_dim_names=("dp", "tp"))
+    if world % (tp * pp):
+        raise AtelierError(
+            f"pipeline_model_parallel_size {pp} x tensor_model_parallel_size {tp} does not "
+            f"divide the {world} processes; use sizes whose product divides {world}"
+        )
+    if pp > 1:  # Megatron's rank order: pipeline outermost, tensor innermost
+        dims, names = (pp, world // (tp * pp), tp), ("pp", "dp", "tp")
+    else:
+        dims, names = (world // tp, tp), ("dp", "tp")
+    mesh = init_device_mesh(kind, dims, mesh_dim_names=names)
     return ParallelEnv(
         rank=dist.get_rank(),
         world_size=world,
-        dp=world // tp,
+        dp=world // (tp * pp),
         tp=tp,
         dp_rank=mesh.get_local_rank("dp"),
         tp_rank=mesh.get_local_rank("tp"),
         device=device,
         mesh=mesh,
+        pp=pp,
+        pp_rank=mesh.get_local_rank("pp") if pp > 1 else 0,
     )
 
 
@@ -108,8 +123,10 @@ def apply_tensor_parallel(model: GPTModel, tp_mesh: object) -> None:
     }
     for layer in model.decoder.layers:  # (LoRA-wrapped linears: their parts placed)
         parallelize_module(layer, tp_mesh, lora_tp_plan(layer_plan, layer))
-    top = {"embedding.word_embeddings": RowwiseParallel(input_layouts=Replicate())}
-    if not model.args.tied:  # its weight is used by output_logits, sharded over the vocab
+    top = {}
+    if hasattr(model, "embedding"):  # every stage but the first of a pipeline has none
+        top["embedding.word_embeddings"] = RowwiseParallel(input_layouts=Replicate())
+    if hasattr(model, "output_layer"):  # used by output_logits, sharded over the vocab
         top["output_layer"] = ColwiseParallel(output_layouts=Replicate())
     parallelize_module(model, tp_mesh, top)
 
@@ -134,14 +151,19 @@ def param_dtype(cfg: TrainConfig) -> torch.dtype:
 
 
 def build_model(
-    args: ModelArgs, source: CheckpointSource, cfg: TrainConfig, env: ParallelEnv
+    args: ModelArgs,
+    source: CheckpointSource,
+    cfg: TrainConfig,
+    env: ParallelEnv,
+    stage: StageSpec | None = None,
 ) -> GPTModel:
-    """The sharded model of this rank, its weights read from `source` (any TP layout)."""
+    """The sharded model of this rank, its weights read from `source` (any TP layout);
+    with `stage`, only that pipeline stage's part of it (`stages.StageModel`)."""
     from torch.distributed.tensor import DTensor
 
     check_tensor_parallel(env.tp, args.num_heads, args.num_groups, args.ffn_hidden_size)
     with torch.device("meta"):
-        model = GPTModel(args)
+        model = GPTModel(args) if stage is None else stage.module(args)
     if cfg.lora is not None:
         apply_lora(model, cfg.lora)
     if env.tp > 1:
@@ -150,7 +172,11 @@ def build_model(
         env.device
     )
     params = dict(model.named_parameters())  # on the meta device: shapes only
-    state = rank_tensors(source, args, env.tp, env.tp_rank, cfg.make_vocab_size_divisible_by)
+    divisible_by = cfg.make_vocab_size_divisible_by
+    if stage is None:
+        state = rank_tensors(source, args, env.tp, env.tp_rank, divisible_by)
+    else:
+        state = stage.tensors(source, args, env.tp, env.tp_rank, divisible_by)
     if cfg.lora is not None:
         from atelier.llm.train.lora.engine import lora_rank_state
 

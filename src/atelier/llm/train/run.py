@@ -379,18 +379,21 @@ def run_pipeline(req: TrainRequest, raw_data: str | None, converted: Path | None
         target = target or hf.parent / f"{hf.name}_mcore"
         if read_tracker(target) is None:
             tp = int(req.config.get("tensor_model_parallel_size", 1))
+            pp = int(req.config.get("pipeline_model_parallel_size", 1))
             hf2mg(
                 Hf2MgOptions(
                     load_dir=hf,
                     save_dir=target,
                     tp=tp,
+                    pp=pp,  # the run's stages, as the guide converts (any layout loads)
+                    num_layer_list=req.config.get("num_layer_list"),
                     make_vocab_size_divisible_by=int(
                         req.config.get("make_vocab_size_divisible_by", 128)
                     ),
                     tokenizer_model=Path(req.tokenizer) if req.tokenizer else None,
                 )
             )
-            steps.append(f"hf2mg: {hf} -> {target} (T={tp})")
+            steps.append(f"hf2mg: {hf} -> {target} (T={tp}, P={pp})")
         else:
             steps.append(f"hf2mg: skipped ({target} exists)")
         req = dataclasses.replace(req, load=target, hf_cfg_dir=req.hf_cfg_dir or hf)

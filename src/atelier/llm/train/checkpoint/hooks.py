@@ -95,6 +95,8 @@ class CheckpointHooks(TrainHooks):
         args = checkpoint_args(
             meta,
             tp=state.env.tp,
+            pp=state.env.pp,
+            layer_list=state.pipeline.spec.layer_list if state.pipeline is not None else None,
             divisible_by=cfg.make_vocab_size_divisible_by,
             seq_length=cfg.seq_length,
             iteration=state.iteration,

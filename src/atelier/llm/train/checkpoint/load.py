@@ -253,6 +253,12 @@ def resume_state(
             "state follows the TP layout, so pass no_load_optim (--no-load-optim) to continue "
             "with these weights and a fresh optimizer, or finetune"
         )
+    if not no_load_optim and rec.pp != ranks.pp:
+        raise AtelierError(
+            f"{src.it_dir}: saved with PP={rec.pp}, this run has PP={ranks.pp}; the optimizer "
+            "state follows the pipeline layout, so pass no_load_optim (--no-load-optim) to "
+            "continue with these weights and a fresh optimizer, or finetune"
+        )
     load_rng = not no_load_rng
     if load_rng and rec.world_size != ranks.world:
         if ranks.rank == 0:

@@ -22,6 +22,7 @@ from atelier.llm.convert.meta import ModelMeta
 from atelier.llm.convert.torch_stream import StreamingTorchFile, TensorSlot
 from atelier.llm.train.checkpoint.ranks import Ranks
 from atelier.llm.train.checkpoint.shards import TP_DIM, tp_local, tp_local_shape
+from atelier.llm.train.stages import shift_layer
 
 CHECKPOINT_VERSION = 3.0
 # Wrappers that prefix parameter names (torch.compile, activation checkpointing, FSDP1).
@@ -37,17 +38,29 @@ def megatron_name(fqn: str) -> str:
         fqn = new
 
 
-def rank_file_names(meta: ModelMeta, pp_size: int = 1) -> list[str]:
-    """Megatron (mcore, local norms) names of one rank file, in hf2mg's order (the table's)."""
+def rank_file_names(
+    meta: ModelMeta,
+    pp_size: int = 1,
+    *,
+    num_layers: int | None = None,
+    first: bool = True,
+    last: bool = True,
+) -> list[str]:
+    """Megatron (mcore, local norms) names of one rank file, in hf2mg's order (the table's).
+
+    A pipeline stage's file holds `num_layers` layers numbered from 0, the embedding on
+    the first stage only, the final norm and output layer (or the tied copy) on the last.
+    """
     fam = meta.fam
-    names = [fam.embed.mcore]
-    for i in range(meta.num_layers):
+    names = [fam.embed.mcore] if first else []
+    for i in range(meta.num_layers if num_layers is None else num_layers):
         names += [p.mcore.format(i=i) for p in fam.parts_for(meta)]
-    names.append(fam.final_norm.mcore)
-    if not meta.tied:
-        names.append(fam.output.mcore)
-    elif pp_size > 1:
-        names.append(fam.head_copy.mcore)
+    if last:
+        names.append(fam.final_norm.mcore)
+        if not meta.tied:
+            names.append(fam.output.mcore)
+        elif pp_size > 1:
+            names.append(fam.head_copy.mcore)
     return names
 
 
@@ -60,12 +73,20 @@ def rank_file_tensors(
     reads the embedding), so a tied `output_layer.weight` in the model is left out, as
     hf2mg does. Any other difference between the model and the family table is a bug.
     """
+    layers = getattr(model, "layer_ids", None)  # a pipeline stage (train.stages)
     have: dict[str, torch.Tensor] = {}
     for fqn, t in model.state_dict(keep_vars=True).items():
         name = megatron_name(fqn)
+        if layers is not None:
+            name = shift_layer(name, -layers.start)  # rank files number layers per stage
         if not name.endswith("._extra_state") and isinstance(t, torch.Tensor):
             have[name] = t
-    names = rank_file_names(meta, pp_size)
+    if layers is None:
+        names = rank_file_names(meta, pp_size)
+    else:
+        names = rank_file_names(
+            meta, pp_size, num_layers=len(layers), first=model.first, last=model.last
+        )
     if meta.tied and pp_size == 1:
         have.pop(meta.fam.output.mcore, None)
     missing = [n for n in names if n not in have]
