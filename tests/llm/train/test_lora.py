@@ -299,3 +299,9 @@ def test_lora_load_with_other_targets_is_one_line(models: dict[str, Path], tmp_p
     spec = dataclasses.replace(SPEC, target_modules=("linear_qkv",), load=tmp_path / "a")
     with pytest.raises(AtelierError, match="an adapter not in this run"):
         launch(_run, (config(models["hf"], **SMALL, lora=spec), True))
+
+
+def test_lora_with_pipeline_stages_is_one_line(models: dict[str, Path]) -> None:
+    cfg = config(models["hf"], pipeline_model_parallel_size=2, lora=SPEC)
+    with pytest.raises(AtelierError, match="lora with pipeline_model_parallel_size 2"):
+        cfg.check()
