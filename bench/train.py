@@ -10,6 +10,13 @@ the root, `model(input_ids, labels=...)`, gradient accumulation, `clip_grad_norm
     python bench/train.py --size tiny --steps 3 # seconds, for a quick check
     python bench/train.py --size 1b --bf16 --seq-length 4096   # GPU: Llama-3.2-1B shape
 
+    python bench/train.py --lora 16             # LoRA: Atelier vs full fine-tuning vs
+                                                # transformers + PEFT, one run
+
+With `--lora R` the engines train adapters of rank R (alpha 2R) on every attention and MLP
+linear: Atelier's MindSpeed-layout LoRA (fused QKV and gate/up adapters), `atelier-full` the
+same model fully, and transformers with PEFT's `get_peft_model` on q/k/v/o/gate/up/down.
+
 Reports tokens/s, peak memory per rank and, on GPU with a known peak, TFLOP/s and MFU.
 
     python bench/train.py --pp 2 --microbatches 2,4,8 --size pp8   # pipeline bubble
@@ -35,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 SIZES = {
     # hidden, layers, heads, kv heads, ffn, vocab
     "tiny": (128, 2, 4, 2, 352, 4096),
+    "30m": (512, 6, 8, 4, 1408, 8000),
     "100m": (768, 10, 12, 4, 2048, 32000),
     "1b": (2048, 16, 32, 8, 8192, 128256),
     "pp8": (256, 8, 4, 2, 704, 2048),  # layers dominate: stages of equal cost
@@ -60,8 +68,61 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+PEFT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def run_interleaved(opts: dict) -> dict:
+    """Atelier LoRA and full fine-tuning in one process, steps alternating, so a loaded
+    machine's changing load hits both alike (tokens/s only; memory needs separate runs)."""
+    from atelier.llm.train.batches import SampleBatches, pretraining_samples
+    from atelier.llm.train.loop import next_train_batches, setup, train_step
+
+    states = {"lora": setup(_config(opts)), "full": setup(_config({**opts, "lora": 0}))}
+    data = SampleBatches({"train": pretraining_samples(_tokens(opts["gbs"] * 4, *_sv(opts)))})
+    times: dict[str, list[float]] = {k: [] for k in states}
+    for _ in range(opts["steps"] + 1):
+        for k, state in states.items():
+            batches = next_train_batches(state, data)
+            _sync(state.env.device)
+            t0 = time.perf_counter()
+            train_step(state, batches)
+            _sync(state.env.device)
+            times[k].append(time.perf_counter() - t0)
+    tokens = opts["gbs"] * opts["seq_length"] * opts["steps"]
+    tps = {k: tokens / sum(v[1:]) for k, v in times.items()}
+    return {
+        "engine": "atelier lora vs full, interleaved",
+        "tokens_per_s_lora": tps["lora"],
+        "tokens_per_s_full": tps["full"],
+        "tokens_per_s_ratio_lora_vs_full": tps["lora"] / tps["full"],
+    }
+
+
+def run_atelier_full(opts: dict) -> dict:
+    return run_atelier({**opts, "lora": 0, "name": "atelier-full"})
+
+
+def run_atelier(opts: dict) -> dict:
+    from atelier.llm.train.batches import SampleBatches, pretraining_samples
+    from atelier.llm.train.loop import next_train_batches, setup, train_step
+
+    state = setup(_config(opts))
+    data = SampleBatches({"train": pretraining_samples(_tokens(opts["gbs"] * 4, *_sv(opts)))})
+    times = []
+    for _ in range(opts["steps"] + 1):
+        batches = next_train_batches(state, data)
+        _sync(state.env.device)
+        t0 = time.perf_counter()
+        m = train_step(state, batches)
+        _sync(state.env.device)
+        times.append(time.perf_counter() - t0)
+    name = opts.get("name") or ("atelier-lora" if opts["lora"] else "atelier")
+    return _report(name, times, opts, state.env.device, m.lm_loss)
+
+
 def _config(opts: dict):
     from atelier.llm.train.config import TrainConfig
+    from atelier.llm.train.lora import LoraSpec
 
     h, n_layers, heads, kv, ffn, vocab = SIZES[opts["size"]]
     return TrainConfig(
@@ -83,25 +144,9 @@ def _config(opts: dict):
         recompute_granularity=opts["recompute"],
         compile=opts["compile"],
         device=opts["device"],
+        lora=LoraSpec(r=opts["lora"], alpha=2.0 * opts["lora"]) if opts["lora"] else None,
         pipeline_model_parallel_size=opts.get("pp", 1),
     )
-
-
-def run_atelier(opts: dict) -> dict:
-    from atelier.llm.train.batches import SampleBatches, pretraining_samples
-    from atelier.llm.train.loop import next_train_batches, setup, train_step
-
-    state = setup(_config(opts))
-    data = SampleBatches({"train": pretraining_samples(_tokens(opts["gbs"] * 4, *_sv(opts)))})
-    times = []
-    for _ in range(opts["steps"] + 1):
-        batches = next_train_batches(state, data)
-        _sync(state.env.device)
-        t0 = time.perf_counter()
-        m = train_step(state, batches)
-        _sync(state.env.device)
-        times.append(time.perf_counter() - t0)
-    return _report("atelier", times, opts, state.env.device, m.lm_loss)
 
 
 def run_bubble(opts: dict) -> list[dict]:
@@ -188,13 +233,21 @@ def run_transformers(opts: dict) -> dict:
         model = transformers.LlamaForCausalLM(config)
     if opts["recompute"]:
         model.gradient_checkpointing_enable()
+    layers = model.model.layers
+    if opts["lora"]:
+        import peft
+
+        r = opts["lora"]
+        lora = peft.LoraConfig(r=r, lora_alpha=2 * r, target_modules=PEFT_TARGETS)
+        model = peft.get_peft_model(model, lora)
     mesh = init_device_mesh(kind, (world,))
     dt = torch.bfloat16 if opts["bf16"] else torch.float32
     policy = MixedPrecisionPolicy(param_dtype=dt, reduce_dtype=torch.float32)
-    for layer in model.model.layers:
+    for layer in layers:
         fully_shard(layer, mesh=mesh, mp_policy=policy)
     fully_shard(model, mesh=mesh, mp_policy=policy)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trained, lr=1e-4, weight_decay=0.01)
     rows = _tokens(opts["gbs"] * 4, *_sv(opts))
     acc = opts["gbs"] // (opts["mbs"] * world)
     rank = dist.get_rank()
@@ -207,14 +260,15 @@ def run_transformers(opts: dict) -> dict:
             x = rows[first : first + opts["mbs"]].to(device)
             loss = model(input_ids=x[:, :-1], labels=x[:, :-1]).loss / acc
             loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         float(loss)  # the logging sync every loop has
         consumed += opts["gbs"]
         _sync(device)
         times.append(time.perf_counter() - t0)
-    out = _report("transformers+fsdp2", times, opts, device, float(loss) * acc)
+    name = "transformers+peft+fsdp2" if opts["lora"] else "transformers+fsdp2"
+    out = _report(name, times, opts, device, float(loss) * acc)
     dist.destroy_process_group()
     return out
 
@@ -227,7 +281,9 @@ def _report(name: str, times: list[float], opts: dict, device: torch.device, los
     h, n_layers, heads, kv, ffn, vocab = SIZES[opts["size"]]
     d = h // heads
     params = n_layers * (h * d * (heads + 2 * kv) + heads * d * h + 3 * h * ffn) + 2 * vocab * h
-    flops_per_token = 6 * params + 12 * n_layers * h * opts["seq_length"]  # + attention
+    # LoRA: no weight gradients for the frozen base (forward + input gradients: 4, not 6)
+    per_param = 4 if opts.get("lora") and opts.get("name") != "atelier-full" else 6
+    flops_per_token = per_param * params + 12 * n_layers * h * opts["seq_length"]
     tps = tokens / sum(steady)
     mem = torch.tensor([_peak_memory_mb(device)], device=device)
     if dist.is_initialized() and dist.get_world_size() > 1:
@@ -261,10 +317,19 @@ def main() -> None:
     p.add_argument("--compile", action="store_true")
     p.add_argument("--recompute", choices=["full"], default=None)
     p.add_argument("--device", default="auto")
-    p.add_argument("--engines", default="atelier,transformers")
+    p.add_argument("--lora", type=int, default=0, help="LoRA rank (0: full fine-tuning)")
+    p.add_argument(
+        "--engines",
+        default=None,
+        help="atelier,transformers (with --lora: atelier,atelier-full,transformers; "
+        "`interleaved`: LoRA and full alternating in one process)",
+    )
     p.add_argument("--pp", type=int, default=1, help="pipeline stages: measure the bubble")
     p.add_argument("--microbatches", default="2,4,8", help="with --pp: values of M")
     a = p.parse_args()
+    engines = a.engines or (
+        "atelier,atelier-full,transformers" if a.lora else "atelier,transformers"
+    )
     from atelier.llm.train.launch import launch
 
     opts = {
@@ -278,6 +343,7 @@ def main() -> None:
         "compile": a.compile,
         "recompute": a.recompute,
         "device": a.device,
+        "lora": a.lora,
     }
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, a.nproc)))
     if a.pp > 1:
@@ -285,24 +351,26 @@ def main() -> None:
         for row in launch(run_bubble, (opts,), a.pp, spawn=True):
             print(json.dumps(row), flush=True)
         return
-    results = []
-    for engine in a.engines.split(","):
-        fn = run_atelier if engine == "atelier" else run_transformers
-        results.append(launch(fn, (opts,), a.nproc, spawn=True))
-        print(json.dumps(results[-1]), flush=True)
-    if len(results) == 2:
-        at, hf = results
-        print(
-            json.dumps(
-                {
-                    "tokens_per_s_ratio": at["tokens_per_s"] / hf["tokens_per_s"],
-                    "peak_memory_ratio": at["peak_memory_mb_per_rank"]
-                    / hf["peak_memory_mb_per_rank"],
-                    "options": opts,
-                    "nproc": a.nproc,
-                }
+    runners = {
+        "atelier": run_atelier,
+        "atelier-full": run_atelier_full,
+        "transformers": run_transformers,
+        "interleaved": run_interleaved,
+    }
+    results = {}
+    for engine in engines.split(","):
+        results[engine] = launch(runners[engine], (opts,), a.nproc, spawn=True)
+        print(json.dumps(results[engine]), flush=True)
+    ratios = {}
+    for other in ("transformers", "atelier-full"):
+        if "atelier" in results and other in results:
+            at, ref = results["atelier"], results[other]
+            ratios[f"tokens_per_s_ratio_vs_{other}"] = at["tokens_per_s"] / ref["tokens_per_s"]
+            ratios[f"peak_memory_ratio_vs_{other}"] = (
+                at["peak_memory_mb_per_rank"] / ref["peak_memory_mb_per_rank"]
             )
-        )
+    if ratios:
+        print(json.dumps({**ratios, "options": opts, "nproc": a.nproc}))
 
 
 if __name__ == "__main__":

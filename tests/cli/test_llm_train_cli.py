@@ -171,7 +171,6 @@ def test_environment_form(clean_env) -> None:
         ("LR", "nan", "LR='nan'"),
         ("TP", "two", "TP='two'"),
         ("RUN_TYPE", "dpo", "RUN_TYPE='dpo'"),
-        ("RUN_TYPE", "lora", "LoRA"),
         ("CONVERT_MG2HF", "maybe", "CONVERT_MG2HF"),
     ],
 )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from atelier.cli.llm_train_dist import add_node_flags, dist_timeout, node_from_args
+from atelier.cli.llm_train_lora import add_lora_flags, lora_spec
 from atelier.core.flags import (
     FRACTION,
     NON_NEGATIVE_FLOAT,
@@ -95,7 +96,7 @@ ARCH_SWITCHES = (
 def register(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser(
         "train",
-        help="pretrain or fine-tune (full parameters) on Megatron datasets and checkpoints",
+        help="pretrain, fine-tune or LoRA-tune on Megatron datasets and checkpoints",
         description="Megatron-LM / MindSpeed-LLM flag spellings; environment variables of "
         "the platform's 3_training.sh fill absent flags (see docs/llm-train.md).",
     )
@@ -325,6 +326,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--spec", nargs="+", default=None, dest=_ignored("--spec"), help=argparse.SUPPRESS
     )
+    add_lora_flags(p)
 
 
 def _ignored(flag: str) -> str:
@@ -417,12 +419,8 @@ def train_request(args: argparse.Namespace):
             "model_name": None,
         }
     )
-    if values["run_type"] == "lora":
-        raise AtelierError(
-            "RUN_TYPE=lora: LoRA fine-tuning is not available yet; use RUN_TYPE=sft "
-            "(full-parameter fine-tuning)"
-        )
-    instruction = args.is_instruction_dataset or values["run_type"] == "sft"
+    lora = lora_spec(args, values["run_type"])  # RUN_TYPE=lora: SFT data + LoRA
+    instruction = args.is_instruction_dataset or values["run_type"] in ("sft", "lora")
     node = node_from_args(args)
     ignored = ignored_given(args)
     if ignored:
@@ -524,7 +522,10 @@ def train_request(args: argparse.Namespace):
             "use_flash_attn": args.use_flash_attn,
             "compile": args.compile,
             "make_vocab_size_divisible_by": args.make_vocab_size_divisible_by,
-            "finetune": args.finetune or values["run_type"] == "sft",
+            "finetune": args.finetune
+            or values["run_type"] == "sft"
+            or (values["run_type"] == "lora" and lora is not None and lora.load is None),
+            "lora": lora,
             "no_load_optim": args.no_load_optim,
             "no_load_rng": args.no_load_rng,
             "save_interval": args.save_interval,

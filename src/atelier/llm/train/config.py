@@ -20,6 +20,7 @@ from atelier.core.errors import AtelierError
 
 if TYPE_CHECKING:
     from atelier.llm.train.data import DataSpec
+    from atelier.llm.train.lora.spec import LoraSpec
 
 LR_DECAY_STYLES = ("constant", "linear", "cosine", "inverse-square-root", "WSD")
 WSD_DECAY_STYLES = ("linear", "cosine", "exponential", "minus_sqrt")
@@ -113,6 +114,9 @@ class TrainConfig:
     exit_duration_in_mins: float | None = None
     convert_mg2hf: Path | None = None
 
+    # --- LoRA (MindSpeed-LLM's --lora-* flags); None: full-parameter training ---
+    lora: LoraSpec | None = None
+
     # --- logging and evaluation ---
     log_interval: int = 100
     tensorboard_dir: Path | None = None
@@ -166,6 +170,14 @@ class TrainConfig:
             )
         if self.recompute_method not in RECOMPUTE_METHODS:
             raise AtelierError(f"recompute_method {self.recompute_method!r}: use uniform or block")
+        if self.lora is not None:
+            self.lora.check()
+            if self.pipeline_model_parallel_size > 1:
+                raise AtelierError(
+                    f"lora with pipeline_model_parallel_size {self.pipeline_model_parallel_size}"
+                    ": LoRA runs on data and tensor parallelism here; use "
+                    "pipeline_model_parallel_size 1"
+                )
         if self.sequence_parallel and self.tensor_model_parallel_size == 1:
             raise AtelierError(
                 "sequence_parallel needs tensor_model_parallel_size > 1 (Megatron turns it off)"

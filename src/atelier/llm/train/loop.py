@@ -175,7 +175,7 @@ class HookList(TrainHooks):
 def open_source(cfg: TrainConfig) -> CheckpointSource:
     """The weights to start from: `load` (Megatron checkpoint or HF folder) or random init."""
     from atelier.llm.convert.hf_checkpoint import HFSource
-    from atelier.llm.convert.megatron_checkpoint import MegatronSource
+    from atelier.llm.train.lora.source import open_megatron
     from atelier.llm.train.model.weights import RandomSource
 
     if cfg.load is not None:
@@ -186,7 +186,7 @@ def open_source(cfg: TrainConfig) -> CheckpointSource:
             raise AtelierError(f"load {load}: the folder is empty; give a checkpoint folder")
         if (load / "config.json").is_file():
             return HFSource(load)
-        return MegatronSource(load)
+        return open_megatron(load)  # (a full LoRA checkpoint reads as its base model)
     shape = {
         "num_layers": cfg.num_layers,
         "hidden_size": cfg.hidden_size,

@@ -24,6 +24,8 @@ from atelier.core.errors import AtelierError
 from atelier.llm.convert.sharding import check_tensor_parallel
 from atelier.llm.convert.source import CheckpointSource
 from atelier.llm.train.config import TrainConfig
+from atelier.llm.train.lora.module import apply_lora, freeze_base
+from atelier.llm.train.lora.module import tp_plan as lora_tp_plan
 from atelier.llm.train.model.args import ModelArgs
 from atelier.llm.train.model.decoder import GPTModel
 from atelier.llm.train.model.rope import inverse_frequencies
@@ -119,8 +121,8 @@ def apply_tensor_parallel(model: GPTModel, tp_mesh: object) -> None:
         "mlp.linear_fc1": ColwiseParallel(),
         "mlp.linear_fc2": RowwiseParallel(),
     }
-    for layer in model.decoder.layers:
-        parallelize_module(layer, tp_mesh, layer_plan)
+    for layer in model.decoder.layers:  # (LoRA-wrapped linears: their parts placed)
+        parallelize_module(layer, tp_mesh, lora_tp_plan(layer_plan, layer))
     top = {}
     if hasattr(model, "embedding"):  # every stage but the first of a pipeline has none
         top["embedding.word_embeddings"] = RowwiseParallel(input_layouts=Replicate())
@@ -162,6 +164,8 @@ def build_model(
     check_tensor_parallel(env.tp, args.num_heads, args.num_groups, args.ffn_hidden_size)
     with torch.device("meta"):
         model = GPTModel(args) if stage is None else stage.module(args)
+    if cfg.lora is not None:
+        apply_lora(model, cfg.lora)
     if env.tp > 1:
         apply_tensor_parallel(model, env.mesh["tp"])
     model.inv_freq = inverse_frequencies(args.head_dim, args.rope_theta, args.rope_scaling).to(
@@ -173,6 +177,10 @@ def build_model(
         state = rank_tensors(source, args, env.tp, env.tp_rank, divisible_by)
     else:
         state = stage.tensors(source, args, env.tp, env.tp_rank, divisible_by)
+    if cfg.lora is not None:
+        from atelier.llm.train.lora.engine import lora_rank_state
+
+        state = lora_rank_state(state, params, cfg, env, source)
     with torch.no_grad():
         for name in list(state):
             p = params.pop(name, None)
@@ -193,6 +201,8 @@ def build_model(
             setattr(model.get_submodule(owner), leaf, nn.Parameter(w))
     if params:
         raise AtelierError(f"the checkpoint gives no weights for {', '.join(sorted(params)[:4])}")
+    if cfg.lora is not None:
+        freeze_base(model, cfg.lora)
     set_recompute(model, cfg)
     for layer in model.decoder.layers:
         layer.self_attention.use_flash_attn = cfg.use_flash_attn

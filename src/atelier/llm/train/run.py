@@ -202,15 +202,32 @@ def _hf_target(req: TrainRequest, iteration: int) -> Path | None:
     return None
 
 
-def export_hf(req: TrainRequest, save: Path, out: Path) -> Path:
-    """The latest checkpoint in `save` as a complete Hugging Face folder."""
+def lora_export(req: TrainRequest, save: Path) -> Any:
+    """mg2hf's LoRA options for a LoRA run: merge the adapters saved in `save` into the
+    run's base model (`req.load`), with the run's r, alpha and targets; None otherwise."""
+    from atelier.llm.convert.lora_checkpoint import LoraOptions
+
+    spec = req.config.get("lora")
+    if spec is None:
+        return None
+    return LoraOptions(
+        load=save, r=spec.r, alpha=spec.alpha, target_modules=tuple(spec.target_modules)
+    )
+
+
+def export_hf(req: TrainRequest, save: Path, out: Path, lora: Any = None) -> Path:
+    """The latest checkpoint in `save` as a complete Hugging Face folder; a LoRA run's
+    (`lora`: `lora_export`) with W + (alpha / r) B A merged into the base of `req.load`."""
     from atelier.llm.convert import mg2hf
 
+    if lora is not None:
+        assert req.load is not None  # a LoRA run always has its base in --load
     mg2hf(
-        save,
+        save if lora is None else req.load,
         out,
         hf_config_dir=req.hf_cfg_dir,
         tokenizer_model=Path(req.tokenizer) if req.tokenizer else None,
+        lora=lora,
     )
     return out
 
@@ -230,7 +247,7 @@ def run_training(req: TrainRequest) -> RunReport:
         raise AtelierError(
             f"--convert-mg2hf {req.convert_mg2hf}: the folder is not empty; choose a new one"
         )
-    probe = dataclasses.replace(_ProbeConfig(), load=req.load, save=req.save)
+    probe = _ProbeConfig(load=req.load, save=req.save, lora=req.config.get("lora"))
     src = prepare_load(probe, req.ckpt_step)
     if src is not None:
         src.source = None  # closed; keep the request picklable for spawned ranks
@@ -273,7 +290,7 @@ def run_training(req: TrainRequest) -> RunReport:
                 f"the checkpoint is in {req.save}: atelier llm convert mg2hf --load-dir "
                 f"{req.save} --save-dir NEW_FOLDER"
             )
-        report.hf_dir = export_hf(req, req.save, target)
+        report.hf_dir = export_hf(req, req.save, target, lora_export(req, req.save))
         report.lines_.append(f"Hugging Face model written to {report.hf_dir}")
     return report
 
@@ -284,10 +301,11 @@ def _non_empty(folder: Path) -> bool:
 
 @dataclass
 class _ProbeConfig:
-    """The two fields `prepare_load` reads, before the full TrainConfig can be built."""
+    """The fields `prepare_load` reads, before the full TrainConfig can be built."""
 
     load: Path | None = None
     save: Path | None = None
+    lora: Any = None  # a LoraSpec; prepare_load resolves its `load` folder in place
 
 
 # --- atelier llm run ----------------------------------------------------------------------

@@ -17,7 +17,7 @@ from atelier.llm.convert.meta import ModelMeta, megatron_args
 from atelier.llm.convert.sharding import padded_vocab_size
 
 # TrainConfig fields that are not Megatron arguments, or that the model fields already cover.
-_SKIP = {"data", "extra_args", "nproc_per_node", "device", "compile", "convert_mg2hf"}
+_SKIP = {"data", "extra_args", "nproc_per_node", "device", "compile", "convert_mg2hf", "lora"}
 
 
 def _plain(value: Any) -> Any:
@@ -62,6 +62,9 @@ def checkpoint_args(
         for key, value in getattr(config, "extra_args", {}).items():
             if key not in model_fields:
                 setattr(args, key, _plain(value))
+        if getattr(config, "lora", None) is not None:  # MindSpeed's args.lora_* names
+            for key, value in config.lora.megatron_args().items():
+                setattr(args, key, value)
     args.iteration = iteration
     args.consumed_train_samples = consumed_train_samples
     args.consumed_valid_samples = consumed_valid_samples

@@ -55,10 +55,11 @@ class CheckpointHooks(TrainHooks):
     def on_start(self, state: TrainState) -> None:
         cfg = state.cfg
         if self.src is not None:
+            src = self.src.state_from or self.src  # LoRA: adapters' checkpoint, not the base
             # finetune / no_load_* describe `load`; this run's own checkpoint resumes exactly
-            own = self.src.from_save
+            own = src.from_save
             resumed = resume_state(
-                self.src,
+                src,
                 state.model,
                 state.optimizer,
                 self._ranks(state),
@@ -117,6 +118,8 @@ class CheckpointHooks(TrainHooks):
             loop_state=loop_state(state),
             keep=cfg.save_total_limit,
             device_type=state.env.device.type,
+            lora=cfg.lora,
+            base_dtype=state.meta.dtype,  # the loaded checkpoint's: frozen tensors keep it
         )
         ranks = self._ranks(state)
         self.last_saved = save_checkpoint(req, state.model, state.optimizer, ranks)

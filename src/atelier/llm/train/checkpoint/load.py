@@ -20,7 +20,6 @@ import torch
 from atelier.core.errors import AtelierError
 from atelier.core.log import get_logger
 from atelier.llm.convert.megatron_checkpoint import (
-    MegatronSource,
     iteration_dir,
 )
 from atelier.llm.convert.meta import ModelMeta
@@ -56,6 +55,8 @@ class LoadSource:
     assets_dir: Path | None = None  # config/tokenizer files to carry into an HF export
     from_save: bool = False  # this run's own checkpoint, found in `save`
     source: Any = field(default=None, repr=False)
+    # LoRA: the checkpoint adapters and train state resume from (this one holds the base)
+    state_from: LoadSource | None = None
 
     @property
     def has_train_state(self) -> bool:
@@ -86,8 +87,10 @@ def _as_load():
 
 
 def _open_megatron(folder: Path, it_dir: Path) -> LoadSource:
+    from atelier.llm.train.lora.source import open_megatron
+
     with _as_load():
-        src = MegatronSource(it_dir)
+        src = open_megatron(it_dir)  # a full LoRA checkpoint reads as its base
     lay = src.layout
     iteration = lay.iteration if isinstance(lay.iteration, int) else 0
     assets = folder / "hf_assets"
@@ -184,8 +187,13 @@ def prepare_load(cfg: Any, ckpt_step: int | None = None) -> LoadSource | None:
 
     A checkpoint of this run in `cfg.save` wins (a preempted job started again with the
     same command resumes); `ckpt_step` picks an iteration of `cfg.load`. Checks that the
-    save folder is writable before any training happens.
+    save folder is writable before any training happens. A LoRA run (`cfg.lora`) takes
+    its base from `load` and its adapters from `save` or `lora.load` (`lora.source`).
     """
+    if getattr(cfg, "lora", None) is not None:
+        from atelier.llm.train.lora.source import prepare_lora_load
+
+        return prepare_lora_load(cfg, ckpt_step)
     if cfg.save is not None:
         check_save_dir(Path(cfg.save), "save")
     src = resolve_load(

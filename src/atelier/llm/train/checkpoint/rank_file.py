@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -111,15 +111,17 @@ def write_rank_file(
     iteration: int,
     dtype: torch.dtype,
     tp_dim: str = TP_DIM,
+    dtypes: Mapping[str, torch.dtype] | None = None,
 ) -> None:
     """Gather each tensor to its TP-local form and stream it into `path`.
 
     Every rank calls this with the same tensors (the gathers are collectives); only ranks
-    given a `path` write.
+    given a `path` write. `dtypes` overrides `dtype` per tensor name (LoRA).
     """
     tensors = list(tensors)
+    kinds = [(dtypes or {}).get(name, dtype) for name, _ in tensors]
     slots = [
-        TensorSlot(str(k), tp_local_shape(t, tp_dim), dtype) for k, (_, t) in enumerate(tensors)
+        TensorSlot(str(k), tp_local_shape(t, tp_dim), kinds[k]) for k, (_, t) in enumerate(tensors)
     ]
     out = None
     if path is not None:
@@ -132,8 +134,8 @@ def write_rank_file(
             "model": model,
         }
         out = StreamingTorchFile(path, obj, slots)
-    for _, t in tensors:
-        local = tp_local(t, tp_dim).to(device="cpu", dtype=dtype)
+    for (_, t), kind in zip(tensors, kinds, strict=True):
+        local = tp_local(t, tp_dim).to(device="cpu", dtype=kind)
         if out is not None:
             out.write(local)
         del local

@@ -56,6 +56,8 @@ class SaveRequest:
     keep: int | None = None  # save_total_limit
     device_type: str = "cpu"
     tp_dim: str = TP_DIM
+    lora: Any = None  # a LoraSpec: MindSpeed's LoRA names (and --lora-ckpt-filter)
+    base_dtype: torch.dtype | None = None  # LoRA: dtype of the frozen base as loaded
 
 
 def _needs_master(model: torch.nn.Module, dtype: torch.dtype) -> bool:
@@ -84,7 +86,13 @@ def save_checkpoint(
     tmp = ranks.broadcast(tmp)
     if tmp is not None:
         try:
-            tensors = rank_file_tensors(model, req.meta, ranks.pp)
+            dtypes = None
+            if req.lora is not None:
+                from atelier.llm.train.lora.save import lora_rank_file_tensors
+
+                tensors, dtypes = lora_rank_file_tensors(model, req, ranks.pp)
+            else:
+                tensors = rank_file_tensors(model, req.meta, ranks.pp)
             path = rank_file_path(tmp, ranks) if ranks.writes_rank_file else None
             write_rank_file(
                 path,
@@ -93,6 +101,7 @@ def save_checkpoint(
                 iteration=req.iteration,
                 dtype=req.dtype,
                 tp_dim=req.tp_dim,
+                dtypes=dtypes,
             )
             save_train_state(
                 tmp / TRAIN_STATE,

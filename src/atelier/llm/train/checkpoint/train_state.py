@@ -46,12 +46,19 @@ def _dcp():
     return dcp, get_state_dict, set_state_dict
 
 
-def _options(ranks: Ranks):
-    """Pipeline stages hold different parameters: their optimizer param groups are keyed by
-    parameter name (DCP's flattened form), never by position, which would collide."""
+def _options(model: torch.nn.Module, ranks: Ranks):
+    """Frozen parameters (a LoRA base) are not training state: the rank files hold them
+    exactly, so they are neither saved nor expected here. Pipeline stages hold different
+    parameters: their optimizer param groups are keyed by parameter name (DCP's flattened
+    form), never by position, which would collide."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions
 
-    return StateDictOptions(flatten_optimizer_state_dict=ranks.pp > 1)
+    frozen = any(not p.requires_grad for p in model.parameters())
+    return StateDictOptions(
+        ignore_frozen_params=True,
+        strict=not frozen,
+        flatten_optimizer_state_dict=ranks.pp > 1,
+    )
 
 
 def save_train_state(
@@ -66,7 +73,7 @@ def save_train_state(
 ) -> None:
     """Collective: every rank calls it; DCP writes each rank's shards once."""
     dcp, get_state_dict, _ = _dcp()
-    model_sd, optim_sd = get_state_dict(model, optimizer, options=_options(ranks))
+    model_sd, optim_sd = get_state_dict(model, optimizer, options=_options(model, ranks))
     state: dict[str, Any] = {
         "optimizer": optim_sd,
         LOOP_KEY: pickle.dumps(loop_state),
@@ -120,7 +127,7 @@ def load_train_state(
         state[rng_key] = b""
     model_sd = optim_sd = None
     if optimizer is not None:
-        model_sd, optim_sd = get_state_dict(model, optimizer, options=_options(ranks))
+        model_sd, optim_sd = get_state_dict(model, optimizer, options=_options(model, ranks))
         state["optimizer"] = optim_sd
         if info.has_master:
             state["model"] = model_sd
@@ -132,7 +139,7 @@ def load_train_state(
             optimizer,
             model_state_dict=state["model"] if info.has_master else {},
             optim_state_dict=state["optimizer"],
-            options=_options(ranks),
+            options=_options(model, ranks),
         )
     if want_rng:
         restore_rng(pickle.loads(state[rng_key]), device_type)
