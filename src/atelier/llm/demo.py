@@ -1,5 +1,5 @@
 """The LLM suite's step of `atelier demo`: bundled samples -> indexed datasets -> inspect,
-checkpoint conversion, and training (pretrain, SFT, CONVERT_MG2HF, generate)."""
+checkpoint conversion, and training (pretrain, SFT, CONVERT_MG2HF, generate; LoRA merged)."""
 
 from __future__ import annotations
 
@@ -177,3 +177,54 @@ def train_demo(out: Path, tokenizer_dir: str, console: Console) -> None:
     with torch.no_grad():
         gen = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
     console.print(f"generated {gen.shape[1] - ids.shape[1]} tokens: {hf_tok.decode(gen[0])!r}")
+    lora_demo(root, tokenizer_dir, common, out, console, tok.pad_token_id)
+
+
+def lora_demo(
+    root: Path, tokenizer_dir: str, common: dict, out: Path, console: Console, pad_id: int
+) -> None:
+    """LoRA on the SFT data (RUN_TYPE=lora's four linears, adapters-only checkpoint), merged
+    into the base by CONVERT_MG2HF's path; transformers loads the merged model."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from atelier.llm.train.lora.spec import LoraSpec
+    from atelier.llm.train.run import TrainRequest, run_training
+
+    console.rule("[bold]llm train: LoRA (r 8, adapters only), then CONVERT_MG2HF merges them")
+    lora = run_training(
+        TrainRequest(
+            data_path=[str(out / "alpaca")],
+            split="100,0,0",
+            seq_length=128,
+            is_instruction=True,
+            tokenizer=tokenizer_dir,
+            load=root / "pretrain",
+            save=root / "lora",
+            convert_mg2hf=root / "lora-hf",
+            config={
+                **common,
+                "train_iters": 4,
+                "finetune": True,
+                "lr": 1e-2,
+                "lora": LoraSpec(r=8, alpha=16.0, ckpt_filter=True),
+            },
+        )
+    )
+    console.print("\n".join(lora.lines()))
+    saved = sorted((root / "lora").rglob("model_optim_rng.pt"))
+    names = torch.load(saved[-1], map_location="cpu", weights_only=False)["model"].keys()
+    adapters = [n for n in names if ".lora_" in n]
+    console.print(f"LoRA checkpoint holds {len(adapters)} adapter tensors of {len(names)} entries")
+    model = AutoModelForCausalLM.from_pretrained(lora.hf_dir)
+    merged = {}
+    for f in sorted(Path(lora.hf_dir).glob("*.safetensors")):
+        merged.update(load_file(f))
+    ids = torch.tensor([[1, 5, 9, 13, 17]])
+    with torch.no_grad():
+        gen = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=pad_id)
+    console.print(
+        f"transformers loads the merged model from {lora.hf_dir}: {len(merged)} tensors, "
+        f"generated {gen.shape[1] - ids.shape[1]} tokens"
+    )
