@@ -41,12 +41,52 @@ HANDLERS = {
     "GeneralInstructionHandler": "alpaca",
     "AlpacaStyleInstructionHandler": "alpaca",
     "SharegptStyleInstructionHandler": "sharegpt",
+    "AlpacaStylePairwiseHandler": "alpaca_pairwise",
+    "SharegptStylePairwiseHandler": "sharegpt_pairwise",
+    "PPOAlpacaStyleInstructionHandler": "alpaca_ppo",
+    "AlpacaStyleProcessRewardHandler": "process_reward",
+}
+# MindSpeed-LLM handlers Atelier does not implement, and why (one line each).
+REFUSED_HANDLERS = {
+    "LlamaFactoryInstructionHandler": "it reads a LLaMA-Factory dataset_info.json registry; "
+    "use AlpacaStyleInstructionHandler or SharegptStyleInstructionHandler with --map-keys",
+    "HunyuanInstructionHandler": "it needs the Hunyuan tokenizer's own chat template",
+    "R1AlpacaStyleInstructionHandler": "R1 (GRPO) prompt data is not supported yet",
+    "R1SharegptStyleInstructionHandler": "R1 (GRPO) prompt data is not supported yet",
+    "AlpacaPretrainHandler": "use GeneralPretrainHandler on a text column",
+    "BelleMultiTurnInstructionHandler": "use SharegptStyleInstructionHandler",
+    "MOSSMultiTurnHandler": "use SharegptStyleInstructionHandler",
+    "MOSSInstructionHandler": "use SharegptStyleInstructionHandler",
+    "LeetcodePythonInstructionHandler": "use AlpacaStyleInstructionHandler with --map-keys",
+    "StackOverflowPythonPretrainHandler": "use GeneralPretrainHandler on a text column",
 }
 INSTRUCTION_KEYS = ("input_ids", "attention_mask", "labels")
+# Output keys per handler kind, in MindSpeed's order (its `args.json_keys`).
+OUTPUT_KEYS = {
+    "alpaca": INSTRUCTION_KEYS,
+    "sharegpt": INSTRUCTION_KEYS,
+    "alpaca_pairwise": (
+        "chosen_input_ids",
+        "chosen_labels",
+        "rejected_input_ids",
+        "rejected_labels",
+    ),
+    "sharegpt_pairwise": (
+        "chosen_input_ids",
+        "chosen_labels",
+        "rejected_input_ids",
+        "rejected_labels",
+    ),
+    "alpaca_ppo": ("input_ids", "attention_mask"),
+    "process_reward": ("input_ids", "labels", "attention_mask"),
+}
+SFT_KINDS = ("alpaca", "sharegpt")  # the kinds --pack and --append-eod apply to
 IGNORE = -100
 
 
 def handler_kind(name: str) -> str:
+    if name in REFUSED_HANDLERS:
+        raise AtelierError(f"--handler-name {name}: not supported: {REFUSED_HANDLERS[name]}")
     if name not in HANDLERS:
         raise AtelierError(f"--handler-name {name}: unknown; known: {', '.join(HANDLERS)}")
     return HANDLERS[name]
@@ -63,10 +103,23 @@ class EncodeJob:
     seq_length: int | None
     map_keys: dict[str, Any]
     template: Template | None
+    # MindSpeed drops a sample of >= seq_length tokens but still ends its document, so an
+    # empty document stays in every output; False leaves no trace (--no-empty-documents).
+    empty_documents: bool = True
+    # --neat-pack keeps long samples (cut at packing time) instead of dropping them
+    drop_long: bool = True
+    eod_id: int | None = None  # EOD of instruction data: the template's EOS (template_eos)
+    placeholder_id: int | None = None  # process reward: the step marker's id
+    reward_ids: dict[str, int] = field(default_factory=dict)  # process reward: label -> id
 
     @property
     def output_keys(self) -> tuple[str, ...]:
-        return self.json_keys if handler_kind(self.handler) == "pretrain" else INSTRUCTION_KEYS
+        kind = handler_kind(self.handler)
+        return self.json_keys if kind == "pretrain" else OUTPUT_KEYS[kind]
+
+    def too_long(self, length: int) -> bool:
+        """MindSpeed's rule: a sample of seq_length tokens or more is dropped."""
+        return self.drop_long and self.seq_length is not None and length >= self.seq_length
 
 
 @dataclass
@@ -115,12 +168,34 @@ def _flat(seqs: list[list[int]]) -> np.ndarray:
     return np.fromiter(chain.from_iterable(seqs), dtype=np.int64, count=total)
 
 
+def store_samples(
+    res: ChunkResult, job: EncodeJob, samples: list[tuple[list[int], ...] | None]
+) -> None:
+    """Per document one sequence per output key; None is a sample dropped as too long,
+    which leaves an empty document when `job.empty_documents` (as MindSpeed writes)."""
+    kept = [s for s in samples if s is not None]
+    per_doc = np.asarray(
+        [0 if s is None else 1 for s in samples if s is not None or job.empty_documents],
+        dtype=np.int64,
+    )
+    res.written = len(kept)
+    if dropped := len(samples) - len(kept):
+        res.skipped["too_long"] += dropped
+    for k, key in enumerate(job.output_keys):
+        seqs = [s[k] for s in kept]
+        lens = np.fromiter(map(len, seqs), dtype=np.int32, count=len(seqs))
+        flat = _flat(seqs)
+        if k == 0:
+            res.tokens = int(flat.size)
+        res.outputs[key] = (flat, lens, per_doc)
+
+
 class Encoder:
     def __init__(self, job: EncodeJob) -> None:
         self.job = job
         self.kind = handler_kind(job.handler)
         self.backend = Backend(job.tokenizer)
-        if self.kind != "pretrain" and job.template is None:
+        if self.kind not in ("pretrain", "process_reward") and job.template is None:
             raise AtelierError(f"{job.handler} needs --prompt-type")
         tok = job.tokenizer
         if self.kind == "pretrain" and job.append_eod and tok.eod is None:
@@ -147,7 +222,14 @@ class Encoder:
 
     def encode(self, chunk: Chunk) -> ChunkResult:
         already = self.backend.fell_back
-        res = self._pretrain(chunk) if self.kind == "pretrain" else self._instruction(chunk)
+        if self.kind == "pretrain":
+            res = self._pretrain(chunk)
+        elif self.kind in SFT_KINDS:
+            res = self._instruction(chunk)
+        else:
+            from atelier.llm.data import rlhf_handlers
+
+            res = rlhf_handlers.encode(self, chunk)
         res.backend = self.backend.name
         if self.backend.fell_back is not None and already is None:
             res.fell_back = self.backend.fell_back
@@ -203,10 +285,11 @@ class Encoder:
             if job.append_eod:
                 for e in encoded:
                     e[-1] = [*e[-1], job.tokenizer.eod]
-            if job.seq_length is not None and any(
-                sum(map(len, e)) > job.seq_length for e in encoded
-            ):
+            if any(job.too_long(sum(map(len, e))) for e in encoded):
                 res.skipped["too_long"] += 1
+                if job.empty_documents:
+                    for k in range(nkeys):
+                        per_doc[k].append(0)
                 continue
             res.written += 1
             for k, e in enumerate(encoded):
@@ -226,8 +309,9 @@ class Encoder:
     def _pretrain_flat(self, res: ChunkResult, texts: list[str]) -> None:
         """One text per document, all in numpy: no per-token Python objects.
 
-        Same rules as the general path: empty documents are skipped, EOD goes after the
-        document, documents longer than seq_length (EOD included) are skipped.
+        Same rules as the general path: empty texts are skipped, EOD goes after the
+        document, documents of seq_length tokens or more (EOD included) are dropped and,
+        as MindSpeed does, leave an empty document (unless `job.empty_documents` is off).
         """
         job = self.job
         ids, lens = self.backend.encode_flat(texts, job.tokenizer.pretrain_special)
@@ -235,28 +319,32 @@ class Encoder:
         if n_empty := int(len(lens) - keep.sum()):
             res.skipped["empty"] += n_empty
         out_lens = lens + 1 if job.append_eod else lens
-        if job.seq_length is not None:
-            too_long = keep & (out_lens > job.seq_length)
+        per_doc = np.ones(int(keep.sum()), dtype=np.int64)
+        if job.drop_long and job.seq_length is not None:
+            too_long = keep & (out_lens >= job.seq_length)
             if n_long := int(too_long.sum()):
                 res.skipped["too_long"] += n_long
+                if job.empty_documents:
+                    per_doc = (~too_long[keep]).astype(np.int64)
+                else:
+                    per_doc = per_doc[: int(keep.sum()) - n_long]
                 keep &= ~too_long
         kept = ids if keep.all() else ids[np.repeat(keep, lens)]
         if job.append_eod:
             kept = np.insert(kept, np.cumsum(lens[keep]), job.tokenizer.eod)
         res.written = int(keep.sum())
         res.tokens = int(kept.size)
-        res.outputs[job.json_keys[0]] = (
-            kept,
-            out_lens[keep].astype(np.int32),
-            np.ones(res.written, dtype=np.int64),
-        )
+        res.outputs[job.json_keys[0]] = (kept, out_lens[keep].astype(np.int32), per_doc)
 
     # ------------------------------------------------------------- instruction
 
     def _conversation(self, rec: Any) -> Conversation:
-        if self.kind == "sharegpt":
-            return sharegpt_conversation(rec, self.job.map_keys)
-        return alpaca_conversation(rec, self.job.map_keys)
+        return self._conversation_with(rec, self.job.map_keys)
+
+    def _conversation_with(self, rec: Any, map_keys: dict[str, Any]) -> Conversation:
+        if self.kind.startswith("sharegpt"):
+            return sharegpt_conversation(rec, map_keys)
+        return alpaca_conversation(rec, map_keys)
 
     def _pieces(self, conv: Conversation) -> list[tuple[str, bool, bool]]:
         """(text or marker, trained, eos_label_first) pieces of one conversation."""
@@ -305,8 +393,8 @@ class Encoder:
         texts = [p for pieces in convs for p, _, _ in pieces if p not in ("{bos}", "{eos}")]
         encoded = iter(self.backend.encode_batch(texts, False) if texts else [])
         marker = {"{bos}": tok.bos, "{eos}": tok.eos}
-        all_ids: list[list[int]] = []
-        all_labels: list[list[int]] = []
+        samples: list[tuple[list[int], ...] | None] = []
+        eod = job.eod_id
         for pieces in convs:
             ids: list[int] = []
             labels: list[int] = []
@@ -325,19 +413,10 @@ class Encoder:
             if not ids:
                 res.skipped["empty"] += 1
                 continue
-            if job.seq_length is not None and len(ids) > job.seq_length:
-                res.skipped["too_long"] += 1
-                continue
-            all_ids.append(ids)
-            all_labels.append(labels)
-        res.written = len(all_ids)
-        lens = np.fromiter(map(len, all_ids), dtype=np.int32, count=len(all_ids))
-        ones = np.ones(len(all_ids), dtype=np.int64)
-        flat_ids = _flat(all_ids)
-        res.tokens = int(flat_ids.size)
-        res.outputs = {
-            "input_ids": (flat_ids, lens, ones),
-            "attention_mask": (np.ones(flat_ids.size, dtype=np.int64), lens, ones),
-            "labels": (_flat(all_labels), lens, ones),
-        }
+            if job.append_eod and eod is not None:  # MindSpeed: a trained EOD after each sample
+                ids.append(eod)
+                labels.append(eod)
+            too_long = job.too_long(len(ids))
+            samples.append(None if too_long else (ids, [1] * len(ids), labels))
+        store_samples(res, job, samples)
         return res
