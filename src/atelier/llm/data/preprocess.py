@@ -28,14 +28,8 @@ from atelier.core.progress import interactive, progress_bar
 from atelier.core.workers import process_pool
 from atelier.llm.data import sources
 from atelier.llm.data.conversation import parse_map_keys
-from atelier.llm.data.handlers import (
-    SFT_KINDS,
-    ChunkResult,
-    EncodeJob,
-    Encoder,
-    handler_kind,
-    iter_records,
-)
+from atelier.llm.data.handler_kinds import SFT_KINDS, handler_kind
+from atelier.llm.data.handlers import ChunkResult, EncodeJob, Encoder, iter_records
 from atelier.llm.data.indexed import IndexedWriter, optimal_dtype
 from atelier.llm.data.packing import pack_rows
 from atelier.llm.data.special_ids import reward_ids, template_eos, template_pad
