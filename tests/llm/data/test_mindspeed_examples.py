@@ -127,7 +127,9 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     alpaca = _records("alpaca.jsonl")[:8]
     tables = {
         "alpaca_parquet": [{k: r[k] for k in ("instruction", "input", "output")} for r in alpaca],
-        "history_parquet": [{**r, "history": r.get("history", [])} for r in alpaca],
+        "history_parquet": [
+            {**r, "history": r.get("history", [])} for r in _records("alpaca_history.jsonl")[:8]
+        ],
         "wiki_parquet": _records("text.jsonl")[:8],
         "descriptiveness_parquet": [{"prompt": r["instruction"]} for r in alpaca],
         "shepherd_parquet": [

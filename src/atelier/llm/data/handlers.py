@@ -224,12 +224,14 @@ class Encoder:
             self.backend.encode_batch(texts, job.tokenizer.pretrain_special) if texts else []
         )
         nkeys = len(job.json_keys)
+        keep_empty = job.empty_documents  # a text that encodes to no ids, as in _pretrain_flat
         seqs: list[list[list[int]]] = [[] for _ in range(nkeys)]
         seq_lens: list[list[int]] = [[] for _ in range(nkeys)]
         per_doc: list[list[int]] = [[] for _ in range(nkeys)]
         for per_key in docs:
             encoded = [
-                [ids_ for ids_ in (next(ids) for _ in sentences) if ids_] for sentences in per_key
+                [e for s, e in ((s, next(ids)) for s in sentences) if s and (e or keep_empty)]
+                for sentences in per_key
             ]
             if any(not e for e in encoded):
                 res.skipped["empty"] += 1
@@ -267,7 +269,11 @@ class Encoder:
         """
         job = self.job
         ids, lens = self.backend.encode_flat(texts, job.tokenizer.pretrain_special)
-        keep = lens > 0
+        # MindSpeed skips an empty text and keeps one that encodes to no ids (a 0-length
+        # sequence); without empty documents neither is written
+        keep = np.fromiter(map(bool, texts), dtype=bool, count=len(texts))
+        if not job.empty_documents:
+            keep &= lens > 0
         if n_empty := int(len(lens) - keep.sum()):
             res.skipped["empty"] += n_empty
         out_lens = lens + 1 if job.append_eod else lens

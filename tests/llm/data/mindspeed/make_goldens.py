@@ -63,7 +63,7 @@ SCENARIOS: dict[str, list[str]] = {
     "alpaca_history_qwen": [
         *SFT,
         "--input",
-        "{in}/alpaca.jsonl",
+        "{in}/alpaca_history.jsonl",
         "--prompt-type",
         "qwen",
         "--map-keys",
