@@ -39,6 +39,7 @@ from atelier.llm.data.handlers import (
 )
 from atelier.llm.data.indexed import IndexedReader, IndexedWriter, optimal_dtype
 from atelier.llm.data.packing import pack_plan
+from atelier.llm.data.template_tokens import fit_for_template
 from atelier.llm.data.templates import get_template
 from atelier.llm.data.tokenizer import (
     LoadedTokenizer,
@@ -73,6 +74,10 @@ class PreprocessConfig:
     # no error for a range whose records were all skipped (the driver checks the total).
     record_range: tuple[int, int] | None = None
     allow_empty: bool = False
+    # a template token the tokenizer lacks is an error, not a warning (template_tokens.py)
+    strict: bool = False
+    # "mindspeed" (byte-identical) or "fixed": MindSpeed's template quirks corrected (render.py)
+    template_quirks: str = "mindspeed"
 
 
 @dataclass
@@ -189,9 +194,12 @@ def build_job(cfg: PreprocessConfig, srcs: list[sources.SourceFile]) -> EncodeJo
         template = get_template(name, cfg.prompt_type_path)
     elif cfg.pack:
         raise AtelierError("--pack is for instruction handlers; pretraining data is not packed")
+    loaded = load_tokenizer(cfg.tokenizer)
+    if template is not None:
+        loaded, template = fit_for_template(loaded, template, cfg.strict, cfg.template_quirks)
     # the input's first records are read again only when a faster backend is to be checked
     sample = _sample_texts(srcs) if cfg.tokenizer.backend != "hf" else []
-    loaded, notice = choose_backend(load_tokenizer(cfg.tokenizer), cfg.tokenizer.backend, sample)
+    loaded, notice = choose_backend(loaded, cfg.tokenizer.backend, sample)
     if notice:
         log.warning("tokenizer backend: %s", notice)
     return EncodeJob(

@@ -66,6 +66,9 @@ class LoadedTokenizer:
     added_tokens: tuple[str, ...] = ()
     backend: str = "hf"  # the encoder workers use, decided by `choose_backend`
     verify: str = "sample"
+    # special tokens a template added (template_tokens.py): a slow tokenizer re-adds them in
+    # each worker (a fast one carries them in rust_json)
+    extra_special: tuple[str, ...] = ()
 
 
 def _need_dir(path: str | None, flag: str) -> Path:
@@ -265,6 +268,11 @@ class Backend:
             self._slow = AutoTokenizer.from_pretrained(
                 loaded.slow_path, use_fast=False, local_files_only=True
             )
+            if loaded.extra_special:
+                self._slow.add_special_tokens(
+                    {"additional_special_tokens": list(loaded.extra_special)},
+                    replace_additional_special_tokens=False,
+                )
 
     @property
     def name(self) -> str:
