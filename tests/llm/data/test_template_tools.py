@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from atelier.core.errors import AtelierError
+from atelier.llm.data.preprocess import PreprocessConfig, preprocess
 from atelier.llm.data.template_tokens import fit_template
 from atelier.llm.data.templates import BOS, EOS, Special, get_template
 from atelier.llm.data.tokenizer import TokenizerSpec, load_tokenizer
 
-from .helpers import instruction_rows, run
+from .helpers import instruction_rows
 
 # Two entries in MindSpeed-LLM's own notation (configs/finetune/templates.json).
 MINDSPEED_FILE = [
@@ -59,15 +60,16 @@ def _conv(tools=None, call=CALL):
 def _ids(tmp_path, tok_dir, records, template, name="d", **kw):
     src = tmp_path / f"{name}.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in records))
-    run(
-        tok_dir,
-        src,
-        tmp_path / name,
+    cfg = PreprocessConfig(
+        input=str(src),
+        output_prefix=str(tmp_path / name),
+        tokenizer=TokenizerSpec(name_or_path=str(tok_dir), backend="hf"),
         handler_name="SharegptStyleInstructionHandler",
         prompt_type=template,
         map_keys='{"tools": "tools"}',
         **kw,
     )
+    preprocess(cfg)
     return [(ids.tolist(), labels.tolist()) for ids, _, labels in instruction_rows(tmp_path / name)]
 
 

@@ -34,6 +34,7 @@ class _Vocab:
     """The tokenizer being fitted: a `tokenizers.Tokenizer`, or a slow HF tokenizer."""
 
     def __init__(self, loaded: LoadedTokenizer) -> None:
+        self.loaded = loaded
         self.rust: Any = None
         self.slow: Any = None
         if loaded.rust_json is not None:
@@ -60,6 +61,8 @@ class _Vocab:
         return None if ids == self.slow.unk_token_id and token != self.slow.unk_token else ids
 
     def unk(self) -> int | None:
+        if self.loaded.unk is not None:
+            return self.loaded.unk
         if self.rust is not None:
             name = getattr(self.rust.model, "unk_token", None)
             return self.rust.token_to_id(name) if name else None
@@ -112,19 +115,6 @@ def fit_template(
     added: list[str] = []
     # judged on the tokenizer as given, before the stop words are added to it
     lacking = [s for s in text if s not in t.stop_words and not vocab.single(s)]
-    token_ids: list[tuple[str, int]] = []
-    for name in named:
-        tid = vocab.id_of(name)
-        if tid is None:
-            unk = vocab.unk()
-            if unk is None:
-                raise AtelierError(
-                    f"--prompt-type {t.name}: the tokenizer has no token {name!r} and no "
-                    "unknown token to stand for it; use the model's own tokenizer"
-                )
-            problems.append(f"{name} (its id is the unknown token {unk})")
-            tid = unk
-        token_ids.append((name, tid))
     eos, pad = loaded.eos, loaded.pad
     stop_words = list(t.stop_words)
 
@@ -144,6 +134,20 @@ def fit_template(
         pad = eos
     for word in stop_words:
         ensure(word)
+    # looked up after the stop words were added, as MindSpeed encodes after fixing
+    token_ids: list[tuple[str, int]] = []
+    for name in named:
+        tid = vocab.id_of(name)
+        if tid is None:
+            unk = vocab.unk()
+            if unk is None:
+                raise AtelierError(
+                    f"--prompt-type {t.name}: the tokenizer has no token {name!r} and no "
+                    "unknown token to stand for it; use the model's own tokenizer"
+                )
+            problems.append(f"{name} (its id is the unknown token {unk})")
+            tid = unk
+        token_ids.append((name, tid))
     problems[:0] = [f"{s} (tokenized as plain text)" for s in lacking]
     if uses_bos and loaded.bos is None:
         problems.append("BOS (the tokenizer has none: left out)")

@@ -69,6 +69,7 @@ class LoadedTokenizer:
     # special tokens a template added (template_tokens.py): a slow tokenizer re-adds them in
     # each worker (a fast one carries them in rust_json)
     extra_special: tuple[str, ...] = ()
+    unk: int | None = None  # what `convert_tokens_to_ids` gives for a token it does not have
 
 
 def _need_dir(path: str | None, flag: str) -> Path:
@@ -169,6 +170,7 @@ def _load_hf(spec: TokenizerSpec) -> LoadedTokenizer:
         pad=tok.pad_token_id,
         pretrain_special=True,
         added_tokens=tuple(str(t) for t in tok.get_added_vocab()),
+        unk=tok.unk_token_id,
     )
 
 
