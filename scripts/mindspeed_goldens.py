@@ -18,7 +18,6 @@ few cases so that a failing test can show where it differs.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -28,7 +27,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests/llm/data/golden_mindspeed"
-KEYS = ("input_ids", "attention_mask", "labels")
 # MindSpeed's preprocess_data.py --prompt-type choices leave out minicpm3 (same as deepseek2)
 REFUSED_BY_MINDSPEED = {"minicpm3"}
 VARIANTS = {
@@ -108,14 +106,10 @@ def _tokenizers(tmp: Path) -> dict[str, tuple[Path, Path]]:
 
 
 def _digest(prefix: Path) -> dict[str, str] | None:
+    from tests.llm.data.golden_tokenizers import packed_sha256
+
     try:
-        return {
-            f"{k}.{e}": hashlib.sha256(
-                Path(f"{prefix}_packed_{k}_document.{e}").read_bytes()
-            ).hexdigest()
-            for k in KEYS
-            for e in ("bin", "idx")
-        }
+        return packed_sha256(prefix)
     except FileNotFoundError:
         return None
 

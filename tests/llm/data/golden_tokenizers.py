@@ -6,7 +6,8 @@
   package ships (MIT); it lacks every chat special token, so it exercises what
   MindSpeed does with a template whose tokens the tokenizer does not have.
 
-`scripts/mindspeed_goldens.py` builds the same folders for MindSpeed's own run.
+`scripts/mindspeed_goldens.py` builds the same folders for MindSpeed's own run;
+`packed_sha256` is what both sides compare.
 """
 
 from __future__ import annotations
@@ -59,3 +60,14 @@ def fingerprint(tok_dir: Path) -> str:
         merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
     blob = json.dumps([sorted(vocab.items()), merges], ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def packed_sha256(prefix: Path) -> dict[str, str]:
+    """sha256 of the six files of an instruction dataset (`{prefix}_packed_*_document`)."""
+    return {
+        f"{k}.{e}": hashlib.sha256(
+            Path(f"{prefix}_packed_{k}_document.{e}").read_bytes()
+        ).hexdigest()
+        for k in ("input_ids", "attention_mask", "labels")
+        for e in ("bin", "idx")
+    }

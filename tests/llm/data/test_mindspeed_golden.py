@@ -11,7 +11,6 @@ tokenizer and for GPT-2's real vocabulary (which lacks every chat token).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -22,7 +21,7 @@ from atelier.llm.data.preprocess import PreprocessConfig, preprocess
 from atelier.llm.data.templates import available
 from atelier.llm.data.tokenizer import TokenizerSpec
 
-from .golden_tokenizers import fingerprint
+from .golden_tokenizers import fingerprint, packed_sha256
 from .helpers import instruction_rows
 
 GOLDEN = Path(__file__).parent / "golden_mindspeed"
@@ -30,7 +29,6 @@ DATA = json.loads((GOLDEN / "goldens.json").read_text("utf-8"))
 BY_TEMPLATE: dict[str, list[dict]] = defaultdict(list)
 for _case in DATA["cases"]:
     BY_TEMPLATE[_case["template"]].append(_case)
-KEYS = ("input_ids", "attention_mask", "labels")
 
 
 @pytest.fixture(scope="module")
@@ -42,16 +40,6 @@ def tokenizers(hf_tokenizer_dir: Path, gpt2_tokenizer_dir: Path) -> dict:
             "re-run scripts/mindspeed_goldens.py"
         )
     return dirs
-
-
-def _digest(prefix: Path) -> dict[str, str]:
-    return {
-        f"{k}.{e}": hashlib.sha256(
-            Path(f"{prefix}_packed_{k}_document.{e}").read_bytes()
-        ).hexdigest()
-        for k in KEYS
-        for e in ("bin", "idx")
-    }
 
 
 def test_every_mindspeed_template_is_built_in():
@@ -83,4 +71,4 @@ def test_ids_identical_to_mindspeed(tmp_path, tokenizers, template):
             for i, ((ids, _, labels), want) in enumerate(zip(rows, case["samples"], strict=True)):
                 assert ids.tolist() == want["input_ids"], f"{where}: sample {i} input_ids"
                 assert labels.tolist() == want["labels"], f"{where}: sample {i} labels"
-        assert _digest(prefix) == case["sha256"], where
+        assert packed_sha256(prefix) == case["sha256"], where

@@ -147,3 +147,21 @@ def test_strict_flag_stops_the_run(tmp_path, gpt2_tokenizer_dir):
     rows = _ids(tmp_path, gpt2_tokenizer_dir, [_conv()], "chatml", "ok")
     ids = np.asarray(rows[0][0])
     assert (ids >= 50257).sum() >= 4  # <|im_start|> and <|im_end|> became single new ids
+
+
+def test_slow_tokenizer_gets_the_same_added_tokens(tmp_path, gpt2_tokenizer_dir):
+    """--tokenizer-not-use-fast: the stop words MindSpeed adds are re-added in each worker."""
+    fast = _ids(tmp_path, gpt2_tokenizer_dir, [_conv(json.dumps(TOOLS))], "chatml", "f")
+    src = tmp_path / "s.jsonl"
+    src.write_text(json.dumps(_conv(json.dumps(TOOLS))) + "\n")
+    cfg = PreprocessConfig(
+        input=str(src),
+        output_prefix=str(tmp_path / "s"),
+        tokenizer=TokenizerSpec(name_or_path=str(gpt2_tokenizer_dir), use_fast=False),
+        handler_name="SharegptStyleInstructionHandler",
+        prompt_type="chatml",
+        map_keys='{"tools": "tools"}',
+    )
+    preprocess(cfg)
+    slow = [(i.tolist(), lab.tolist()) for i, _, lab in instruction_rows(tmp_path / "s")]
+    assert slow == fast

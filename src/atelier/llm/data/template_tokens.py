@@ -21,7 +21,7 @@ from typing import Any
 
 from atelier.core.errors import AtelierError
 from atelier.llm.data.templates import Template
-from atelier.llm.data.tokenizer import LoadedTokenizer
+from atelier.llm.data.tokenizer import LoadedTokenizer, add_special_tokens, load_slow
 
 # Literal text that is meant as one special token: <|im_start|>, <｜User｜>, <reserved_106>,
 # <start_of_turn>, [gMASK], <sop>.
@@ -42,16 +42,7 @@ class _Vocab:
 
             self.rust = Tokenizer.from_str(loaded.rust_json)
         else:
-            from transformers import AutoTokenizer
-
-            self.slow = AutoTokenizer.from_pretrained(
-                loaded.slow_path, use_fast=False, local_files_only=True
-            )
-            if loaded.extra_special:
-                self.slow.add_special_tokens(
-                    {"additional_special_tokens": list(loaded.extra_special)},
-                    replace_additional_special_tokens=False,
-                )
+            self.slow = load_slow(loaded)
 
     def id_of(self, token: str) -> int | None:
         """`convert_tokens_to_ids` without the unknown-token fallback."""
@@ -79,9 +70,7 @@ class _Vocab:
 
             self.rust.add_special_tokens([AddedToken(token, special=True, normalized=False)])
             return int(self.rust.token_to_id(token))
-        self.slow.add_special_tokens(
-            {"additional_special_tokens": [token]}, replace_additional_special_tokens=False
-        )
+        add_special_tokens(self.slow, [token])
         return int(self.slow.convert_tokens_to_ids(token))
 
     def size(self) -> int:

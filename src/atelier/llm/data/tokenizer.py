@@ -243,6 +243,23 @@ def _check_wordpiece_vocab(vocab: Path) -> None:
         )
 
 
+def load_slow(loaded: LoadedTokenizer) -> Any:
+    """The slow (Python) Hugging Face tokenizer, with the special tokens a template added."""
+    from transformers import AutoTokenizer
+
+    slow = AutoTokenizer.from_pretrained(loaded.slow_path, use_fast=False, local_files_only=True)
+    if loaded.extra_special:
+        add_special_tokens(slow, loaded.extra_special)
+    return slow
+
+
+def add_special_tokens(slow: Any, tokens: Sequence[str]) -> None:
+    """As MindSpeed's `add_special_tokens` (never normalized or split), transformers 4 or 5."""
+    from tokenizers import AddedToken
+
+    slow.add_tokens([AddedToken(t, special=True, normalized=False) for t in tokens], True)
+
+
 class Backend:
     """Batch encode/decode in a worker: fastokens when chosen, else `tokenizers` directly.
 
@@ -265,16 +282,7 @@ class Backend:
             if loaded.backend == "fastokens":
                 self._fast = make_fastokens(loaded.rust_json)
         else:
-            from transformers import AutoTokenizer
-
-            self._slow = AutoTokenizer.from_pretrained(
-                loaded.slow_path, use_fast=False, local_files_only=True
-            )
-            if loaded.extra_special:
-                self._slow.add_special_tokens(
-                    {"additional_special_tokens": list(loaded.extra_special)},
-                    replace_additional_special_tokens=False,
-                )
+            self._slow = load_slow(loaded)
 
     @property
     def name(self) -> str:
