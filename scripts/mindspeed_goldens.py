@@ -41,8 +41,10 @@ VARIANTS = {
         "AlpacaStyleInstructionHandler",
         '{"system": "system", "history": "history"}',
     ),
+    # no --prompt-type: MindSpeed's Prompter with its Python AlpacaTemplate
+    "general": ("alpaca.json", "GeneralInstructionHandler", None),
 }
-PLAN = {"tiny": tuple(VARIANTS), "gpt2": ("sharegpt_mapped",)}
+PLAN = {"tiny": tuple(VARIANTS), "gpt2": ("sharegpt_mapped", "general")}
 WITH_IDS = {("tiny", "sharegpt_mapped", t) for t in ("qwen", "llama3", "mistral", "chatglm3")}
 
 RUNNER = r"""
@@ -139,14 +141,14 @@ def main() -> int:
         for tok, variants in PLAN.items():
             for variant in variants:
                 data, handler, map_keys = VARIANTS[variant]
-                for template in templates:
+                for template in templates if variant != "general" else [None]:
                     out = tmp / "out" / f"{tok}-{variant}-{template}"
                     out.parent.mkdir(exist_ok=True)
                     argv = [
                         "--input", str(GOLDEN / data),
                         "--tokenizer-name-or-path", str(toks[tok][1]),
                         "--handler-name", handler,
-                        "--prompt-type", template,
+                        *(["--prompt-type", template] if template else []),
                         "--output-prefix", str(out),
                         "--cache-dir", str(tmp / "cache" / out.name),
                         "--workers", "1",

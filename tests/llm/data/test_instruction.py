@@ -143,12 +143,16 @@ def test_alpaca_history_and_input_match_sharegpt(tmp_path, hf_tokenizer_dir):
         np.testing.assert_array_equal(x, y)
 
 
-def test_general_instruction_handler_defaults_to_alpaca(tmp_path, hf_tokenizer_dir, hf_tokenizer):
+def test_general_instruction_handler_is_mindspeeds_prompter(
+    tmp_path, hf_tokenizer_dir, hf_tokenizer
+):
+    """No --prompt-type: MindSpeed's AlpacaTemplate text, tokenized with BOS, no EOS."""
     rec = {"instruction": "Say hi.", "output": "Hi."}
     ids, _, labels = _one(tmp_path, hf_tokenizer_dir, rec, "GeneralInstructionHandler", None)
     text = _decode(hf_tokenizer, ids)
-    assert text.startswith("Below is an instruction") and text.endswith("### Response:\nHi.</s>")
-    assert [_decode(hf_tokenizer, r) for t, r in runs(ids, labels) if t] == ["Hi.</s>"]
+    assert text.startswith("<s>\nBelow is an instruction that describes a task, paired with")
+    assert text.endswith("step by step.\n### Instruction:\nSay hi.\n\n### Response:\nHi.\n")
+    assert [_decode(hf_tokenizer, r) for t, r in runs(ids, labels) if t] == ["Hi.\n"]
 
 
 def test_tools_observation_and_function_call(tmp_path, hf_tokenizer_dir, hf_tokenizer):

@@ -21,6 +21,7 @@ from atelier.llm.data.conversation import (
     alpaca_conversation,
     sharegpt_conversation,
 )
+from atelier.llm.data.general_prompt import general_ids, general_prompts
 from atelier.llm.data.render import assemble, messages
 from atelier.llm.data.render import texts as element_texts
 from atelier.llm.data.sources import Chunk
@@ -122,7 +123,9 @@ class Encoder:
         self.job = job
         self.kind = handler_kind(job.handler)
         self.backend = Backend(job.tokenizer)
-        if self.kind != "pretrain" and job.template is None:
+        # GeneralInstructionHandler without a template is MindSpeed's Prompter (general_prompt)
+        self.general = job.handler == "GeneralInstructionHandler" and job.template is None
+        if self.kind != "pretrain" and job.template is None and not self.general:
             raise AtelierError(f"{job.handler} needs --prompt-type")
         tok = job.tokenizer
         if self.kind == "pretrain" and job.append_eod and tok.eod is None:
@@ -249,7 +252,6 @@ class Encoder:
         job = self.job
         tok = job.tokenizer
         t = job.template
-        assert t is not None
         res = ChunkResult(chunk.index, {}, nbytes=chunk.nbytes)
         convs = []  # per conversation: per message, its template elements (render.py)
         for number, rec in iter_records(chunk, "text"):
@@ -257,16 +259,23 @@ class Encoder:
             try:
                 if isinstance(rec, RecordError):
                     raise rec
-                convs.append(messages(t, self._conversation(rec)))
+                if t is None:
+                    convs.append(general_prompts(rec, job.map_keys))
+                else:
+                    convs.append(messages(t, self._conversation(rec)))
             except RecordError as e:
                 res.errors.append(f"{_where(chunk, number)}: {e}")
                 res.skipped["bad_record"] += 1
-        texts = [e for msgs in convs for e in element_texts(msgs)]
-        encoded = iter(self.backend.encode_batch(texts, False) if texts else [])
+        texts = [e for msgs in convs for e in (msgs if t is None else element_texts(msgs))]
+        # MindSpeed's Prompter tokenizes with the tokenizer's special tokens, templates without
+        encoded = iter(self.backend.encode_batch(texts, t is None) if texts else [])
         all_ids: list[list[int]] = []
         all_labels: list[list[int]] = []
         for msgs in convs:
-            ids, labels = assemble(t, msgs, encoded, tok.bos, tok.eos)
+            if t is None:
+                ids, labels = general_ids(next(encoded), next(encoded))
+            else:
+                ids, labels = assemble(t, msgs, encoded, tok.bos, tok.eos)
             if not ids:
                 res.skipped["empty"] += 1
                 continue

@@ -184,14 +184,17 @@ def build_job(cfg: PreprocessConfig, srcs: list[sources.SourceFile]) -> EncodeJo
     kind = handler_kind(handler)
     template = None
     if kind != "pretrain":
-        name = cfg.prompt_type or ("alpaca" if handler == "GeneralInstructionHandler" else None)
-        if name is None:
+        name = cfg.prompt_type
+        if name is None and handler == "GeneralInstructionHandler":
+            pass  # MindSpeed's own Alpaca prompter (general_prompt.py), no template
+        elif name is None:
             from atelier.llm.data.templates import available
 
             raise AtelierError(
                 f"{handler} needs --prompt-type (or PROMPT_TYPE); known: {', '.join(available())}"
             )
-        template = get_template(name, cfg.prompt_type_path)
+        else:
+            template = get_template(name, cfg.prompt_type_path)
     elif cfg.pack:
         raise AtelierError("--pack is for instruction handlers; pretraining data is not packed")
     loaded = load_tokenizer(cfg.tokenizer)
