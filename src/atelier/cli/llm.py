@@ -111,12 +111,27 @@ def _preprocess(verbs: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--prompt-type",
         default=None,
-        help="template: empty default alpaca llama2 llama3 qwen chatglm3 mistral baichuan2 ...",
+        help="template (MindSpeed-LLM's names): qwen chatml llama2 llama3 mistral mixtral "
+        "deepseek3 chatglm3 baichuan2 alpaca default empty ...",
     )
     g.add_argument(
         "--prompt-type-path",
         default=None,
-        help="extra templates file (YAML/JSON) adding to the built-in ones",
+        help="extra templates file adding to the built-in ones: MindSpeed-LLM's "
+        "templates.json as is, or Atelier's YAML/JSON",
+    )
+    g.add_argument(
+        "--strict",
+        action="store_true",
+        help="a special token the template needs but the tokenizer lacks is an error "
+        "(default: one warning line, and MindSpeed's behaviour)",
+    )
+    g.add_argument(
+        "--template-quirks",
+        choices=["mindspeed", "fixed"],
+        default="mindspeed",
+        help="mindspeed: ids identical to MindSpeed-LLM (default); fixed: empty tools open no "
+        "system block, unparsable tools/tool calls are record errors (docs/llm.md)",
     )
     g.add_argument(
         "--skip-bad-records",
@@ -271,6 +286,8 @@ def run_preprocess(args: argparse.Namespace) -> int:
         shard=args.shard,
         num_shards=args.num_shards,
         skip_bad_records=args.skip_bad_records,
+        strict=args.strict,
+        template_quirks=args.template_quirks,
     )
     if args.ray is not None:
         from atelier.llm.data.ray_run import preprocess_on_ray

@@ -21,13 +21,16 @@ from atelier.llm.data.conversation import (
     alpaca_conversation,
     sharegpt_conversation,
 )
+from atelier.llm.data.general_prompt import general_ids, general_prompts
 from atelier.llm.data.handler_kinds import (
     OUTPUT_KEYS,
     SFT_KINDS,
     handler_kind,
 )
+from atelier.llm.data.render import assemble, messages
+from atelier.llm.data.render import texts as element_texts
 from atelier.llm.data.sources import Chunk
-from atelier.llm.data.templates import Template, split_pieces
+from atelier.llm.data.templates import Template
 from atelier.llm.data.tokenizer import Backend, LoadedTokenizer
 
 try:
@@ -147,30 +150,18 @@ class Encoder:
         self.job = job
         self.kind = handler_kind(job.handler)
         self.backend = Backend(job.tokenizer)
-        if self.kind not in ("pretrain", "process_reward") and job.template is None:
+        # GeneralInstructionHandler without a template is MindSpeed's Prompter (general_prompt)
+        self.general = job.handler == "GeneralInstructionHandler" and job.template is None
+        needs = self.kind not in ("pretrain", "process_reward")
+        if needs and job.template is None and not self.general:
             raise AtelierError(f"{job.handler} needs --prompt-type")
         tok = job.tokenizer
         if self.kind == "pretrain" and job.append_eod and tok.eod is None:
             raise AtelierError("--append-eod: the tokenizer has no EOS/EOD token")
-        if job.template is not None:
-            t = job.template
-            text = " ".join(
-                [
-                    t.prefix,
-                    t.system,
-                    t.user,
-                    t.assistant,
-                    t.separator,
-                    t.observation or "",
-                    t.function_call or "",
-                ]
+        if job.template is not None and job.template.efficient_eos and tok.eos is None:
+            raise AtelierError(
+                f"--prompt-type {job.template.name} uses EOS but the tokenizer has none"
             )
-            if "{bos}" in text and tok.bos is None:
-                raise AtelierError(
-                    f"--prompt-type {t.name} uses {{bos}} but the tokenizer has none"
-                )
-            if ("{eos}" in text or t.efficient_eos) and tok.eos is None:
-                raise AtelierError(f"--prompt-type {t.name} uses EOS but the tokenizer has none")
 
     def encode(self, chunk: Chunk) -> ChunkResult:
         already = self.backend.fell_back
@@ -304,70 +295,34 @@ class Encoder:
             return sharegpt_conversation(rec, map_keys)
         return alpaca_conversation(rec, map_keys)
 
-    def _pieces(self, conv: Conversation) -> list[tuple[str, bool, bool]]:
-        """(text or marker, trained, eos_label_first) pieces of one conversation."""
-        t = self.job.template
-        assert t is not None
-        out: list[tuple[str, bool, bool]] = [(p, False, False) for p in split_pieces(t.prefix, "")]
-        system = conv.system if conv.system is not None else t.default_system
-        if conv.tools:
-            system = (system or "") + t.tools.replace("{content}", conv.tools)
-        last = len(conv.turns) - 1
-        eos_next = False
-        for i, (role, content) in enumerate(conv.turns):
-            trained = role in ("assistant", "function_call")
-            if i == 0 and system:
-                if t.system_in_user:
-                    content = t.system.replace("{content}", system) + content
-                else:
-                    for p in split_pieces(t.system, system):
-                        out.append((p, False, eos_next))
-            for j, p in enumerate(split_pieces(t.format_of(role), content)):
-                out.append((p, trained, eos_next and j == 0 and not trained))
-            eos_next = False
-            if trained and i != last:
-                if t.separator:
-                    out.append((t.separator, False, t.efficient_eos))
-                else:
-                    eos_next = t.efficient_eos
-        return out
-
     def _instruction(self, chunk: Chunk) -> ChunkResult:
         job = self.job
         tok = job.tokenizer
         t = job.template
-        assert t is not None
         res = ChunkResult(chunk.index, {}, nbytes=chunk.nbytes)
-        convs: list[list[tuple[str, bool, bool]]] = []
+        convs = []  # per conversation: per message, its template elements (render.py)
         for number, rec in iter_records(chunk, "text"):
             res.read += 1
             try:
                 if isinstance(rec, RecordError):
                     raise rec
-                convs.append(self._pieces(self._conversation(rec)))
+                if t is None:
+                    convs.append(general_prompts(rec, job.map_keys))
+                else:
+                    convs.append(messages(t, self._conversation(rec)))
             except RecordError as e:
                 res.errors.append(f"{_where(chunk, number)}: {e}")
                 res.skipped["bad_record"] += 1
-        texts = [p for pieces in convs for p, _, _ in pieces if p not in ("{bos}", "{eos}")]
-        encoded = iter(self.backend.encode_batch(texts, False) if texts else [])
-        marker = {"{bos}": tok.bos, "{eos}": tok.eos}
+        texts = [e for msgs in convs for e in (msgs if t is None else element_texts(msgs))]
+        # MindSpeed's Prompter tokenizes with the tokenizer's special tokens, templates without
+        encoded = iter(self.backend.encode_batch(texts, t is None) if texts else [])
         samples: list[tuple[list[int], ...] | None] = []
         eod = job.eod_id
-        for pieces in convs:
-            ids: list[int] = []
-            labels: list[int] = []
-            for p, trained, eos_first in pieces:
-                piece = [marker[p]] if p in marker else next(encoded)
-                ids.extend(piece)
-                if trained:
-                    labels.extend(piece)
-                else:
-                    labels.extend([IGNORE] * len(piece))
-                    if eos_first and piece:
-                        labels[len(labels) - len(piece)] = tok.eos  # type: ignore[assignment]
-            if t.efficient_eos:
-                ids.append(tok.eos)  # type: ignore[arg-type]
-                labels.append(tok.eos)  # type: ignore[arg-type]
+        for msgs in convs:
+            if t is None:
+                ids, labels = general_ids(next(encoded), next(encoded))
+            else:
+                ids, labels = assemble(t, msgs, encoded, tok.bos, tok.eos)
             if not ids:
                 res.skipped["empty"] += 1
                 continue

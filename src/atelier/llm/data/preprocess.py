@@ -33,6 +33,7 @@ from atelier.llm.data.handlers import ChunkResult, EncodeJob, Encoder, iter_reco
 from atelier.llm.data.indexed import IndexedWriter, optimal_dtype
 from atelier.llm.data.packing import pack_rows
 from atelier.llm.data.special_ids import reward_ids, template_eos, template_pad
+from atelier.llm.data.template_tokens import fit_for_template
 from atelier.llm.data.templates import get_template
 from atelier.llm.data.tokenizer import TokenizerSpec, choose_backend, load_tokenizer
 from atelier.llm.data.tokenizer_backends import single_threaded
@@ -68,6 +69,10 @@ class PreprocessConfig:
     # no error for a range whose records were all skipped (the driver checks the total).
     record_range: tuple[int, int] | None = None
     allow_empty: bool = False
+    # a template token the tokenizer lacks is an error, not a warning (template_tokens.py)
+    strict: bool = False
+    # "mindspeed" (byte-identical) or "fixed": MindSpeed's template quirks corrected (render.py)
+    template_quirks: str = "mindspeed"
 
 
 @dataclass
@@ -174,22 +179,28 @@ def build_job(cfg: PreprocessConfig, srcs: list[sources.SourceFile]) -> EncodeJo
     kind = handler_kind(handler)
     template = None
     if kind not in ("pretrain", "process_reward"):
-        name = cfg.prompt_type or ("alpaca" if handler == "GeneralInstructionHandler" else None)
-        if name is None:
+        name = cfg.prompt_type
+        if name is None and handler == "GeneralInstructionHandler":
+            pass  # MindSpeed's own Alpaca prompter (general_prompt.py), no template
+        elif name is None:
             from atelier.llm.data.templates import available
 
             raise AtelierError(
                 f"{handler} needs --prompt-type (or PROMPT_TYPE); known: {', '.join(available())}"
             )
-        template = get_template(name, cfg.prompt_type_path)
+        else:
+            template = get_template(name, cfg.prompt_type_path)
     if cfg.pack and kind not in SFT_KINDS:
         raise AtelierError(
             f"--pack is for instruction handlers, not {handler}; drop --pack"
             + (" (pretraining data is not packed)" if kind == "pretrain" else "")
         )
+    loaded = load_tokenizer(cfg.tokenizer)
+    if template is not None:
+        loaded, template = fit_for_template(loaded, template, cfg.strict, cfg.template_quirks)
     # the input's first records are read again only when a faster backend is to be checked
     sample = _sample_texts(srcs) if cfg.tokenizer.backend != "hf" else []
-    loaded, notice = choose_backend(load_tokenizer(cfg.tokenizer), cfg.tokenizer.backend, sample)
+    loaded, notice = choose_backend(loaded, cfg.tokenizer.backend, sample)
     if notice:
         log.warning("tokenizer backend: %s", notice)
     eod = template_eos(loaded, template) if kind in SFT_KINDS else None

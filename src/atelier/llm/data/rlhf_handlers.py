@@ -11,11 +11,13 @@ data, so a template renders alike in SFT and DPO data.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from atelier.llm.data.conversation import Conversation, RecordError
+from atelier.llm.data.render import message_ids, messages
+from atelier.llm.data.render import texts as element_texts
 from atelier.llm.data.sources import Chunk
-from atelier.llm.data.templates import split_pieces
 
 if TYPE_CHECKING:
     from atelier.llm.data.handlers import ChunkResult, Encoder
@@ -62,25 +64,18 @@ def encode(enc: Encoder, chunk: Chunk) -> ChunkResult:
 # ------------------------------------------------------------------ rendering
 
 
-def _render(enc: Encoder, conv: Conversation, texts: list[str]) -> list[tuple[str, bool]]:
-    """(text or {bos}/{eos} marker, trained) pieces; their texts are queued in `texts`."""
-    pieces = [(p, trained) for p, trained, _ in enc._pieces(conv)]
-    texts.extend(p for p, _ in pieces if p not in ("{bos}", "{eos}"))
-    return pieces
+def _render(enc: Encoder, conv: Conversation, texts: list[str]) -> tuple[list, int]:
+    """The conversation's template messages; their texts are queued in `texts`."""
+    msgs = messages(enc.job.template, conv)  # type: ignore[arg-type]
+    queued = list(element_texts(msgs))
+    texts.extend(queued)
+    return msgs, len(queued)
 
 
-def _ids(enc: Encoder, pieces: list[tuple[str, bool]], encoded: Any) -> list[list[int]]:
+def _ids(enc: Encoder, msgs: list, encoded: Iterator[list[int]]) -> list[list[int]]:
+    """The ids of each message (MindSpeed's `Template._encode`)."""
     tok = enc.job.tokenizer
-    marker = {"{bos}": tok.bos, "{eos}": tok.eos}
-    return [[marker[p]] if p in marker else next(encoded) for p, _ in pieces]  # type: ignore[list-item]
-
-
-def _answer_pieces(enc: Encoder, conv: Conversation) -> int:
-    """How many of the last pieces render the final reply (LLaMA-Factory's answer ids)."""
-    t = enc.job.template
-    assert t is not None
-    role, content = conv.turns[-1]
-    return len(split_pieces(t.format_of(role), content))
+    return message_ids(enc.job.template, msgs, encoded, tok.bos, tok.eos)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------ pairwise
@@ -128,10 +123,8 @@ def _pair_records(enc: Encoder, rec: Any) -> tuple[Conversation, Conversation]:
 
 
 def _pairwise(enc: Encoder, rec: Any, texts: list[str]) -> tuple[Any, int]:
-    convs = _pair_records(enc, rec)
-    rendered = [_render(enc, c, texts) for c in convs]
-    answers = [_answer_pieces(enc, c) for c in convs]
-    counts = [sum(p not in ("{bos}", "{eos}") for p, _ in r) for r in rendered]
+    """MindSpeed's `encode_oneturn`: every message but the last is the prompt."""
+    rendered = [_render(enc, c, texts) for c in _pair_records(enc, rec)]
     tok = enc.job.tokenizer
     t = enc.job.template
     assert t is not None
@@ -140,32 +133,29 @@ def _pairwise(enc: Encoder, rec: Any, texts: list[str]) -> tuple[Any, int]:
         it = iter(encoded)
         out: list[list[int]] = []
         prompt: list[int] = []
-        for k, (pieces, n_answer) in enumerate(zip(rendered, answers, strict=True)):
-            ids = _ids(enc, pieces, it)
+        for k, (msgs, _) in enumerate(rendered):
+            per_message = _ids(enc, msgs, it)
             if k == 0:  # MindSpeed takes the prompt from the chosen conversation
-                prompt = [i for piece in ids[:-n_answer] for i in piece]
-            answer = [i for piece in ids[-n_answer:] for i in piece]
+                prompt = [i for ids in per_message[:-1] for i in ids]
+            answer = list(per_message[-1])
             if t.efficient_eos:
                 answer.append(tok.eos)  # type: ignore[arg-type]
             out += [prompt + answer, [-100] * len(prompt) + answer]
         return tuple(out)
 
-    return finish, sum(counts)
+    return finish, sum(n for _, n in rendered)
 
 
 # ------------------------------------------------------------------ PPO prompts
 
 
 def _ppo(enc: Encoder, rec: Any, texts: list[str]) -> tuple[Any, int]:
-    """MindSpeed keeps the untrained (source) part of every turn: the prompt to sample."""
-    pieces = _render(enc, enc._conversation(rec), texts)
-    n = sum(p not in ("{bos}", "{eos}") for p, _ in pieces)
+    """MindSpeed keeps each (prompt, reply) pair's prompt: the text to sample from."""
+    msgs, n = _render(enc, enc._conversation(rec), texts)
 
     def finish(encoded: list[list[int]]) -> tuple[list[int], ...]:
-        ids = _ids(enc, pieces, iter(encoded))
-        prompt = [
-            i for piece, (_, trained) in zip(ids, pieces, strict=True) if not trained for i in piece
-        ]
+        per_message = _ids(enc, msgs, iter(encoded))
+        prompt = [i for ids in per_message[0::2] for i in ids]
         return prompt, [1] * len(prompt)
 
     return finish, n
