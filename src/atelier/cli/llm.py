@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from atelier.cli import llm_convert, llm_train
+from atelier.cli import llm_convert, llm_preprocess_compat, llm_train
 from atelier.core.flags import NON_NEGATIVE_INT, POSITIVE_INT, Int
 from atelier.core.log import get_logger
 
@@ -13,7 +13,8 @@ log = get_logger(__name__)
 
 HANDLER_HELP = (
     "GeneralPretrainHandler | GeneralInstructionHandler | AlpacaStyleInstructionHandler | "
-    "SharegptStyleInstructionHandler"
+    "SharegptStyleInstructionHandler | AlpacaStylePairwiseHandler | SharegptStylePairwiseHandler "
+    "| PPOAlpacaStyleInstructionHandler | AlpacaStyleProcessRewardHandler"
 )
 
 
@@ -110,13 +111,28 @@ def _preprocess(verbs: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--prompt-type",
         default=None,
-        help="template: empty default alpaca llama2 llama3 qwen chatglm3 mistral baichuan2 ... "
-        "(LLaMA-Factory's names with --template-source llamafactory)",
+        help="template (MindSpeed-LLM's names): qwen chatml llama2 llama3 mistral mixtral "
+        "deepseek3 chatglm3 baichuan2 alpaca default empty ... (LLaMA-Factory's names with "
+        "--template-source llamafactory)",
     )
     g.add_argument(
         "--prompt-type-path",
         default=None,
-        help="extra templates file (YAML/JSON) adding to the built-in ones",
+        help="extra templates file adding to the built-in ones: MindSpeed-LLM's "
+        "templates.json as is, or Atelier's YAML/JSON",
+    )
+    g.add_argument(
+        "--strict",
+        action="store_true",
+        help="a special token the template needs but the tokenizer lacks is an error "
+        "(default: one warning line, and MindSpeed's behaviour)",
+    )
+    g.add_argument(
+        "--template-quirks",
+        choices=["mindspeed", "fixed"],
+        default="mindspeed",
+        help="mindspeed: ids identical to MindSpeed-LLM (default); fixed: empty tools open no "
+        "system block, unparsable tools/tool calls are record errors (docs/llm.md)",
     )
     g.add_argument(
         "--template-source",
@@ -165,17 +181,58 @@ def _preprocess(verbs: argparse._SubParsersAction) -> None:
     )
     _tokenizer_flags(p)
     g = p.add_argument_group("processing")
-    g.add_argument("--append-eod", action="store_true", help="append EOS after each document")
+    g.add_argument(
+        "--append-eod",
+        action="store_true",
+        help="append EOS after each document; for instruction data a trained EOS after each "
+        "sample (the template's EOS, e.g. <|im_end|> for qwen, as MindSpeed)",
+    )
     g.add_argument(
         "--seq-length",
         type=Int(1, 1 << 24),
         default=None,
-        help="skip samples longer than this (row length with --pack)  [env SEQ_LEN]",
+        help="drop samples of this many tokens or more, leaving an empty document as MindSpeed "
+        "does (row length with --pack)  [env SEQ_LEN]",
+    )
+    g.add_argument(
+        "--no-empty-documents",
+        action="store_true",
+        help="a sample dropped by --seq-length leaves no empty document behind",
     )
     g.add_argument(
         "--pack",
         action="store_true",
-        help="pack instruction samples greedily into rows of exactly --seq-length",
+        help="pack instruction samples into rows of exactly --seq-length, in MindSpeed's "
+        "greedy order (samples fill seq_length - 1 tokens, then padding)",
+    )
+    g.add_argument(
+        "--neat-pack",
+        action="store_true",
+        help="with --pack: attention_mask numbers the samples of a row 1, 2, ... (0 on padding) "
+        "and samples longer than a row are cut, not dropped",
+    )
+    g.add_argument(
+        "--mask-padding",
+        action="store_true",
+        help="with --pack: attention_mask 0 on padding (MindSpeed writes 1)",
+    )
+    g.add_argument(
+        "--token-dtype",
+        choices=["int32", "auto"],
+        default="int32",
+        help="pretraining ids: int32 as MindSpeed (default), or auto = uint16 under 65,500 "
+        "ids as Megatron-LM's tools/preprocess_data.py",
+    )
+    g.add_argument(
+        "--placeholder-token",
+        default="ки",
+        help="AlpacaStyleProcessRewardHandler: the step marker labelled with a reward (ки)",
+    )
+    g.add_argument(
+        "--reward-tokens",
+        nargs="+",
+        default=[],
+        help="AlpacaStyleProcessRewardHandler: the reward labels, e.g. + -",
     )
     g.add_argument("--workers", type=Int(1, 1024), default=1, help="worker processes (default 1)")
     g.add_argument(
@@ -211,9 +268,15 @@ def _preprocess(verbs: argparse._SubParsersAction) -> None:
     )
     g = p.add_argument_group("accepted for script compatibility (no effect)")
     g.add_argument("--streaming", action="store_true", help="input is always streamed")
-    g.add_argument("--dataset-impl", choices=["mmap"], default="mmap", help="only mmap exists")
+    g.add_argument(
+        "--dataset-impl",
+        choices=["mmap", "lazy", "cached"],
+        default="mmap",
+        help="mmap is written whatever is given (as MindSpeed's builder does)",
+    )
     g.add_argument("--cache-dir", default=None, help="no cache is needed")
     g.add_argument("--n-subs", type=Int(1, 1024), default=None, help="use --workers instead")
+    llm_preprocess_compat.add_flags(p)
     p.set_defaults(func=run_preprocess)
 
 
@@ -239,6 +302,7 @@ def run_preprocess(args: argparse.Namespace) -> int:
             raise AtelierError(f"{flag} is required (or set its environment variable)")
     if args.n_subs:
         log.info("--n-subs is ignored: Atelier streams with --workers processes")
+    llm_preprocess_compat.check_flags(args)
     args.tokenizer_type = values["tokenizer_type"]
     args.tokenizer_name_or_path = values["tokenizer_name_or_path"]
     cfg = PreprocessConfig(
@@ -255,15 +319,18 @@ def run_preprocess(args: argparse.Namespace) -> int:
         prompt_type=values["prompt_type"],
         prompt_type_path=args.prompt_type_path,
         pack=args.pack,
+        neat_pack=args.neat_pack,
+        mask_padding=args.mask_padding,
+        empty_documents=not args.no_empty_documents,
+        token_dtype=args.token_dtype,
+        placeholder_token=args.placeholder_token,
+        reward_tokens=tuple(args.reward_tokens),
         shard=args.shard,
         num_shards=args.num_shards,
         skip_bad_records=args.skip_bad_records,
-        template_source=values["template_source"] or "mindspeed",
-        train_on_prompt=args.train_on_prompt,
-        mask_history=args.mask_history,
-        tool_date=args.tool_date,
-        default_system=args.default_system,
-        enable_thinking=args.enable_thinking == "true",
+        help="template (MindSpeed-LLM's names): qwen chatml llama2 llama3 mistral mixtral "
+        "deepseek3 chatglm3 baichuan2 alpaca default empty ... (LLaMA-Factory's names with "
+        "--template-source llamafactory)",
     )
     if args.ray is not None:
         from atelier.llm.data.ray_run import preprocess_on_ray

@@ -31,6 +31,10 @@ ALPACA = {
 }
 
 
+# MindSpeed reads the system (and history, tools) columns only when --map-keys names them
+SYSTEM = '{"system": "system"}'
+
+
 def _decode(tok, ids) -> str:
     return tok.decode(list(ids), skip_special_tokens=False)
 
@@ -44,7 +48,8 @@ def _one(tmp_path, tok_dir, record, handler, template, name="d", **kw):
 
 
 EXPECTED = {
-    # template: (whole text, trained runs)
+    # template: (whole text, trained runs), as MindSpeed-LLM 2.0.0 renders them
+    # (test_mindspeed_golden.py compares the ids with MindSpeed's own output)
     "qwen": (
         "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWhat is two plus two?"
         "<|im_end|>\n<|im_start|>assistant\nFour.<|im_end|>\n<|im_start|>user\nAnd three plus "
@@ -64,22 +69,22 @@ EXPECTED = {
         ["Four.</s>", "Six.</s>"],
     ),
     "alpaca": (
-        "Be brief.\n\n### Instruction:\nWhat is two plus two?\n\n### Response:\nFour.</s>\n\n"
+        "Be brief.### Instruction:\nWhat is two plus two?\n\n### Response:\nFour.</s>\n\n"
         "### Instruction:\nAnd three plus three?\n\n### Response:\nSix.</s>",
         ["Four.</s>", "Six.</s>"],
     ),
     "default": (
-        "System: Be brief.\nHuman: What is two plus two?\nAssistant:Four.</s>\nHuman: And three "
+        "Be brief.\nHuman: What is two plus two?\nAssistant:Four.</s>\nHuman: And three "
         "plus three?\nAssistant:Six.</s>",
         ["Four.</s>", "Six.</s>"],
     ),
     "empty": (
-        "Be brief.What is two plus two?Four.</s>And three plus three?Six.</s>",
-        ["Four.</s>", "Six.</s>"],
+        "Be brief.What is two plus two?Four.And three plus three?Six.",
+        ["Four.", "Six."],
     ),
     "mistral": (
-        "<s>[INST] Be brief.\n\nWhat is two plus two?[/INST]Four.</s>[INST] And three plus "
-        "three?[/INST]Six.</s>",
+        "<s>Be brief.[INST] What is two plus two? [/INST]Four.</s>[INST] And three plus "
+        "three? [/INST]Six.</s>",
         ["Four.</s>", "Six.</s>"],
     ),
 }
@@ -88,7 +93,12 @@ EXPECTED = {
 @pytest.mark.parametrize("template", sorted(EXPECTED))
 def test_sharegpt_multi_turn_masking(tmp_path, hf_tokenizer_dir, hf_tokenizer, template):
     ids, mask, labels = _one(
-        tmp_path, hf_tokenizer_dir, SHAREGPT, "SharegptStyleInstructionHandler", template
+        tmp_path,
+        hf_tokenizer_dir,
+        SHAREGPT,
+        "SharegptStyleInstructionHandler",
+        template,
+        map_keys=SYSTEM,
     )
     whole, trained = EXPECTED[template]
     assert _decode(hf_tokenizer, ids) == whole
@@ -101,7 +111,16 @@ def test_sharegpt_multi_turn_masking(tmp_path, hf_tokenizer_dir, hf_tokenizer, t
 
 def test_alpaca_history_and_input_match_sharegpt(tmp_path, hf_tokenizer_dir):
     """The same conversation in Alpaca form (history, instruction + input) encodes alike."""
-    a = _one(tmp_path, hf_tokenizer_dir, ALPACA, "AlpacaStyleInstructionHandler", "qwen", "a")
+    mk = '{"system": "system", "history": "history"}'
+    a = _one(
+        tmp_path,
+        hf_tokenizer_dir,
+        ALPACA,
+        "AlpacaStyleInstructionHandler",
+        "qwen",
+        "a",
+        map_keys=mk,
+    )
     conv = {
         "system": "Be brief.",
         "conversations": [
@@ -111,22 +130,37 @@ def test_alpaca_history_and_input_match_sharegpt(tmp_path, hf_tokenizer_dir):
             {"from": "gpt", "value": "Seven."},
         ],
     }
-    s = _one(tmp_path, hf_tokenizer_dir, conv, "SharegptStyleInstructionHandler", "qwen", "s")
+    s = _one(
+        tmp_path,
+        hf_tokenizer_dir,
+        conv,
+        "SharegptStyleInstructionHandler",
+        "qwen",
+        "s",
+        map_keys=SYSTEM,
+    )
     for x, y in zip(a, s, strict=True):
         np.testing.assert_array_equal(x, y)
 
 
-def test_general_instruction_handler_defaults_to_alpaca(tmp_path, hf_tokenizer_dir, hf_tokenizer):
+def test_general_instruction_handler_is_mindspeeds_prompter(
+    tmp_path, hf_tokenizer_dir, hf_tokenizer
+):
+    """No --prompt-type: MindSpeed's AlpacaTemplate text, tokenized with BOS, no EOS."""
     rec = {"instruction": "Say hi.", "output": "Hi."}
     ids, _, labels = _one(tmp_path, hf_tokenizer_dir, rec, "GeneralInstructionHandler", None)
     text = _decode(hf_tokenizer, ids)
-    assert text.startswith("Below is an instruction") and text.endswith("### Response:\nHi.</s>")
-    assert [_decode(hf_tokenizer, r) for t, r in runs(ids, labels) if t] == ["Hi.</s>"]
+    assert text.startswith("<s>\nBelow is an instruction that describes a task, paired with")
+    assert text.endswith("step by step.\n### Instruction:\nSay hi.\n\n### Response:\nHi.\n")
+    assert [_decode(hf_tokenizer, r) for t, r in runs(ids, labels) if t] == ["Hi.\n"]
 
 
 def test_tools_observation_and_function_call(tmp_path, hf_tokenizer_dir, hf_tokenizer):
+    """MindSpeed's qwen: `Action:` tool calls, `<|im_start|>tool` results, its tools prompt."""
     rec = {
-        "tools": '[{"name": "add"}]',
+        "tools": json.dumps(
+            [{"name": "add", "description": "Adds.", "parameters": {"properties": {}}}]
+        ),
         "conversations": [
             {"from": "human", "value": "Add 2 and 3."},
             {"from": "function_call", "value": '{"name": "add", "arguments": [2, 3]}'},
@@ -135,17 +169,19 @@ def test_tools_observation_and_function_call(tmp_path, hf_tokenizer_dir, hf_toke
         ],
     }
     ids, _, labels = _one(
-        tmp_path, hf_tokenizer_dir, rec, "SharegptStyleInstructionHandler", "qwen"
+        tmp_path,
+        hf_tokenizer_dir,
+        rec,
+        "SharegptStyleInstructionHandler",
+        "qwen",
+        map_keys='{"tools": "tools"}',
     )
     parts = runs(ids, labels)
     trained = [_decode(hf_tokenizer, r) for t, r in parts if t]
     masked = [_decode(hf_tokenizer, r) for t, r in parts if not t]
-    assert trained == [
-        '<tool_call>\n{"name": "add", "arguments": [2, 3]}\n</tool_call><|im_end|>',
-        "It is 5.<|im_end|>",
-    ]
-    assert '<tools>\n[{"name": "add"}]\n</tools>' in masked[0]
-    assert "<tool_response>\n5\n</tool_response>" in masked[1]
+    assert trained == ["Action: add\nAction Input: [2, 3]<|im_end|>", "It is 5.<|im_end|>"]
+    assert "You have access to the following tools:\n> Tool Name: add\n" in masked[0]
+    assert masked[1] == "\n<|im_start|>tool\n5<|im_end|>\n<|im_start|>assistant\n"
 
 
 def test_openai_messages_layout(tmp_path, hf_tokenizer_dir, hf_tokenizer):

@@ -34,7 +34,7 @@ def test_pretrain_matches_hf_tokenizer_and_megatron_reads_it(
     report = run(hf_tokenizer_dir, src, tmp_path / "out", append_eod=True)
     assert (report.read, report.written, sum(report.skipped.values())) == (60, 60, 0)
     ds = IndexedDataset(str(tmp_path / "out_text_document"))
-    assert ds.index.dtype == np.uint16 and len(ds) == 60
+    assert ds.index.dtype == np.int32 and len(ds) == 60  # MindSpeed's int32, any vocabulary
     for i, t in enumerate(texts):
         expected = [*hf_tokenizer(t).input_ids, hf_tokenizer.eos_token_id]  # BOS from tokenizer
         assert ds[i].tolist() == expected
@@ -104,12 +104,12 @@ def test_over_length_samples_are_skipped_and_counted(
 ):
     src = write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in texts])
     limit = 30
-    expected = sum(len(hf_tokenizer(t).input_ids) + 1 > limit for t in texts)
+    expected = sum(len(hf_tokenizer(t).input_ids) + 1 >= limit for t in texts)  # MindSpeed: >=
     assert 0 < expected < len(texts)
     r = run(hf_tokenizer_dir, src, tmp_path / "o", append_eod=True, seq_length=limit)
     assert r.skipped == Counter(too_long=expected)
     assert r.written == len(texts) - expected
-    assert IndexedReader.open(tmp_path / "o_text_document").lengths.max() <= limit
+    assert IndexedReader.open(tmp_path / "o_text_document").lengths.max() < limit
     assert any("too_long" in line for line in r.lines())
 
 
@@ -118,7 +118,15 @@ def test_packing_fills_rows_and_keeps_every_sample(tmp_path, hf_tokenizer_dir):
     sg.write_text(Path(__file__).parent.joinpath("sharegpt.jsonl").read_text() * 4)
     kw = dict(handler_name="SharegptStyleInstructionHandler", prompt_type="qwen")
     run(hf_tokenizer_dir, sg, tmp_path / "plain", seq_length=256, **kw)
-    r = run(hf_tokenizer_dir, sg, tmp_path / "packed", seq_length=256, pack=True, **kw)
+    r = run(
+        hf_tokenizer_dir,
+        sg,
+        tmp_path / "packed",
+        seq_length=256,
+        pack=True,
+        mask_padding=True,
+        **kw,
+    )
     plain = instruction_rows(tmp_path / "plain")
     packed = instruction_rows(tmp_path / "packed")
     assert r.packed_rows == len(packed) < len(plain)

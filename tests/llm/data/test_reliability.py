@@ -72,7 +72,7 @@ def test_pack_with_seq_length_1_is_an_error(tmp_path, hf_tokenizer_dir):
         [{"instruction": f"Q{i}", "input": "", "output": "A"} for i in range(4)],
     )
     kw = dict(handler_name="AlpacaStyleInstructionHandler", prompt_type="qwen", seq_length=1)
-    with pytest.raises(AtelierError, match=r"0 of 4 documents written \(skipped: too_long 4\)"):
+    with pytest.raises(AtelierError, match=r"--seq-length with --pack: at least 2"):
         run(hf_tokenizer_dir, src, tmp_path / "o", pack=True, **kw)
     assert _names(tmp_path) == ["a.jsonl"]  # the packing scratch folder is gone too
 

@@ -40,7 +40,7 @@ def test_custom_template_file_adds_entries(tmp_path):
     f = tmp_path / "mine.yaml"
     f.write_text('mine:\n  user: "Q: {content}\\n"\n  assistant: "A: {content}{eos}"\n')
     t = get_template("mine", str(f))
-    assert t.user == "Q: {content}\n"
+    assert t.user == ("Q: {{content}}\n",)
     assert get_template("qwen", str(f)).name == "qwen"
     f.write_text('bad:\n  user: "x"\n  assistant: "y"\n  colour: red\n')
     with pytest.raises(AtelierError, match="unknown field"):

@@ -6,6 +6,11 @@
 "system": "system", "tools": "tools", "tags": {"role_tag": "from", "content_tag":
 "value", "user_tag": "human", "assistant_tag": "gpt", "observation_tag":
 "observation", "function_tag": "function_call", "system_tag": "system"}}`.
+
+As in MindSpeed-LLM, only `instruction`/`input`/`output` (Alpaca) and
+`conversations` with its first-turn system message (ShareGPT) are read by their
+default names; the `system`, `history` and `tools` columns are read only when
+`--map-keys` names them (e.g. `{"system": "system", "tools": "tools"}`).
 """
 
 from __future__ import annotations
@@ -28,14 +33,9 @@ class Conversation:
     turns: list[tuple[str, str]] = field(default_factory=list)  # (role, content)
 
 
-ALPACA_KEYS = {
-    "prompt": "instruction",
-    "query": "input",
-    "response": "output",
-    "system": "system",
-    "history": "history",
-    "tools": "tools",
-}
+ALPACA_KEYS = {"prompt": "instruction", "query": "input", "response": "output"}
+# read only when --map-keys names them (MindSpeed's InstructionDatasetAttr defaults: None)
+OPTIONAL_KEYS = ("system", "history", "tools")
 SHAREGPT_TAGS = {
     "role_tag": "from",
     "content_tag": "value",
@@ -89,7 +89,8 @@ def _keys_present(record: dict) -> str:
 def alpaca_conversation(record: Any, map_keys: dict[str, Any]) -> Conversation:
     if not isinstance(record, dict):
         raise RecordError(f"expected a JSON object, got {type(record).__name__}")
-    keys = {**ALPACA_KEYS, **{k: v for k, v in map_keys.items() if k in ALPACA_KEYS}}
+    known = (*ALPACA_KEYS, *OPTIONAL_KEYS)
+    keys = {**ALPACA_KEYS, **{k: v for k, v in map_keys.items() if k in known}}
     for needed in ("prompt", "response"):
         if keys[needed] not in record:
             raise RecordError(
@@ -105,11 +106,12 @@ def alpaca_conversation(record: Any, map_keys: dict[str, Any]) -> Conversation:
     query = _text(record.get(keys["query"]), keys["query"])
     if query:
         prompt = f"{prompt}\n{query}" if prompt else query
-    conv = Conversation(
-        system=_text(record.get(keys["system"]), "system") or None,
-        tools=_text(record.get(keys["tools"]), "tools") or None,
-    )
-    history = record.get(keys["history"]) or []
+    conv = Conversation(system=None, tools=None)
+    if "system" in keys:
+        conv.system = _text(record.get(keys["system"]), "system") or None
+    if "tools" in keys:
+        conv.tools = _text(record.get(keys["tools"]), "tools") or None
+    history = (record.get(keys["history"]) or []) if "history" in keys else []
     if not isinstance(history, list):
         raise RecordError(f"{keys['history']!r} must be a list of [question, answer] pairs")
     for i, pair in enumerate(history, 1):
@@ -149,8 +151,11 @@ def sharegpt_conversation(record: Any, map_keys: dict[str, Any]) -> Conversation
         tags["function_tag"]: "function_call",
         tags["system_tag"]: "system",
     }
-    system = _text(record.get(map_keys.get("system", "system")), "system") or None
-    tools = _text(record.get(map_keys.get("tools", "tools")), "tools") or None
+    system = tools = None
+    if "system" in map_keys:
+        system = _text(record.get(map_keys["system"]), "system") or None
+    if "tools" in map_keys:
+        tools = _text(record.get(map_keys["tools"]), "tools") or None
     turns: list[tuple[str, str]] = []
     for i, msg in enumerate(messages, 1):
         if not isinstance(msg, dict) or tags["role_tag"] not in msg:

@@ -21,9 +21,17 @@ from atelier.llm.data.conversation import (
     alpaca_conversation,
     sharegpt_conversation,
 )
+from atelier.llm.data.general_prompt import general_ids, general_prompts
+from atelier.llm.data.handler_kinds import (
+    OUTPUT_KEYS,
+    SFT_KINDS,
+    handler_kind,
+)
+from atelier.llm.data.render import assemble, messages
+from atelier.llm.data.render import texts as element_texts
 from atelier.llm.data.sources import Chunk
 from atelier.llm.data.template_sources import is_lf
-from atelier.llm.data.templates import Template, split_pieces
+from atelier.llm.data.templates import Template
 from atelier.llm.data.tokenizer import Backend, LoadedTokenizer
 
 try:
@@ -37,20 +45,7 @@ except ImportError:  # pragma: no cover - orjson is a declared dependency
     _loads = json.loads
     _JSONError = (ValueError,)
 
-HANDLERS = {
-    "GeneralPretrainHandler": "pretrain",
-    "GeneralInstructionHandler": "alpaca",
-    "AlpacaStyleInstructionHandler": "alpaca",
-    "SharegptStyleInstructionHandler": "sharegpt",
-}
-INSTRUCTION_KEYS = ("input_ids", "attention_mask", "labels")
 IGNORE = -100
-
-
-def handler_kind(name: str) -> str:
-    if name not in HANDLERS:
-        raise AtelierError(f"--handler-name {name}: unknown; known: {', '.join(HANDLERS)}")
-    return HANDLERS[name]
 
 
 @dataclass(frozen=True)
@@ -64,10 +59,23 @@ class EncodeJob:
     seq_length: int | None
     map_keys: dict[str, Any]
     template: Template | None
+    # MindSpeed drops a sample of >= seq_length tokens but still ends its document, so an
+    # empty document stays in every output; False leaves no trace (--no-empty-documents).
+    empty_documents: bool = True
+    # --neat-pack keeps long samples (cut at packing time) instead of dropping them
+    drop_long: bool = True
+    eod_id: int | None = None  # EOD of instruction data: the template's EOS (template_eos)
+    placeholder_id: int | None = None  # process reward: the step marker's id
+    reward_ids: dict[str, int] = field(default_factory=dict)  # process reward: label -> id
 
     @property
     def output_keys(self) -> tuple[str, ...]:
-        return self.json_keys if handler_kind(self.handler) == "pretrain" else INSTRUCTION_KEYS
+        kind = handler_kind(self.handler)
+        return self.json_keys if kind == "pretrain" else OUTPUT_KEYS[kind]
+
+    def too_long(self, length: int) -> bool:
+        """MindSpeed's rule: a sample of seq_length tokens or more is dropped."""
+        return self.drop_long and self.seq_length is not None and length >= self.seq_length
 
 
 @dataclass
@@ -116,12 +124,37 @@ def _flat(seqs: list[list[int]]) -> np.ndarray:
     return np.fromiter(chain.from_iterable(seqs), dtype=np.int64, count=total)
 
 
+def store_samples(
+    res: ChunkResult, job: EncodeJob, samples: list[tuple[list[int], ...] | None]
+) -> None:
+    """Per document one sequence per output key; None is a sample dropped as too long,
+    which leaves an empty document when `job.empty_documents` (as MindSpeed writes)."""
+    kept = [s for s in samples if s is not None]
+    per_doc = np.asarray(
+        [0 if s is None else 1 for s in samples if s is not None or job.empty_documents],
+        dtype=np.int64,
+    )
+    res.written = len(kept)
+    if dropped := len(samples) - len(kept):
+        res.skipped["too_long"] += dropped
+    for k, key in enumerate(job.output_keys):
+        seqs = [s[k] for s in kept]
+        lens = np.fromiter(map(len, seqs), dtype=np.int32, count=len(seqs))
+        flat = _flat(seqs)
+        if k == 0:
+            res.tokens = int(flat.size)
+        res.outputs[key] = (flat, lens, per_doc)
+
+
 class Encoder:
     def __init__(self, job: EncodeJob) -> None:
         self.job = job
         self.kind = handler_kind(job.handler)
         self.backend = Backend(job.tokenizer)
-        if self.kind != "pretrain" and job.template is None:
+        # GeneralInstructionHandler without a template is MindSpeed's Prompter (general_prompt)
+        self.general = job.handler == "GeneralInstructionHandler" and job.template is None
+        needs = self.kind not in ("pretrain", "process_reward")
+        if needs and job.template is None and not self.general:
             raise AtelierError(f"{job.handler} needs --prompt-type")
         tok = job.tokenizer
         if self.kind == "pretrain" and job.append_eod and tok.eod is None:
@@ -131,32 +164,23 @@ class Encoder:
             from atelier.llm.data.lf_supervised import LFChunkEncoder
 
             self._lf = LFChunkEncoder(job, self.backend, self.kind)
-        elif job.template is not None:
-            t = job.template
-            text = " ".join(
-                [
-                    t.prefix,
-                    t.system,
-                    t.user,
-                    t.assistant,
-                    t.separator,
-                    t.observation or "",
-                    t.function_call or "",
-                ]
+        elif job.template is not None and job.template.efficient_eos and tok.eos is None:
+            raise AtelierError(
+                f"--prompt-type {job.template.name} uses EOS but the tokenizer has none"
             )
-            if "{bos}" in text and tok.bos is None:
-                raise AtelierError(
-                    f"--prompt-type {t.name} uses {{bos}} but the tokenizer has none"
-                )
-            if ("{eos}" in text or t.efficient_eos) and tok.eos is None:
-                raise AtelierError(f"--prompt-type {t.name} uses EOS but the tokenizer has none")
 
     def encode(self, chunk: Chunk) -> ChunkResult:
         already = self.backend.fell_back
         if self._lf is not None:
             res = self._lf.encode(chunk, ChunkResult(chunk.index, {}, nbytes=chunk.nbytes))
+        elif self.kind == "pretrain":
+            res = self._pretrain(chunk)
+        elif self.kind in SFT_KINDS:
+            res = self._instruction(chunk)
         else:
-            res = self._pretrain(chunk) if self.kind == "pretrain" else self._instruction(chunk)
+            from atelier.llm.data import rlhf_handlers
+
+            res = rlhf_handlers.encode(self, chunk)
         res.backend = self.backend.name
         if self.backend.fell_back is not None and already is None:
             res.fell_back = self.backend.fell_back
@@ -199,12 +223,14 @@ class Encoder:
             self.backend.encode_batch(texts, job.tokenizer.pretrain_special) if texts else []
         )
         nkeys = len(job.json_keys)
+        keep_empty = job.empty_documents  # a text that encodes to no ids, as in _pretrain_flat
         seqs: list[list[list[int]]] = [[] for _ in range(nkeys)]
         seq_lens: list[list[int]] = [[] for _ in range(nkeys)]
         per_doc: list[list[int]] = [[] for _ in range(nkeys)]
         for per_key in docs:
             encoded = [
-                [ids_ for ids_ in (next(ids) for _ in sentences) if ids_] for sentences in per_key
+                [e for s, e in ((s, next(ids)) for s in sentences) if s and (e or keep_empty)]
+                for sentences in per_key
             ]
             if any(not e for e in encoded):
                 res.skipped["empty"] += 1
@@ -212,10 +238,11 @@ class Encoder:
             if job.append_eod:
                 for e in encoded:
                     e[-1] = [*e[-1], job.tokenizer.eod]
-            if job.seq_length is not None and any(
-                sum(map(len, e)) > job.seq_length for e in encoded
-            ):
+            if any(job.too_long(sum(map(len, e))) for e in encoded):
                 res.skipped["too_long"] += 1
+                if job.empty_documents:
+                    for k in range(nkeys):
+                        per_doc[k].append(0)
                 continue
             res.written += 1
             for k, e in enumerate(encoded):
@@ -235,118 +262,82 @@ class Encoder:
     def _pretrain_flat(self, res: ChunkResult, texts: list[str]) -> None:
         """One text per document, all in numpy: no per-token Python objects.
 
-        Same rules as the general path: empty documents are skipped, EOD goes after the
-        document, documents longer than seq_length (EOD included) are skipped.
+        Same rules as the general path: empty texts are skipped, EOD goes after the
+        document, documents of seq_length tokens or more (EOD included) are dropped and,
+        as MindSpeed does, leave an empty document (unless `job.empty_documents` is off).
         """
         job = self.job
         ids, lens = self.backend.encode_flat(texts, job.tokenizer.pretrain_special)
-        keep = lens > 0
+        # MindSpeed skips an empty text and keeps one that encodes to no ids (a 0-length
+        # sequence); without empty documents neither is written
+        keep = np.fromiter(map(bool, texts), dtype=bool, count=len(texts))
+        if not job.empty_documents:
+            keep &= lens > 0
         if n_empty := int(len(lens) - keep.sum()):
             res.skipped["empty"] += n_empty
         out_lens = lens + 1 if job.append_eod else lens
-        if job.seq_length is not None:
-            too_long = keep & (out_lens > job.seq_length)
+        per_doc = np.ones(int(keep.sum()), dtype=np.int64)
+        if job.drop_long and job.seq_length is not None:
+            too_long = keep & (out_lens >= job.seq_length)
             if n_long := int(too_long.sum()):
                 res.skipped["too_long"] += n_long
+                if job.empty_documents:
+                    per_doc = (~too_long[keep]).astype(np.int64)
+                else:
+                    per_doc = per_doc[: int(keep.sum()) - n_long]
                 keep &= ~too_long
         kept = ids if keep.all() else ids[np.repeat(keep, lens)]
         if job.append_eod:
             kept = np.insert(kept, np.cumsum(lens[keep]), job.tokenizer.eod)
         res.written = int(keep.sum())
         res.tokens = int(kept.size)
-        res.outputs[job.json_keys[0]] = (
-            kept,
-            out_lens[keep].astype(np.int32),
-            np.ones(res.written, dtype=np.int64),
-        )
+        res.outputs[job.json_keys[0]] = (kept, out_lens[keep].astype(np.int32), per_doc)
 
     # ------------------------------------------------------------- instruction
 
     def _conversation(self, rec: Any) -> Conversation:
-        if self.kind == "sharegpt":
-            return sharegpt_conversation(rec, self.job.map_keys)
-        return alpaca_conversation(rec, self.job.map_keys)
+        return self._conversation_with(rec, self.job.map_keys)
 
-    def _pieces(self, conv: Conversation) -> list[tuple[str, bool, bool]]:
-        """(text or marker, trained, eos_label_first) pieces of one conversation."""
-        t = self.job.template
-        assert t is not None
-        out: list[tuple[str, bool, bool]] = [(p, False, False) for p in split_pieces(t.prefix, "")]
-        system = conv.system if conv.system is not None else t.default_system
-        if conv.tools:
-            system = (system or "") + t.tools.replace("{content}", conv.tools)
-        last = len(conv.turns) - 1
-        eos_next = False
-        for i, (role, content) in enumerate(conv.turns):
-            trained = role in ("assistant", "function_call")
-            if i == 0 and system:
-                if t.system_in_user:
-                    content = t.system.replace("{content}", system) + content
-                else:
-                    for p in split_pieces(t.system, system):
-                        out.append((p, False, eos_next))
-            for j, p in enumerate(split_pieces(t.format_of(role), content)):
-                out.append((p, trained, eos_next and j == 0 and not trained))
-            eos_next = False
-            if trained and i != last:
-                if t.separator:
-                    out.append((t.separator, False, t.efficient_eos))
-                else:
-                    eos_next = t.efficient_eos
-        return out
+    def _conversation_with(self, rec: Any, map_keys: dict[str, Any]) -> Conversation:
+        if self.kind.startswith("sharegpt"):
+            return sharegpt_conversation(rec, map_keys)
+        return alpaca_conversation(rec, map_keys)
 
     def _instruction(self, chunk: Chunk) -> ChunkResult:
         job = self.job
         tok = job.tokenizer
         t = job.template
-        assert t is not None
         res = ChunkResult(chunk.index, {}, nbytes=chunk.nbytes)
-        convs: list[list[tuple[str, bool, bool]]] = []
+        convs = []  # per conversation: per message, its template elements (render.py)
         for number, rec in iter_records(chunk, "text"):
             res.read += 1
             try:
                 if isinstance(rec, RecordError):
                     raise rec
-                convs.append(self._pieces(self._conversation(rec)))
+                if t is None:
+                    convs.append(general_prompts(rec, job.map_keys))
+                else:
+                    convs.append(messages(t, self._conversation(rec)))
             except RecordError as e:
                 res.errors.append(f"{_where(chunk, number)}: {e}")
                 res.skipped["bad_record"] += 1
-        texts = [p for pieces in convs for p, _, _ in pieces if p not in ("{bos}", "{eos}")]
-        encoded = iter(self.backend.encode_batch(texts, False) if texts else [])
-        marker = {"{bos}": tok.bos, "{eos}": tok.eos}
-        all_ids: list[list[int]] = []
-        all_labels: list[list[int]] = []
-        for pieces in convs:
-            ids: list[int] = []
-            labels: list[int] = []
-            for p, trained, eos_first in pieces:
-                piece = [marker[p]] if p in marker else next(encoded)
-                ids.extend(piece)
-                if trained:
-                    labels.extend(piece)
-                else:
-                    labels.extend([IGNORE] * len(piece))
-                    if eos_first and piece:
-                        labels[len(labels) - len(piece)] = tok.eos  # type: ignore[assignment]
-            if t.efficient_eos:
-                ids.append(tok.eos)  # type: ignore[arg-type]
-                labels.append(tok.eos)  # type: ignore[arg-type]
+        texts = [e for msgs in convs for e in (msgs if t is None else element_texts(msgs))]
+        # MindSpeed's Prompter tokenizes with the tokenizer's special tokens, templates without
+        encoded = iter(self.backend.encode_batch(texts, t is None) if texts else [])
+        samples: list[tuple[list[int], ...] | None] = []
+        eod = job.eod_id
+        for msgs in convs:
+            if t is None:
+                ids, labels = general_ids(next(encoded), next(encoded))
+            else:
+                ids, labels = assemble(t, msgs, encoded, tok.bos, tok.eos)
             if not ids:
                 res.skipped["empty"] += 1
                 continue
-            if job.seq_length is not None and len(ids) > job.seq_length:
-                res.skipped["too_long"] += 1
-                continue
-            all_ids.append(ids)
-            all_labels.append(labels)
-        res.written = len(all_ids)
-        lens = np.fromiter(map(len, all_ids), dtype=np.int32, count=len(all_ids))
-        ones = np.ones(len(all_ids), dtype=np.int64)
-        flat_ids = _flat(all_ids)
-        res.tokens = int(flat_ids.size)
-        res.outputs = {
-            "input_ids": (flat_ids, lens, ones),
-            "attention_mask": (np.ones(flat_ids.size, dtype=np.int64), lens, ones),
-            "labels": (_flat(all_labels), lens, ones),
-        }
+            if job.append_eod and eod is not None:  # MindSpeed: a trained EOD after each sample
+                ids.append(eod)
+                labels.append(eod)
+            too_long = job.too_long(len(ids))
+            samples.append(None if too_long else (ids, [1] * len(ids), labels))
+        store_samples(res, job, samples)
         return res

@@ -28,24 +28,14 @@ from atelier.core.progress import interactive, progress_bar
 from atelier.core.workers import process_pool
 from atelier.llm.data import sources
 from atelier.llm.data.conversation import parse_map_keys
-from atelier.llm.data.handlers import (
-    IGNORE,
-    INSTRUCTION_KEYS,
-    ChunkResult,
-    EncodeJob,
-    Encoder,
-    handler_kind,
-    iter_records,
-)
-from atelier.llm.data.indexed import IndexedReader, IndexedWriter, optimal_dtype
-from atelier.llm.data.packing import pack_plan
+from atelier.llm.data.handler_kinds import SFT_KINDS, handler_kind
+from atelier.llm.data.handlers import ChunkResult, EncodeJob, Encoder, iter_records
+from atelier.llm.data.indexed import IndexedWriter, optimal_dtype
+from atelier.llm.data.packing import pack_rows
+from atelier.llm.data.special_ids import reward_ids, template_eos, template_pad
 from atelier.llm.data.template_sources import fix_tokenizer, is_lf, resolve_template
-from atelier.llm.data.tokenizer import (
-    LoadedTokenizer,
-    TokenizerSpec,
-    choose_backend,
-    load_tokenizer,
-)
+from atelier.llm.data.template_tokens import fit_for_template
+from atelier.llm.data.tokenizer import TokenizerSpec, choose_backend, load_tokenizer
 from atelier.llm.data.tokenizer_backends import single_threaded
 
 log = get_logger(__name__)
@@ -66,6 +56,12 @@ class PreprocessConfig:
     prompt_type: str | None = None
     prompt_type_path: str | None = None
     pack: bool = False
+    neat_pack: bool = False  # MindSpeed --neat-pack: per-sample attention ids in packed rows
+    mask_padding: bool = False  # packed rows: attention_mask 0 on padding (MindSpeed writes 1)
+    empty_documents: bool = True  # a sample dropped by --seq-length leaves an empty document
+    token_dtype: str = "int32"  # pretraining ids: int32 (MindSpeed) | auto (Megatron-LM)
+    placeholder_token: str = "ки"  # process reward: the step marker (MindSpeed's default)
+    reward_tokens: tuple[str, ...] = ()
     shard: int = 0
     num_shards: int = 1
     skip_bad_records: bool = False
@@ -80,6 +76,10 @@ class PreprocessConfig:
     tool_date: str | None = None
     default_system: str | None = None
     enable_thinking: bool = True
+    # a template token the tokenizer lacks is an error, not a warning (template_tokens.py)
+    strict: bool = False
+    # "mindspeed" (byte-identical) or "fixed": MindSpeed's template quirks corrected (render.py)
+    template_quirks: str = "mindspeed"
 
 
 @dataclass
@@ -185,39 +185,60 @@ def build_job(cfg: PreprocessConfig, srcs: list[sources.SourceFile]) -> EncodeJo
     handler = _resolve_handler(cfg, srcs)
     kind = handler_kind(handler)
     template = None
-    if kind != "pretrain":
-        name = cfg.prompt_type or ("alpaca" if handler == "GeneralInstructionHandler" else None)
-        if name is None:
+    if kind not in ("pretrain", "process_reward"):
+        name = cfg.prompt_type
+        lf = cfg.template_source == "llamafactory"
+        if name is None and handler == "GeneralInstructionHandler" and not lf:
+            pass  # MindSpeed's own Alpaca prompter (general_prompt.py), no template
+        elif name is None:
             from atelier.llm.data.templates import available
 
             raise AtelierError(
                 f"{handler} needs --prompt-type (or PROMPT_TYPE); known: {', '.join(available())}"
             )
-        template = resolve_template(
-            cfg.template_source,
-            name,
-            cfg.prompt_type_path,
-            train_on_prompt=cfg.train_on_prompt,
-            mask_history=cfg.mask_history,
-            tool_date=cfg.tool_date,
-            default_system=cfg.default_system,
-            enable_thinking=cfg.enable_thinking,
-        )
-        if is_lf(template) and cfg.append_eod:
-            raise AtelierError(
-                "--append-eod: LLaMA-Factory's SFT preprocessing has no such step; "
-                "drop it with --template-source llamafactory"
+        else:
+            template = resolve_template(
+                cfg.template_source,
+                name,
+                cfg.prompt_type_path,
+                train_on_prompt=cfg.train_on_prompt,
+                mask_history=cfg.mask_history,
+                tool_date=cfg.tool_date,
+                default_system=cfg.default_system,
+                enable_thinking=cfg.enable_thinking,
             )
-    elif cfg.pack:
-        raise AtelierError("--pack is for instruction handlers; pretraining data is not packed")
-    # the input's first records are read again only when a faster backend is to be checked
-    sample = _sample_texts(srcs) if cfg.tokenizer.backend != "hf" else []
+            if is_lf(template) and cfg.append_eod:
+                raise AtelierError(
+                    "--append-eod: LLaMA-Factory's SFT preprocessing has no such step; "
+                    "drop it with --template-source llamafactory"
+                )
+    if cfg.pack and kind not in SFT_KINDS:
+        raise AtelierError(
+            f"--pack is for instruction handlers, not {handler}; drop --pack"
+            + (" (pretraining data is not packed)" if kind == "pretrain" else "")
+        )
     loaded = load_tokenizer(cfg.tokenizer)
     if is_lf(template):  # LLaMA-Factory fixes the tokenizer (EOS, stop words) before encoding
         template, loaded = fix_tokenizer(template, loaded)
+    elif template is not None:  # as MindSpeed's fix_model_tokenizer
+        loaded, template = fit_for_template(loaded, template, cfg.strict, cfg.template_quirks)
+    # the input's first records are read again only when a faster backend is to be checked
+    sample = _sample_texts(srcs) if cfg.tokenizer.backend != "hf" else []
     loaded, notice = choose_backend(loaded, cfg.tokenizer.backend, sample)
     if notice:
         log.warning("tokenizer backend: %s", notice)
+    eod = None
+    if kind in SFT_KINDS:  # LLaMA-Factory's fixed tokenizer already holds the template's EOS
+        eod = loaded.eos if is_lf(template) else template_eos(loaded, template)
+    if cfg.append_eod and kind in SFT_KINDS and eod is None:
+        raise AtelierError("--append-eod: the tokenizer has no EOS/EOD token")
+    if cfg.append_eod and kind not in SFT_KINDS and kind != "pretrain":
+        log.warning("--append-eod: ignored for %s (MindSpeed appends no EOD there)", handler)
+    marker, rewards = (
+        reward_ids(loaded, cfg.placeholder_token, list(cfg.reward_tokens))
+        if kind == "process_reward"
+        else (None, {})
+    )
     return EncodeJob(
         handler=handler,
         tokenizer=loaded,
@@ -226,6 +247,11 @@ def build_job(cfg: PreprocessConfig, srcs: list[sources.SourceFile]) -> EncodeJo
         seq_length=cfg.seq_length,
         map_keys=parse_map_keys(cfg.map_keys),
         template=template,
+        empty_documents=cfg.empty_documents and not cfg.pack,
+        drop_long=not cfg.neat_pack,
+        eod_id=eod,
+        placeholder_id=marker,
+        reward_ids=rewards,
     )
 
 
@@ -256,7 +282,7 @@ def _sample_texts(srcs: list[sources.SourceFile], limit: int = 256) -> list[str]
 def output_prefixes(job: EncodeJob, prefix: str) -> dict[str, str]:
     if handler_kind(job.handler) == "pretrain":
         return {k: f"{prefix}_{k}_document" for k in job.json_keys}
-    return {k: f"{prefix}_packed_{k}_document" for k in INSTRUCTION_KEYS}
+    return {k: f"{prefix}_packed_{k}_document" for k in job.output_keys}
 
 
 def _check(cfg: PreprocessConfig) -> None:
@@ -268,6 +294,14 @@ def _check(cfg: PreprocessConfig) -> None:
         raise AtelierError(f"--seq-length {cfg.seq_length}: must be positive")
     if cfg.pack and cfg.seq_length is None:
         raise AtelierError("--pack needs --seq-length (the length of each packed row)")
+    if cfg.pack and cfg.seq_length is not None and cfg.seq_length < 2:
+        raise AtelierError("--seq-length with --pack: at least 2 (one token is kept for padding)")
+    if cfg.neat_pack and not cfg.pack:
+        raise AtelierError("--neat-pack needs --pack (MindSpeed: 'Require set --pack')")
+    if cfg.mask_padding and not cfg.pack:
+        raise AtelierError("--mask-padding goes with --pack")
+    if cfg.token_dtype not in ("int32", "auto"):
+        raise AtelierError(f"--token-dtype {cfg.token_dtype}: use int32 or auto")
     if not cfg.output_prefix:
         raise AtelierError("--output-prefix is required")
     if not cfg.json_keys:
@@ -296,7 +330,10 @@ def _preprocess(cfg: PreprocessConfig, job: EncodeJob | None) -> Report:
         job = build_job(cfg, srcs)
     finals = output_prefixes(job, cfg.output_prefix)
     is_pretrain = handler_kind(job.handler) == "pretrain"
-    dtype = optimal_dtype(job.tokenizer.vocab_size) if is_pretrain else np.int32
+    # MindSpeed builds every output with IndexedDatasetBuilder's default dtype, int32;
+    # `auto` is Megatron-LM's tools/preprocess_data.py rule (uint16 under 65,500 ids)
+    auto = is_pretrain and cfg.token_dtype == "auto"
+    dtype = optimal_dtype(job.tokenizer.vocab_size) if auto else np.int32
 
     start, stop = 0, None
     total = sources.total_bytes(srcs)
@@ -404,28 +441,9 @@ def _pack(
     report: Report,
 ) -> list[tuple[Path, Path]]:
     assert cfg.seq_length is not None
-    readers = {k: IndexedReader.open(p) for k, p in unpacked.items()}
-    plan = pack_plan(readers["input_ids"].lengths, cfg.seq_length)
-    pad = _pad_id(job.tokenizer)
-    writers = {k: IndexedWriter(p, np.int32) for k, p in finals.items()}
-    fill = {"input_ids": pad, "attention_mask": 0, "labels": IGNORE}
-    try:
-        for row in plan:
-            for key, reader in readers.items():
-                parts = [reader[i] for i in row]
-                n = sum(len(p) for p in parts)
-                parts.append(np.full(cfg.seq_length - n, fill[key], dtype=np.int32))
-                writers[key].add_sequence(np.concatenate(parts))
-        report.packed_rows = len(plan)
-        return [pair for w in writers.values() for pair in w.finish()]
-    except BaseException:
-        for w in writers.values():
-            w.abort()
-        raise
-
-
-def _pad_id(tok: LoadedTokenizer) -> int:
-    for candidate in (tok.pad, tok.eos, tok.eod):
-        if candidate is not None:
-            return candidate
-    return 0
+    pad = template_pad(job.tokenizer, template_eos(job.tokenizer, job.template))
+    rows, pairs = pack_rows(
+        unpacked, finals, cfg.seq_length, pad, neat=cfg.neat_pack, mask_padding=cfg.mask_padding
+    )
+    report.packed_rows = rows
+    return pairs

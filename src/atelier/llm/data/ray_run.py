@@ -141,7 +141,13 @@ def preprocess_on_ray(
         done = _finished_shards(folder, fingerprint)
         ranges = [sources.shard_range(total, i, n) for i in range(n)]
         fields = dataclasses.asdict(cfg)
-        shard_cfg = {**fields, "workers": 1, "pack": False}
+        shard_cfg = {
+            **fields,
+            "workers": 1,
+            "pack": False,
+            "neat_pack": False,
+            "mask_padding": False,
+        }
         task = ray.remote(num_cpus=1, max_retries=max_retries)(_run_shard)
         job_ref = ray.put(job)  # loaded and checked once, here, not once per task
         pending = {}

@@ -1,8 +1,12 @@
-"""Prompt templates, read from a data file (`templates.yaml`), never hard-coded.
+"""Prompt templates, read from data files, never hard-coded.
 
-A template turns a conversation into pieces: literal text, `{content}`, and the
-`{bos}`/`{eos}` ids. The encoder tokenizes the text pieces and marks which ones
-are trained (assistant replies and tool calls) and which are masked with -100.
+A template is MindSpeed-LLM's (LLaMA-Factory 0.8's) slot model: each role has a
+list of elements, each element is literal text (with `{{content}}`-style
+placeholders), the tokenizer's BOS/EOS, or one named vocabulary token. Every text
+element is tokenized on its own (that is what MindSpeed does, and what decides
+the ids of SentencePiece tokenizers). The built-in set (`templates.yaml`) is
+MindSpeed-LLM 2.0.0's `configs/finetune/templates.json` in Atelier's notation;
+`--prompt-type-path` reads either notation (`template_files.py`).
 """
 
 from __future__ import annotations
@@ -13,54 +17,74 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-import yaml
-
 from atelier.core.errors import AtelierError
 
-FIELDS = {
-    "prefix",
-    "system",
-    "default_system",
-    "system_in_user",
-    "tools",
-    "user",
-    "assistant",
-    "separator",
-    "observation",
-    "function_call",
-    "efficient_eos",
-}
-_PIECE = re.compile(r"(\{bos\}|\{eos\}|\{content\})")
+
+@dataclass(frozen=True)
+class Special:
+    """An element given as ids, not text: the tokenizer's `bos`/`eos`, or a named `token`."""
+
+    kind: str  # "bos" | "eos" | "token"
+    token: str = ""
+
+
+Element = str | Special
+Slots = tuple[Element, ...]
+
+BOS, EOS = Special("bos"), Special("eos")
+# MindSpeed's tool formats; "text" is Atelier's own (the `tools` text with `{{content}}`).
+TOOL_FORMATS = ("default", "glm4", "text")
 
 
 @dataclass(frozen=True)
 class Template:
-    name: str
-    user: str
-    assistant: str
-    prefix: str = ""
-    system: str = "{content}"
-    default_system: str = ""
-    system_in_user: bool = False
-    tools: str = "\n\nYou have access to the following tools:\n{content}"
-    separator: str = ""
-    observation: str | None = None
-    function_call: str | None = None
-    efficient_eos: bool = False
+    """One template in MindSpeed's model; `render.py` turns a conversation into elements."""
 
-    def format_of(self, role: str) -> str:
+    name: str
+    user: Slots
+    assistant: Slots
+    system: Slots = ("{{content}}",)
+    function_call: Slots = ("Action: {{name}}\nAction Input: {{arguments}}", EOS)
+    observation: Slots | None = None  # None: the user format
+    separator: Slots = ()
+    prefix: Slots = ()
+    tool_format: str = "default"
+    tools: str = ""  # tool_format "text": the tools block, `{{content}}` = the tools column
+    default_system: str = ""
+    stop_words: tuple[str, ...] = ()
+    efficient_eos: bool = False
+    replace_eos: bool = False
+    system_in_user: bool = False  # MindSpeed's Llama2Template: system text inside the 1st user
+    source: str = "built-in templates.yaml"
+    # set by `--template-quirks fixed` (render.py): MindSpeed's arguable bugs corrected
+    fixed_quirks: bool = False
+    # set by template_tokens.fit_template: ids of the `Special("token", ...)` elements
+    token_ids: tuple[tuple[str, int], ...] = ()
+
+    def format_of(self, role: str) -> Slots:
         if role == "observation":
-            return self.observation or self.user
-        if role == "function_call":
-            return self.function_call or self.assistant
+            return self.observation if self.observation is not None else self.user
         return getattr(self, role)
+
+    def all_slots(self) -> list[Slots]:
+        return [
+            self.prefix,
+            self.system,
+            self.user,
+            self.assistant,
+            self.separator,
+            self.function_call,
+            self.format_of("observation"),
+        ]
+
+
+_PIECE = re.compile(r"(\{bos\}|\{eos\}|\{content\})")
 
 
 def split_pieces(fmt: str, content: str) -> list[str]:
     """`fmt` with `{content}` filled, split so `{bos}`/`{eos}` stay separate markers.
 
-    Returns alternating text and markers; adjacent text is merged so it is
-    tokenized as one string (as the model will see it), never piece by piece.
+    Kept for callers of the earlier string templates; adjacent text is merged.
     """
     out: list[str] = []
     for part in _PIECE.split(fmt):
@@ -77,42 +101,23 @@ def split_pieces(fmt: str, content: str) -> list[str]:
     return [p for p in out if p]
 
 
-def _read(path: Path | None) -> dict[str, dict]:
-    if path is None:
-        text = resources.files("atelier.llm.data").joinpath("templates.yaml").read_text("utf-8")
-        where = "built-in templates.yaml"
-    else:
-        if not path.is_file():
-            raise AtelierError(f"--prompt-type-path {path}: no such file")
-        text = path.read_text("utf-8")
-        where = str(path)
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        raise AtelierError(f"{where}: not valid YAML/JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise AtelierError(f"{where}: expected a mapping of template name -> fields")
-    for name, fields in data.items():
-        if not isinstance(fields, dict):
-            raise AtelierError(f"{where}: template {name!r} must be a mapping")
-        unknown = set(fields) - FIELDS
-        if unknown:
-            raise AtelierError(
-                f"{where}: template {name!r} has unknown field(s) {sorted(unknown)}; "
-                f"known: {sorted(FIELDS)}"
-            )
-        for required in ("user", "assistant"):
-            if required not in fields:
-                raise AtelierError(f"{where}: template {name!r} lacks {required!r}")
-    return data
-
-
 @cache
-def _builtin() -> dict[str, dict]:
-    return _read(None)
+def _builtin() -> dict[str, Template]:
+    from atelier.llm.data.template_files import parse_templates
+
+    text = resources.files("atelier.llm.data").joinpath("templates.yaml").read_text("utf-8")
+    return parse_templates(text, "built-in templates.yaml")
 
 
-def available(path: Path | None = None) -> dict[str, dict]:
+def _read(path: Path) -> dict[str, Template]:
+    from atelier.llm.data.template_files import parse_templates
+
+    if not path.is_file():
+        raise AtelierError(f"--prompt-type-path {path}: no such file")
+    return parse_templates(path.read_text("utf-8"), str(path))
+
+
+def available(path: Path | None = None) -> dict[str, Template]:
     """Built-in templates, plus (overriding) those of a user file, read afresh."""
     return {**_builtin(), **_read(path)} if path is not None else _builtin()
 
@@ -121,4 +126,4 @@ def get_template(name: str, path: str | None = None) -> Template:
     table = available(Path(path) if path else None)
     if name not in table:
         raise AtelierError(f"--prompt-type {name}: unknown; known: {', '.join(sorted(table))}")
-    return Template(name=name, **table[name])
+    return table[name]

@@ -66,6 +66,10 @@ class LoadedTokenizer:
     added_tokens: tuple[str, ...] = ()
     backend: str = "hf"  # the encoder workers use, decided by `choose_backend`
     verify: str = "sample"
+    # special tokens a template added (template_tokens.py): a slow tokenizer re-adds them in
+    # each worker (a fast one carries them in rust_json)
+    extra_special: tuple[str, ...] = ()
+    unk: int | None = None  # what `convert_tokens_to_ids` gives for a token it does not have
 
 
 def _need_dir(path: str | None, flag: str) -> Path:
@@ -166,6 +170,7 @@ def _load_hf(spec: TokenizerSpec) -> LoadedTokenizer:
         pad=tok.pad_token_id,
         pretrain_special=True,
         added_tokens=tuple(str(t) for t in tok.get_added_vocab()),
+        unk=tok.unk_token_id,
     )
 
 
@@ -238,6 +243,23 @@ def _check_wordpiece_vocab(vocab: Path) -> None:
         )
 
 
+def load_slow(loaded: LoadedTokenizer) -> Any:
+    """The slow (Python) Hugging Face tokenizer, with the special tokens a template added."""
+    from transformers import AutoTokenizer
+
+    slow = AutoTokenizer.from_pretrained(loaded.slow_path, use_fast=False, local_files_only=True)
+    if loaded.extra_special:
+        add_special_tokens(slow, loaded.extra_special)
+    return slow
+
+
+def add_special_tokens(slow: Any, tokens: Sequence[str]) -> None:
+    """As MindSpeed's `add_special_tokens` (never normalized or split), transformers 4 or 5."""
+    from tokenizers import AddedToken
+
+    slow.add_tokens([AddedToken(t, special=True, normalized=False) for t in tokens], True)
+
+
 class Backend:
     """Batch encode/decode in a worker: fastokens when chosen, else `tokenizers` directly.
 
@@ -260,11 +282,7 @@ class Backend:
             if loaded.backend == "fastokens":
                 self._fast = make_fastokens(loaded.rust_json)
         else:
-            from transformers import AutoTokenizer
-
-            self._slow = AutoTokenizer.from_pretrained(
-                loaded.slow_path, use_fast=False, local_files_only=True
-            )
+            self._slow = load_slow(loaded)
 
     @property
     def name(self) -> str:
