@@ -165,3 +165,16 @@ def test_slow_tokenizer_gets_the_same_added_tokens(tmp_path, gpt2_tokenizer_dir)
     preprocess(cfg)
     slow = [(i.tolist(), lab.tolist()) for i, _, lab in instruction_rows(tmp_path / "s")]
     assert slow == fast
+
+
+def test_builtin_templates_round_trip_through_mindspeed_notation(tmp_path):
+    """Each built-in template written as a templates.json entry reads back the same."""
+    from atelier.llm.data.template_files import dump_json
+    from atelier.llm.data.templates import available
+
+    builtin = available()
+    f = tmp_path / "all.json"
+    f.write_text("[" + ",".join(dump_json(t) for t in builtin.values()) + "]")
+    again = available(f)
+    for name, t in builtin.items():
+        assert replace(again[name], source=t.source) == t, name

@@ -271,7 +271,7 @@ def _check(t: Template) -> None:
 
 
 def dump_json(t: Template) -> str:
-    """A template in MindSpeed's notation (for `atelier llm inspect`-style listings, tests)."""
+    """A template as one entry of MindSpeed's templates.json (what `_mindspeed` reads back)."""
 
     def slots(s: Slots) -> list:
         return [
