@@ -328,9 +328,14 @@ def run_preprocess(args: argparse.Namespace) -> int:
         shard=args.shard,
         num_shards=args.num_shards,
         skip_bad_records=args.skip_bad_records,
-        help="template (MindSpeed-LLM's names): qwen chatml llama2 llama3 mistral mixtral "
-        "deepseek3 chatglm3 baichuan2 alpaca default empty ... (LLaMA-Factory's names with "
-        "--template-source llamafactory)",
+        template_source=values["template_source"] or "mindspeed",
+        train_on_prompt=args.train_on_prompt,
+        mask_history=args.mask_history,
+        tool_date=args.tool_date,
+        default_system=args.default_system,
+        enable_thinking=args.enable_thinking == "true",
+        strict=args.strict,
+        template_quirks=args.template_quirks,
     )
     if args.ray is not None:
         from atelier.llm.data.ray_run import preprocess_on_ray

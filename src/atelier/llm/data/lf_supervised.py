@@ -69,6 +69,9 @@ def supervise(
     return input_ids, labels
 
 
+LF_COLUMNS = {"system": "system", "tools": "tools", "history": "history"}
+
+
 class LFChunkEncoder:
     """Encodes instruction chunks with an `LFTemplate`; built by `handlers.Encoder`."""
 
@@ -78,11 +81,14 @@ class LFChunkEncoder:
         self.kind = kind  # "alpaca" | "sharegpt"
         self.template: LFTemplate = job.template
         self.token_ids = dict(self.template.token_ids)  # looked up by template_sources
+        # unlike MindSpeed's defaults, the system/tools/history columns are read whenever
+        # present (as a LLaMA-Factory dataset_info.json that maps them); --map-keys renames
+        self.map_keys = {**LF_COLUMNS, **job.map_keys}
 
     def _conversation(self, rec):
         if self.kind == "sharegpt":
-            return sharegpt_conversation(rec, self.job.map_keys)
-        return alpaca_conversation(rec, self.job.map_keys)
+            return sharegpt_conversation(rec, self.map_keys)
+        return alpaca_conversation(rec, self.map_keys)
 
     def _marker(self, slot: Mark) -> list[int]:
         tok = self.job.tokenizer
