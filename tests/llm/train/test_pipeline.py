@@ -87,14 +87,39 @@ def _pp2_jobs(hf: Path, mg: Path, tmp: Path, tokens: torch.Tensor, schedule: str
     return out
 
 
-@pytest.mark.parametrize(("family", "schedule"), [("llama", "1f1b"), ("qwen2", "gpipe")])
-def test_pp2_equals_pp1_and_loads_hf2mg_files(
-    models, tmp_path: Path, family: str, schedule: str
-) -> None:
+CASES = [("llama", "1f1b"), ("qwen2", "gpipe")]
+
+
+def _pp2_all(cases: list[tuple[Path, Path, Path, str]], hf: Path, tmp: Path, tokens) -> dict:
+    """Every two-process scenario in one launch (one process group, jobs in sequence):
+    starting ranks costs more than these tiny runs."""
+    out = {
+        schedule: _pp2_jobs(h, mg, bytes_dir, tokens, schedule)
+        for h, mg, bytes_dir, schedule in cases
+    }
+    out["resume"] = _resume_jobs(hf, tmp, tokens)
+    return out
+
+
+@pytest.fixture(scope="module")
+def pp2(models, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """The PP2 results of both families' schedules and of the stopped-and-resumed run."""
+    tmp = tmp_path_factory.mktemp("pp2")
+    cases = []
+    for family, schedule in CASES:
+        hf, mg = models(family)
+        cases.append((hf, mg, tmp / schedule, schedule))
+    hf, _ = models("qwen2")  # tied embeddings: the last stage saves the output copy
+    return tmp, launch(_pp2_all, (cases, hf, tmp, sample_tokens(24)), nproc_per_node=2)
+
+
+@pytest.mark.parametrize(("family", "schedule"), CASES)
+def test_pp2_equals_pp1_and_loads_hf2mg_files(models, pp2, family: str, schedule: str) -> None:
     hf, mg = models(family)
+    tmp, all_out = pp2
     tokens = sample_tokens(24)
     ref_losses, ref_norms, ref_evals = launch(_run, (config(hf, train_iters=3, **EVAL), tokens))
-    out = launch(_pp2_jobs, (hf, mg, tmp_path, tokens, schedule), nproc_per_node=2)
+    out = all_out[schedule]
     for key in ("hf", "mg"):
         losses, norms, evals = out[key]
         assert len(losses) == 3 and len(evals) == 1
@@ -103,7 +128,7 @@ def test_pp2_equals_pp1_and_loads_hf2mg_files(
         assert max(abs(a - b) for a, b in zip(norms, ref_norms, strict=True)) < 1e-5, key
     for stage in ("000", "001"):  # the stage files hf2mg wrote, byte for byte
         rank = f"iter_0000001/mp_rank_00_{stage}/model_optim_rng.pt"
-        assert filecmp.cmp(tmp_path / "bytes" / rank, mg / rank, shallow=False), stage
+        assert filecmp.cmp(tmp / schedule / "bytes" / rank, mg / rank, shallow=False), stage
 
 
 def _resume_jobs(hf: Path, tmp: Path, tokens: torch.Tensor) -> dict:
@@ -113,7 +138,7 @@ def _resume_jobs(hf: Path, tmp: Path, tokens: torch.Tensor) -> dict:
     return {"first": first, "again": again}
 
 
-def test_pp2_save_resume_and_mg2hf(models, tmp_path: Path) -> None:
+def test_pp2_save_resume_and_mg2hf(models, pp2, tmp_path: Path) -> None:
     """Stopped after 2 of 4 iterations and started again, a PP2 run ends as the PP1 run;
     mg2hf of its save equals mg2hf of the PP1 save."""
     from atelier.llm.convert.mg2hf import mg2hf
@@ -123,17 +148,18 @@ def test_pp2_save_resume_and_mg2hf(models, tmp_path: Path) -> None:
     tokens = sample_tokens(24)
     one = tmp_path / "pp1"
     full = launch(_resumed, (config(hf, train_iters=4, save=one), tokens))
-    out = launch(_resume_jobs, (hf, tmp_path, tokens), nproc_per_node=2)
+    pp2_tmp, all_out = pp2
+    out = all_out["resume"]
     assert len(full) == 4 and len(out["first"]) == 2 and len(out["again"]) == 2
     got = out["first"] + out["again"]
     assert max(abs(a - b) for a, b in zip(got, full, strict=True)) < 1e-6, (got, full)
-    b = tmp_path / "b" / "iter_0000004"
-    assert read_tracker(tmp_path / "b") == 4
+    b = pp2_tmp / "b" / "iter_0000004"
+    assert read_tracker(pp2_tmp / "b") == 4
     assert sorted(p.name for p in b.iterdir() if p.name.startswith("mp_rank")) == [
         "mp_rank_00_000",
         "mp_rank_00_001",
     ]
-    mg2hf(tmp_path / "b", tmp_path / "hf_pp2")
+    mg2hf(pp2_tmp / "b", tmp_path / "hf_pp2")
     mg2hf(one, tmp_path / "hf_pp1")
     from safetensors.torch import load_file
 
@@ -154,10 +180,23 @@ def _pp2_x2(hf: Path, tokens: torch.Tensor, tp: int, tmp: Path) -> list[float]:
     return first + _resumed(config(hf, train_iters=4, save=tmp, **pp), tokens)
 
 
-@pytest.mark.parametrize(("family", "tp"), [("qwen3", 2), ("qwen2", 1)])
-def test_pp2_with_tp2_or_dp2_four_processes_equal_pp1(
-    models, tmp_path: Path, family: str, tp: int
-) -> None:
+X2 = [("qwen3", 2), ("qwen2", 1)]
+
+
+def _pp2_x2_all(cases: list[tuple[Path, int]], tokens: torch.Tensor, tmp: Path) -> dict:
+    """Both four-process layouts in one launch (their meshes built in turn)."""
+    return {tp: _pp2_x2(hf, tokens, tp, tmp / f"save{tp}") for hf, tp in cases}
+
+
+@pytest.fixture(scope="module")
+def pp2_x2(models, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    cases = [(models(family)[0], tp) for family, tp in X2]
+    tmp = tmp_path_factory.mktemp("pp2x2")
+    return launch(_pp2_x2_all, (cases, sample_tokens(16), tmp), nproc_per_node=4)
+
+
+@pytest.mark.parametrize(("family", "tp"), X2)
+def test_pp2_with_tp2_or_dp2_four_processes_equal_pp1(models, pp2_x2, family: str, tp: int) -> None:
     """(pp, dp, tp) = (2, 1, 2): DTensor TP inside each stage (Qwen3's qk-norm partial
     gradients), layers recomputed; (2, 2, 1): FSDP2 inside each stage (Qwen2's tied copies
     sharded), saved after 2 iterations and resumed."""
@@ -165,7 +204,7 @@ def test_pp2_with_tp2_or_dp2_four_processes_equal_pp1(
     tokens = sample_tokens(16)
     iters = 2 if tp > 1 else 4
     ref = launch(_run, (config(hf, train_iters=iters), tokens))[0]
-    got = launch(_pp2_x2, (hf, tokens, tp, tmp_path / "save"), nproc_per_node=4)
+    got = pp2_x2[tp]
     assert len(got) == iters
     assert max(abs(x - y) for x, y in zip(got, ref, strict=True)) < 1e-5, (got, ref)
 
