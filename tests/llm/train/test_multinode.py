@@ -180,10 +180,10 @@ def test_wrong_nic_name_is_one_line_exit_2(job: Path, tmp_path: Path) -> None:
 
 def test_rendezvous_with_a_node_missing_ends_in_one_line(job: Path, tmp_path: Path) -> None:
     """Only node 0 of two started (it names the missing rank), and only node 1 of two on
-    another port (it cannot reach the master): both stop after the 6 s timeout, exit 2."""
+    another port (it cannot reach the master): both stop after the 3 s timeout, exit 2."""
     ports = [str(free_port()), str(free_port())]
     cmds = [
-        [*ATELIER, *_train_args(job, tmp_path / f"{n}.jsonl"), "--dist-timeout", "0.1"]
+        [*ATELIER, *_train_args(job, tmp_path / f"{n}.jsonl"), "--dist-timeout", "0.05"]
         for n in (0, 1)
     ]
     envs = [
@@ -197,8 +197,8 @@ def test_rendezvous_with_a_node_missing_ends_in_one_line(job: Path, tmp_path: Pa
         errors = [x for x in err.splitlines() if x.startswith("atelier: error:")]
         assert rc == 2 and len(errors) == 1, err[-3000:]
         assert "Traceback" not in err and "frame #" not in err, err[-3000:]
-    assert "did not complete within 6 s: 1 of 2 ranks joined; missing ranks 1 (node 1)" in err0
-    assert f"could not reach MASTER_ADDR 127.0.0.1:{ports[1]} within 6 s" in err1
+    assert "did not complete within 3 s: 1 of 2 ranks joined; missing ranks 1 (node 1)" in err0
+    assert f"could not reach MASTER_ADDR 127.0.0.1:{ports[1]} within 3 s" in err1
 
 
 def test_node_spec_from_flags_and_environment() -> None:
