@@ -111,8 +111,18 @@ def test_two_torchrun_nodes_equal_one_node(
     job: Path, single_node, tmp_path: Path, rdzv: str
 ) -> None:
     """torchrun's static rendezvous (--master-addr/--master-port, node ranks given) and its
-    elastic one (--rdzv-backend c10d --rdzv-endpoint, ranks assigned by the agents)."""
+    elastic one (--rdzv-backend c10d --rdzv-endpoint, ranks assigned by the agents).
+
+    Under c10d the rendezvous store is hosted here, as a cluster's long-lived endpoint: when
+    one agent hosts it on a shared machine, that agent may exit right after its worker while
+    the other agent still polls the store (torchrun then fails with "Broken pipe" after a
+    successful run) -- a race between two agents on one host, not a property of the job."""
     port = str(free_port())
+    store = None
+    if rdzv == "c10d":
+        import torch.distributed as dist
+
+        store = dist.TCPStore("127.0.0.1", int(port), is_master=True, wait_for_workers=False)
     cmds, logs = [], []
     for node in (0, 1):
         logs.append(tmp_path / f"node{node}.jsonl")
@@ -123,9 +133,10 @@ def test_two_torchrun_nodes_equal_one_node(
             torchrun += ["--master-addr", "127.0.0.1", "--master-port", port]
         else:
             torchrun += ["--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}"]
-            torchrun += ["--rdzv-id", "atelier-test"]
+            torchrun += ["--rdzv-id", "atelier-test", "--rdzv-conf", "is_host=false"]
         cmds.append([*torchrun, "-m", "atelier", "llm", "train", *_train_args(job, logs[-1])])
     results = _both(cmds, [_env(), _env()])
+    del store  # closed once both agents are gone
     ranks = set()
     for rc, _, err in results:
         assert rc == 0, err[-3000:]
