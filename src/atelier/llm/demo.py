@@ -157,17 +157,7 @@ def train_demo(out: Path, tokenizer_dir: str, console: Console) -> None:
     console.print("\n".join(pre.lines()))
     console.rule("[bold]llm train: SFT on the Alpaca sample (finetune), then CONVERT_MG2HF")
     sft = run_training(
-        TrainRequest(
-            data_path=[str(out / "alpaca")],
-            split="100,0,0",
-            seq_length=128,
-            is_instruction=True,
-            tokenizer=tokenizer_dir,
-            load=root / "pretrain",
-            save=root / "sft",
-            convert_mg2hf=root / "sft-hf",
-            config={**common, "train_iters": 4, "finetune": True},
-        )
+        alpaca_request(out, root, tokenizer_dir, "sft", {**common, "train_iters": 4})
     )
     console.print("\n".join(sft.lines()))
     console.rule(f"[bold]transformers loads {sft.hf_dir} and generates")
@@ -180,6 +170,24 @@ def train_demo(out: Path, tokenizer_dir: str, console: Console) -> None:
     lora_demo(root, tokenizer_dir, common, out, console, tok.pad_token_id)
 
 
+def alpaca_request(out: Path, root: Path, tokenizer_dir: str, name: str, config: dict) -> Any:
+    """A fine-tuning run (SFT or LoRA) on the demo Alpaca set from the pretrained checkpoint,
+    saved to `root/name` and exported to `root/name-hf` by CONVERT_MG2HF's path."""
+    from atelier.llm.train.run import TrainRequest
+
+    return TrainRequest(
+        data_path=[str(out / "alpaca")],
+        split="100,0,0",
+        seq_length=128,
+        is_instruction=True,
+        tokenizer=tokenizer_dir,
+        load=root / "pretrain",
+        save=root / name,
+        convert_mg2hf=root / f"{name}-hf",
+        config={**config, "finetune": True},
+    )
+
+
 def lora_demo(
     root: Path, tokenizer_dir: str, common: dict, out: Path, console: Console, pad_id: int
 ) -> None:
@@ -190,23 +198,18 @@ def lora_demo(
     from transformers import AutoModelForCausalLM
 
     from atelier.llm.train.lora.spec import LoraSpec
-    from atelier.llm.train.run import TrainRequest, run_training
+    from atelier.llm.train.run import run_training
 
     console.rule("[bold]llm train: LoRA (r 8, adapters only), then CONVERT_MG2HF merges them")
     lora = run_training(
-        TrainRequest(
-            data_path=[str(out / "alpaca")],
-            split="100,0,0",
-            seq_length=128,
-            is_instruction=True,
-            tokenizer=tokenizer_dir,
-            load=root / "pretrain",
-            save=root / "lora",
-            convert_mg2hf=root / "lora-hf",
-            config={
+        alpaca_request(
+            out,
+            root,
+            tokenizer_dir,
+            "lora",
+            {
                 **common,
                 "train_iters": 4,
-                "finetune": True,
                 "lr": 1e-2,
                 "lora": LoraSpec(r=8, alpha=16.0, ckpt_filter=True),
             },
