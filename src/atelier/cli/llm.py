@@ -11,6 +11,9 @@ from atelier.core.log import get_logger
 
 log = get_logger(__name__)
 
+# tokenizer_backends.BACKENDS (not imported here: it needs numpy; a test keeps them equal)
+TOKENIZER_BACKENDS = ("auto", "hf", "fastokens")
+
 HANDLER_HELP = (
     "GeneralPretrainHandler | GeneralInstructionHandler | AlpacaStyleInstructionHandler | "
     "SharegptStyleInstructionHandler | AlpacaStylePairwiseHandler | SharegptStylePairwiseHandler "
@@ -52,7 +55,7 @@ def _tokenizer_flags(p: argparse.ArgumentParser, required_type: bool = False) ->
     g.add_argument("--merge-file", default=None, help="GPT-2 merges.txt")
     g.add_argument(
         "--tokenizer-backend",
-        choices=["auto", "hf", "fastokens"],
+        choices=TOKENIZER_BACKENDS,
         default="auto",
         help="encoder: auto = fastokens when it is installed and gives the same ids as hf "
         "(checked at load and on a sample during the run), else hf (default auto)",

@@ -9,15 +9,16 @@ import numpy as np
 import pytest
 
 from atelier.llm.assets.build import demo_texts
-from atelier.llm.data import tokenizer as tokenizer_mod
+from atelier.llm.data import tokenizer_backends as backends
 from atelier.llm.data.tokenizer import TokenizerSpec, choose_backend, load_tokenizer
 from atelier.llm.data.tokenizer_backends import (
+    FAST_BACKENDS,
+    FastBackend,
+    FastokensEncoder,
+    HfEncoder,
     SampledCheck,
     adversarial_texts,
-    encode_flat_fastokens,
-    encode_flat_hf,
     first_mismatch,
-    make_fastokens,
 )
 
 from ...conftest import write_jsonl
@@ -56,14 +57,12 @@ def _random_texts(n: int, seed: int = 0) -> list[str]:
 def test_fastokens_ids_identical_on_adversarial_corpus(which, hf_tokenizer_dir):
     folder = hf_tokenizer_dir if which == "conftest" else BUNDLED
     loaded = load_tokenizer(TokenizerSpec(name_or_path=str(folder)))
-    from tokenizers import Tokenizer
-
-    ref = Tokenizer.from_str(loaded.rust_json)
-    fast = make_fastokens(loaded.rust_json)
+    ref = HfEncoder(loaded.rust_json)
+    fast = FastokensEncoder(loaded.rust_json)
     texts = adversarial_texts(loaded.added_tokens) + _random_texts(2000)
     for add_special in (False, True):
-        a_ids, a_len = encode_flat_hf(ref, texts, add_special)
-        b_ids, b_len = encode_flat_fastokens(fast, texts, add_special)
+        a_ids, a_len = ref.encode_flat(texts, add_special)
+        b_ids, b_len = fast.encode_flat(texts, add_special)
         np.testing.assert_array_equal(a_len, b_len)
         np.testing.assert_array_equal(a_ids, b_ids)
     assert first_mismatch(ref, fast, texts) is None
@@ -77,19 +76,19 @@ class _Broken:
     def __init__(self, inner, trigger: str) -> None:
         self.inner, self.trigger = inner, trigger
 
-    def encode_batch_flat(self, texts, add_special_tokens=False):
-        ids, offsets = self.inner.encode_batch_flat(texts, add_special_tokens=add_special_tokens)
-        ids = np.frombuffer(ids, np.uint32).copy()
-        offs = np.frombuffer(offsets, np.uint64)
+    def encode_flat(self, texts, add_special):
+        ids, lens = self.inner.encode_flat(texts, add_special)
+        ids = ids.copy()
+        starts = np.concatenate([[0], np.cumsum(lens)])
         for i, t in enumerate(texts):
-            if self.trigger in t and offs[i + 1] > offs[i]:
-                ids[offs[i]] ^= 1
-        return ids.tobytes(), offsets
+            if self.trigger in t and lens[i]:
+                ids[starts[i]] ^= 1
+        return ids, lens
 
 
 def _break(monkeypatch, trigger: str) -> None:
-    real = tokenizer_mod.make_fastokens
-    monkeypatch.setattr(tokenizer_mod, "make_fastokens", lambda js: _Broken(real(js), trigger))
+    broken = FastBackend("fastokens", lambda js: _Broken(FastokensEncoder(js), trigger), "")
+    monkeypatch.setitem(FAST_BACKENDS, "fastokens", broken)
 
 
 def test_difference_at_load_keeps_hf_with_a_notice(hf_tokenizer_dir, monkeypatch):
@@ -162,9 +161,15 @@ def test_hf_backend_and_auto_write_the_same_bytes(tmp_path, hf_tokenizer_dir, te
 
 
 def test_fastokens_missing(hf_tokenizer_dir, monkeypatch):
-    monkeypatch.setattr(tokenizer_mod, "fastokens_available", lambda: False)
+    monkeypatch.setattr(backends, "available", lambda name: False)
     loaded = load_tokenizer(TokenizerSpec(name_or_path=str(hf_tokenizer_dir)))
     chosen, notice = choose_backend(loaded, "auto", [])
     assert chosen.backend == "hf" and notice is None
     chosen, notice = choose_backend(loaded, "fastokens", [])
     assert chosen.backend == "hf" and "not installed" in notice
+
+
+def test_cli_offers_every_backend():
+    from atelier.cli.llm import TOKENIZER_BACKENDS
+
+    assert TOKENIZER_BACKENDS == backends.BACKENDS

@@ -18,16 +18,17 @@ from typing import Any
 import numpy as np
 
 from atelier.core.errors import AtelierError
+from atelier.llm.data import tokenizer_backends as backends
 from atelier.llm.data.tokenizer_backends import (
     BACKENDS,
+    FAST_BACKENDS,
     VERIFY_MODES,
+    BackendRefused,
+    HfEncoder,
     SampledCheck,
     adversarial_texts,
-    encode_flat_fastokens,
     encode_flat_hf,
-    fastokens_available,
     first_mismatch,
-    make_fastokens,
 )
 
 TOKENIZER_TYPES = (
@@ -45,7 +46,7 @@ class TokenizerSpec:
     vocab_file: str | None = None
     merge_file: str | None = None
     use_fast: bool = True
-    backend: str = "auto"  # auto | hf | fastokens (tokenizer_backends.BACKENDS)
+    backend: str = "auto"  # auto | hf | a FAST_BACKENDS name (tokenizer_backends.py)
     verify: str = "sample"  # sample | all: documents re-encoded with hf during the run
 
 
@@ -117,31 +118,35 @@ def choose_backend(
 ) -> tuple[LoadedTokenizer, str | None]:
     """The fastest encoder proven identical to `hf` on the adversarial suite and `sample`.
 
-    Returns the tokenizer set to that backend and a one-line notice when a faster backend
-    was wanted but not used (None when nothing needs saying).
+    `wanted` is `auto` (every row of FAST_BACKENDS in order, fastest first), `hf`, or one
+    backend's name. Returns the tokenizer set to the backend chosen and a one-line notice
+    when a faster backend was asked for but not used (None when nothing needs saying).
     """
     if wanted == "hf":
         return replace(loaded, backend="hf"), None
+    names = list(FAST_BACKENDS) if wanted == "auto" else [wanted]
     if loaded.rust_json is None:
         why = "the slow (Python) tokenizer has no tokenizer.json pipeline"
         return replace(loaded, backend="hf"), None if wanted == "auto" else f"{why}; using hf"
-    if not fastokens_available():
-        notice = "fastokens is not installed (pip install fastokens); using hf"
-        return replace(loaded, backend="hf"), None if wanted == "auto" else notice
-    from tokenizers import Tokenizer
-
-    try:
-        fast = make_fastokens(loaded.rust_json)
-    except Exception as e:  # an unsupported pipeline component: fastokens refuses the file
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        notice = f"fastokens cannot load this tokenizer ({first}); using hf"
-        return replace(loaded, backend="hf"), notice
-    ref = Tokenizer.from_str(loaded.rust_json)
+    reasons: list[str] = []
+    ref: HfEncoder | None = None
     texts = [*adversarial_texts(loaded.added_tokens), *sample]
-    diff = first_mismatch(ref, fast, texts)
-    if diff is not None:
-        return replace(loaded, backend="hf"), f"fastokens differs from hf on {diff}; using hf"
-    return replace(loaded, backend="fastokens"), None
+    for name in names:
+        if not backends.available(name):
+            if wanted != "auto":  # auto says nothing about a backend nobody asked for
+                reasons.append(f"{name} is not installed ({FAST_BACKENDS[name].install})")
+            continue
+        try:
+            fast = backends.build(name, loaded.rust_json)
+        except BackendRefused as e:
+            reasons.append(f"{name} cannot load this tokenizer ({e})")
+            continue
+        ref = ref or HfEncoder(loaded.rust_json)
+        diff = first_mismatch(ref, fast, texts)
+        if diff is None:
+            return replace(loaded, backend=name), None
+        reasons.append(f"{name} differs from hf on {diff}")
+    return replace(loaded, backend="hf"), f"{'; '.join(reasons)}; using hf" if reasons else None
 
 
 def _load_hf(spec: TokenizerSpec) -> LoadedTokenizer:
@@ -279,14 +284,14 @@ class Backend:
             from tokenizers import Tokenizer
 
             self._rust = Tokenizer.from_str(loaded.rust_json)
-            if loaded.backend == "fastokens":
-                self._fast = make_fastokens(loaded.rust_json)
+            if loaded.backend != "hf":
+                self._fast = backends.build(loaded.backend, loaded.rust_json)
         else:
             self._slow = load_slow(loaded)
 
     @property
     def name(self) -> str:
-        return "fastokens" if self._fast is not None else "hf"
+        return self.loaded.backend if self._fast is not None else "hf"
 
     def use_reference(self, why: str) -> None:
         if self._fast is not None:
@@ -296,12 +301,12 @@ class Backend:
     def encode_flat(self, texts: Sequence[str], add_special: bool) -> tuple[np.ndarray, np.ndarray]:
         """(ids int64, per-text lengths int64), the texts' ids back to back."""
         if self._fast is not None:
-            ids, lens = encode_flat_fastokens(self._fast, texts, add_special)
+            ids, lens = self._fast.encode_flat(texts, add_special)
             picked = self._check.pick(len(texts))
             bad = self._first_difference(texts, add_special, ids, lens, picked)
             if bad is None:
                 return ids, lens
-            self.use_reference(f"fastokens differed from hf on {texts[bad][:40]!r}")
+            self.use_reference(f"{self.loaded.backend} differed from hf on {texts[bad][:40]!r}")
         if self._rust is not None:
             return encode_flat_hf(self._rust, texts, add_special)
         seqs = [self._slow.encode(t, add_special_tokens=add_special) for t in texts]

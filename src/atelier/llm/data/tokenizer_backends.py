@@ -1,9 +1,10 @@
 """Faster encoders that must give exactly Hugging Face `tokenizers`' ids, or are not used.
 
 `tokenizers` is the reference (`hf`): every Megatron/MindSpeed dataset is defined by its
-ids. `fastokens` (Apache-2.0, a Rust re-implementation of the `tokenizer.json` pipeline,
-used by vLLM) reads the same `tokenizer.json` and encodes 30-100x faster on one core, with
-flat buffers instead of per-token Python objects. Identity is checked, never assumed:
+ids. Faster backends are rows of `FAST_BACKENDS`. `fastokens` (Apache-2.0, a Rust
+re-implementation of the `tokenizer.json` pipeline, used by vLLM) reads the same
+`tokenizer.json` and encodes 30-100x faster on one core, with flat buffers instead of
+per-token Python objects. Identity is checked, never assumed:
 
 1. at load, `first_mismatch` encodes an adversarial suite (whitespace runs, emoji, CJK,
    combining marks, U+1DF6, control bytes, digits, code, every added token inside and
@@ -18,23 +19,28 @@ A backend sets its own thread pool to one thread: `--workers N` means N cores.
 
 from __future__ import annotations
 
+import importlib
 import os
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
-BACKENDS = ("auto", "hf", "fastokens")
 VERIFY_MODES = ("sample", "all")
 SAMPLE_EVERY = 256
 
 
-def fastokens_available() -> bool:
-    try:
-        import fastokens  # noqa: F401
-    except ImportError:
-        return False
-    return True
+class FlatEncoder(Protocol):
+    """What every backend offers: the texts' ids back to back, and one length per text."""
+
+    def encode_flat(
+        self, texts: Sequence[str], add_special: bool
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class BackendRefused(Exception):
+    """A backend cannot represent this tokenizer (the message says which component)."""
 
 
 def single_threaded() -> None:
@@ -43,20 +49,65 @@ def single_threaded() -> None:
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 
-def make_fastokens(rust_json: str) -> Any:
-    single_threaded()
-    import fastokens
+class HfEncoder:
+    """The reference: Hugging Face `tokenizers` itself."""
 
-    return fastokens.Tokenizer.from_json_str(rust_json)
+    def __init__(self, rust_json: str) -> None:
+        from tokenizers import Tokenizer
+
+        self.tok = Tokenizer.from_str(rust_json)
+
+    def encode_flat(self, texts: Sequence[str], add_special: bool) -> tuple[np.ndarray, np.ndarray]:
+        return encode_flat_hf(self.tok, texts, add_special)
 
 
-def encode_flat_fastokens(
-    tok: Any, texts: Sequence[str], add_special: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """(ids int64, lengths int64) of `texts`, from fastokens' two flat buffers."""
-    ids, offsets = tok.encode_batch_flat(list(texts), add_special_tokens=add_special)
-    offs = np.frombuffer(offsets, dtype=np.uint64).astype(np.int64)
-    return np.frombuffer(ids, dtype=np.uint32).astype(np.int64), np.diff(offs)
+class FastokensEncoder:
+    """fastokens' `encode_batch_flat`: two flat buffers, no per-token Python objects."""
+
+    def __init__(self, rust_json: str) -> None:
+        single_threaded()
+        import fastokens
+
+        try:
+            self.tok = fastokens.Tokenizer.from_json_str(rust_json)
+        except Exception as e:  # an unsupported pipeline component: fastokens refuses it
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise BackendRefused(first) from None
+
+    def encode_flat(self, texts: Sequence[str], add_special: bool) -> tuple[np.ndarray, np.ndarray]:
+        ids, offsets = self.tok.encode_batch_flat(list(texts), add_special_tokens=add_special)
+        offs = np.frombuffer(offsets, dtype=np.uint64).astype(np.int64)
+        return np.frombuffer(ids, dtype=np.uint32).astype(np.int64), np.diff(offs)
+
+
+@dataclass(frozen=True)
+class FastBackend:
+    """One faster encoder: how to tell it is installed, and how to build it from JSON."""
+
+    module: str  # the import that must succeed
+    build: Callable[[str], FlatEncoder]  # raises BackendRefused for a tokenizer it can't do
+    install: str  # what to pip install
+
+
+# Faster backends, fastest first: `auto` takes the first that is installed, accepts the
+# tokenizer and gives hf's ids on the load-time check.
+FAST_BACKENDS: dict[str, FastBackend] = {
+    "fastokens": FastBackend("fastokens", FastokensEncoder, "pip install fastokens"),
+}
+BACKENDS = ("auto", "hf", *FAST_BACKENDS)
+
+
+def available(name: str) -> bool:
+    try:
+        importlib.import_module(FAST_BACKENDS[name].module)
+    except ImportError:
+        return False
+    return True
+
+
+def build(name: str, rust_json: str) -> FlatEncoder:
+    """The backend `name`'s encoder for this tokenizer (BackendRefused if it can't)."""
+    return FAST_BACKENDS[name].build(rust_json)
 
 
 def encode_flat_hf(
@@ -109,11 +160,11 @@ def adversarial_texts(added_tokens: Sequence[str]) -> list[str]:
     return out
 
 
-def first_mismatch(hf: Any, fast: Any, texts: Sequence[str]) -> str | None:
+def first_mismatch(ref: FlatEncoder, fast: FlatEncoder, texts: Sequence[str]) -> str | None:
     """The first text whose ids differ between the two encoders (None when identical)."""
     for add_special in (False, True):
-        a_ids, a_len = encode_flat_hf(hf, texts, add_special)
-        b_ids, b_len = encode_flat_fastokens(fast, texts, add_special)
+        a_ids, a_len = ref.encode_flat(texts, add_special)
+        b_ids, b_len = fast.encode_flat(texts, add_special)
         if np.array_equal(a_len, b_len) and np.array_equal(a_ids, b_ids):
             continue
         a_off = np.concatenate([[0], np.cumsum(a_len)])
