@@ -89,10 +89,17 @@ class FastBackend:
     install: str  # what to pip install
 
 
+def _tiktoken(rust_json: str) -> FlatEncoder:
+    from atelier.llm.data.tokenizer_tiktoken import TiktokenEncoder  # imports this module
+
+    return TiktokenEncoder(rust_json)
+
+
 # Faster backends, fastest first: `auto` takes the first that is installed, accepts the
 # tokenizer and gives hf's ids on the load-time check.
 FAST_BACKENDS: dict[str, FastBackend] = {
     "fastokens": FastBackend("fastokens", FastokensEncoder, "pip install fastokens"),
+    "tiktoken": FastBackend("tiktoken", _tiktoken, "pip install tiktoken"),
 }
 BACKENDS = ("auto", "hf", *FAST_BACKENDS)
 
