@@ -1,4 +1,4 @@
-"""tiktoken as an encoder of a `tokenizer.json` byte-level BPE, only where it provably gives hf's ids.
+"""tiktoken encodes a `tokenizer.json` byte-level BPE, only where it provably gives hf's ids.
 
 tiktoken's BPE repeatedly joins the adjacent pair whose concatenation has the lowest id,
 while `tokenizers` joins the adjacent pair that is the earliest *merge*. They agree when
@@ -34,6 +34,7 @@ post-processor that is none, ByteLevel or TemplateProcessing `[specials] $A [spe
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -156,7 +157,7 @@ def _check_added(added: list[dict], nfc: bool) -> None:
         groups.setdefault(bool(tok.get("normalized")), []).append(tok["content"])
     for contents in groups.values():
         ordered = sorted(contents)  # a prefix sorts right before the tokens it starts
-        for a, b in zip(ordered, ordered[1:], strict=False):
+        for a, b in itertools.pairwise(ordered):
             if b.startswith(a):
                 raise BackendRefused(f"added token {a!r} is a prefix of {b!r}")
     if len(groups) == 2:  # hf matches non-normalized tokens first, then normalized ones
@@ -191,6 +192,18 @@ def _structure(spec: dict) -> tuple[str, bool, list[int], list[int]]:
 
 def _merges(model: dict) -> list[tuple[str, str]]:
     return [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+
+
+def added_ids_as_hf(rust_json: str, spec: dict) -> str | None:
+    """The file's added-token ids are the ones hf gives them (tiktoken's specials use them)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_str(rust_json)
+    for t in spec.get("added_tokens", []):
+        got = tok.token_to_id(t["content"])
+        if got != int(t["id"]):
+            return f"added token {t['content']!r} has id {t['id']} in the file, hf gives {got}"
+    return None
 
 
 def merge_conditions(spec: dict) -> str | None:
@@ -307,13 +320,13 @@ class TiktokenEncoder:
 
             self._normalize = NFC().normalize_str
         if not found:  # checked once per tokenizer file
-            why = merge_conditions(spec) or self._uncovered()
+            why = added_ids_as_hf(rust_json, spec) or merge_conditions(spec) or self._uncovered()
             write_verdict(rust_json, why)
             if why is not None:
                 raise BackendRefused(why)
 
     def _uncovered(self) -> str | None:
-        """tiktoken drops text its regex does not match (hf keeps it): every code point must match."""
+        """tiktoken drops text its regex does not match (hf keeps it): all must match."""
         # every code point of the first planes, then a spread over the rest
         codes = [*range(0x3000), *range(0x3000, 0xD800, 7), *range(0xE000, 0x110000, 61)]
         points = [chr(c) for c in codes]
