@@ -155,7 +155,7 @@ REFUSED = {
     "single_word=true": _add_token("<sw>", single_word=True),
     "is a prefix of": _add_token("<s>x"),
     "ids do not increase with merge order": _swap_ids,
-    "not one-to-one": _extra_merge,
+    "neither one per token nor every split": _extra_merge,
     "has id 5000 in the file, hf gives": _add_token("<new>", id=5000),
     "model dropout": lambda s: s["model"].update(dropout=0.1),
     "model unk_token": lambda s: s["model"].update(unk_token="<s>"),
@@ -183,11 +183,18 @@ def test_each_failed_condition_is_refused_by_name(why, hf_tokenizer_dir):
         TiktokenEncoder(_variant(hf_tokenizer_dir, REFUSED[why]))
 
 
-def _abc_json() -> str:
-    """Merges b+c, a+b, ab+c: hf stops at [a, bc] on "abc", tiktoken would join a+bc -> abc."""
+def _bpe_json(extra: list[str], merges: list[list[str]] | None, ignore_merges: bool) -> str:
+    """A byte-level BPE: the 256 bytes (id = byte), then `extra` tokens in order.
+
+    `merges` None: every split of every token, ordered as transformers' tiktoken converter
+    writes them (by the result's id, then the parts' ids), as in Llama-3 and Qwen2.
+    """
     chars = sorted(byte_decoder(), key=byte_decoder().get)
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({"bc": 256, "ab": 257, "abc": 258})
+    vocab = {c: i for i, c in enumerate(chars)} | {t: 256 + k for k, t in enumerate(extra)}
+    if merges is None:
+        splits = [[t[:k], t[k:]] for t in vocab for k in range(1, len(t))]
+        splits = [m for m in splits if m[0] in vocab and m[1] in vocab]
+        merges = sorted(splits, key=lambda m: (vocab[m[0] + m[1]], vocab[m[0]], vocab[m[1]]))
     model = {
         "type": "BPE",
         "dropout": None,
@@ -196,9 +203,9 @@ def _abc_json() -> str:
         "end_of_word_suffix": None,
         "fuse_unk": False,
         "byte_fallback": False,
-        "ignore_merges": False,
+        "ignore_merges": ignore_merges,
         "vocab": vocab,
-        "merges": [["b", "c"], ["a", "b"], ["ab", "c"]],
+        "merges": merges,
     }
     pre = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
     return json.dumps(
@@ -216,6 +223,11 @@ def _abc_json() -> str:
     )
 
 
+def _abc_json() -> str:
+    """Merges b+c, a+b, ab+c: hf stops at [a, bc] on "abc", tiktoken would join a+bc -> abc."""
+    return _bpe_json(["bc", "ab", "abc"], [["b", "c"], ["a", "b"], ["ab", "c"]], False)
+
+
 def test_a_token_its_own_merges_do_not_reach_is_refused_and_would_differ():
     js = _abc_json()
     assert HfEncoder(js).encode_flat(["abc"], False)[0].tolist() == [ord("a"), 256]
@@ -228,11 +240,39 @@ def test_a_token_its_own_merges_do_not_reach_is_refused_and_would_differ():
         TiktokenEncoder(js)
 
 
-def test_real_llama3_style_conversion_is_refused(hf_tokenizer_dir):
-    """Every split of a token listed as a merge, as transformers' tiktoken converter writes."""
-    js = _variant(hf_tokenizer_dir, _extra_merge)
-    with pytest.raises(BackendRefused, match=r"\d+ merges, \d+ tokens"):
-        TiktokenEncoder(js)
+def test_a_converted_vocabulary_within_the_tie_conditions_is_identical():
+    """Every split a merge, ignore_merges (Llama-3's form); "abc" has two splits."""
+    import itertools
+
+    js = _bpe_json(["ab", "bc", "abc", "ca", "abca"], None, True)
+    fast = TiktokenEncoder(js)
+    texts = ["".join(p) for n in range(1, 8) for p in itertools.product("abc ", repeat=n)]
+    assert first_mismatch(HfEncoder(js), fast, texts) is None
+
+
+@pytest.mark.parametrize(
+    "extra,why",
+    [
+        (["ba", "ab", "aba"], "'aba': overlapping splits .* merged right one first"),
+        (["ab", "bc", "abca", "abc"], "'abca' .* contains 'abc' .* with a smaller id"),
+    ],
+)
+def test_a_converted_vocabulary_outside_the_tie_conditions_is_refused(extra, why):
+    with pytest.raises(BackendRefused, match=why):
+        TiktokenEncoder(_bpe_json(extra, None, True))
+
+
+def test_the_converted_conftest_tokenizer_is_refused(hf_tokenizer_dir):
+    """The conftest tokenizer rewritten as transformers' tiktoken converter writes merges."""
+    spec = json.loads(_json("conftest", hf_tokenizer_dir)[0])
+    added = {t["id"] for t in spec["added_tokens"]}
+    vocab = {t: i for t, i in spec["model"]["vocab"].items() if i not in added}
+    splits = [[t[:k], t[k:]] for t in vocab for k in range(1, len(t))]
+    splits = [m for m in splits if m[0] in vocab and m[1] in vocab]
+    spec["model"]["merges"] = sorted(splits, key=lambda m: (vocab["".join(m)], vocab[m[0]]))
+    spec["model"]["ignore_merges"] = True
+    with pytest.raises(BackendRefused, match="splits"):
+        TiktokenEncoder(json.dumps(spec))
 
 
 def test_verdict_is_cached_by_sha256_and_used_on_the_second_load(hf_tokenizer_dir, monkeypatch):

@@ -219,9 +219,19 @@ def merge_conditions(spec: dict) -> str | None:
     if len(singles) != 256:
         return f"vocab has {len(singles)} of the 256 byte tokens"
     merges = _merges(model)
-    tokens = sum(1 for tok, i in vocab.items() if len(tok) > 1 and i not in added_ids)
-    if len(merges) != tokens:
-        return f"merges and tokens are not one-to-one: {len(merges)} merges, {tokens} tokens"
+    real = {tok: i for tok, i in vocab.items() if i not in added_ids}
+    tokens = sum(1 for tok in real if len(tok) > 1)
+    if len(merges) == tokens:  # trained by BPE: one merge per token
+        why = _one_merge_per_token(real, merges)
+        return why or _encode_back(vocab, merges, real)
+    why = _every_split_a_merge(real, merges)  # converted from tiktoken
+    if why is None and not model.get("ignore_merges"):
+        why = _encode_back(vocab, merges, real)
+    return why
+
+
+def _one_merge_per_token(vocab: dict[str, int], merges: list[tuple[str, str]]) -> str | None:
+    """Conditions 1-2 for a vocabulary where each non-byte token has exactly one merge."""
     made: dict[str, int] = {}
     last = -1
     for rank, (a, b) in enumerate(merges):
@@ -241,13 +251,75 @@ def merge_conditions(spec: dict) -> str | None:
             if len(part) > 1 and vocab[part] >= vocab[t]:
                 return f"merge {rank} makes id {vocab[t]} from a later token {part!r}"
     for tok, i in vocab.items():
-        if len(tok) > 1 and i not in added_ids and tok not in made:
+        if len(tok) > 1 and tok not in made:
             return f"merges and tokens are not one-to-one: {tok!r} (id {i}) has no merge"
+    return None
+
+
+def _every_split_a_merge(vocab: dict[str, int], merges: list[tuple[str, str]]) -> str | None:
+    """The conditions for a vocabulary converted from tiktoken (Llama-3, Qwen2).
+
+    The merges must be every split (x, y) of every token with x and y in the vocab, in
+    non-decreasing id of x+y: then the pairs both join are the same and the first key is the
+    same; only ties differ (hf orders two splits of one token t by merge position, tiktoken
+    by text position). Such a tie needs a token with several splits; it cannot change the
+    result when every token that starts or ends with t has a larger id than t (joining a
+    t-pair then creates no pair of id <= t, so every t-pair present is joined, and runs that
+    share no token commute) and of two overlapping splits (s0, s1), (s1, s2) the left one is
+    the earlier merge (in a run of overlapping t-pairs hf then also joins the leftmost).
+    """
+    splits: dict[str, list[tuple[str, str]]] = {}
+    count = 0
+    for t in vocab:
+        for k in range(1, len(t)):
+            if t[:k] in vocab and t[k:] in vocab:
+                splits.setdefault(t, []).append((t[:k], t[k:]))
+                count += 1
+    if len(merges) != count or len(set(merges)) != count:
+        return (
+            f"merges are neither one per token nor every split of each token "
+            f"({len(merges)} merges, {count} splits)"
+        )
+    last = -1
+    for rank, (a, b) in enumerate(merges):
+        t = a + b
+        if (a, b) not in splits.get(t, ()):
+            return f"merge {rank} ({a!r} {b!r}) is not a split of a vocab token"
+        if vocab[t] < last:
+            return f"ids do not increase with merge order: merge {rank} makes id {vocab[t]}"
+        last = vocab[t]
+    several = {t for t, sp in splits.items() if len(sp) > 1}
+    position = {m: rank for rank, m in enumerate(merges)}
+    for t in several:
+        for x, y in splits[t]:
+            right = (y, t[len(y) :])  # a split of t too when t starts with y
+            if not t.startswith(y) or right == (x, y) or right not in position:
+                continue
+            if position[right] < position[(x, y)]:
+                return (
+                    f"token {t!r}: overlapping splits ({x!r} {y!r}), {right!r} are merged "
+                    "right one first (tiktoken joins the left one)"
+                )
+    for u, i in vocab.items():
+        for k in range(1, len(u)):
+            for part in (u[:k], u[k:]):
+                if part in several and vocab[part] > i:
+                    return (
+                        f"token {u!r} (id {i}) contains {part!r} (id {vocab[part]}, several "
+                        "splits) at an end with a smaller id"
+                    )
+    return None
+
+
+def _encode_back(
+    vocab: dict[str, int], merges: list[tuple[str, str]], real: dict[str, int]
+) -> str | None:
+    """Condition 3: every token's bytes, by hf's merges alone, give back the token."""
     from tokenizers.models import BPE
 
     bpe = BPE(vocab=vocab, merges=merges)  # ignore_merges off: the merges alone
-    for tok, i in vocab.items():
-        if i not in added_ids and len(tok) > 1:
+    for tok, i in real.items():
+        if len(tok) > 1:
             got = [t.id for t in bpe.tokenize(tok)]
             if got != [i]:
                 return f"token {tok!r} (id {i}) encodes to {got} by hf's merges, not itself"
