@@ -75,7 +75,14 @@ def _split_regex_json(nfc: bool) -> str:
     return tok.to_str()
 
 
-def _json(which: str, hf_tokenizer_dir: Path) -> tuple[str, list[str]]:
+def _json(which: str, hf_tokenizer_dir: Path, gpt2_dir: Path | None = None):
+    if which == "gpt2-files":  # GPT2BPETokenizer: <|endoftext|> only in vocab.json, no merge
+        spec = TokenizerSpec(
+            type="GPT2BPETokenizer",
+            vocab_file=str(gpt2_dir / "vocab.json"),
+            merge_file=str(gpt2_dir / "merges.txt"),
+        )
+        return load_tokenizer(spec).rust_json, ["<|endoftext|>"]
     if which in ("llama3-style", "qwen2-style"):
         js = _split_regex_json(nfc=which == "qwen2-style")
         return js, [t["content"] for t in json.loads(js)["added_tokens"]]
@@ -85,9 +92,12 @@ def _json(which: str, hf_tokenizer_dir: Path) -> tuple[str, list[str]]:
     return loaded.rust_json, list(loaded.added_tokens)
 
 
-@pytest.mark.parametrize("which", ["conftest", "bundled", "llama3-style", "qwen2-style"])
-def test_tiktoken_ids_identical_on_adversarial_corpus(which, hf_tokenizer_dir):
-    rust_json, added = _json(which, hf_tokenizer_dir)
+@pytest.mark.parametrize(
+    "which", ["conftest", "bundled", "llama3-style", "qwen2-style", "gpt2-files"]
+)
+def test_tiktoken_ids_identical_on_adversarial_corpus(which, hf_tokenizer_dir, request):
+    gpt2 = request.getfixturevalue("gpt2_tokenizer_dir") if which == "gpt2-files" else None
+    rust_json, added = _json(which, hf_tokenizer_dir, gpt2)
     ref = HfEncoder(rust_json)
     fast = TiktokenEncoder(rust_json)
     texts = adversarial_texts(added) + _random_texts(1500)

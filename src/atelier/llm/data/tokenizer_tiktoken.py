@@ -206,6 +206,19 @@ def added_ids_as_hf(rust_json: str, spec: dict) -> str | None:
     return None
 
 
+def encodable(spec: dict) -> dict[str, int]:
+    """The vocab tokens hf's BPE can output: added tokens aside, and without `ignore_merges`
+    only bytes and merge results (GPT-2's `<|endoftext|>` in a plain vocab.json is neither:
+    leaving it out of tiktoken's ranks keeps tiktoken from making it either)."""
+    model = spec["model"]
+    added_ids = {int(t["id"]) for t in spec.get("added_tokens", [])}
+    vocab = {tok: i for tok, i in model["vocab"].items() if i not in added_ids}
+    if model.get("ignore_merges"):
+        return vocab
+    made = {a + b for a, b in _merges(model)}
+    return {tok: i for tok, i in vocab.items() if len(tok) == 1 or tok in made}
+
+
 def merge_conditions(spec: dict) -> str | None:
     """Why tiktoken's rank BPE may differ from hf's merges (None: proven equal)."""
     model = spec["model"]
@@ -219,7 +232,7 @@ def merge_conditions(spec: dict) -> str | None:
     if len(singles) != 256:
         return f"vocab has {len(singles)} of the 256 byte tokens"
     merges = _merges(model)
-    real = {tok: i for tok, i in vocab.items() if i not in added_ids}
+    real = encodable(spec)
     tokens = sum(1 for tok in real if len(tok) > 1)
     if len(merges) == tokens:  # trained by BPE: one merge per token
         why = _one_merge_per_token(real, merges)
@@ -288,10 +301,10 @@ def _every_split_a_merge(vocab: dict[str, int], merges: list[tuple[str, str]]) -
         if vocab[t] < last:
             return f"ids do not increase with merge order: merge {rank} makes id {vocab[t]}"
         last = vocab[t]
-    several = {t for t, sp in splits.items() if len(sp) > 1}
+    several = {t: sp for t, sp in splits.items() if len(sp) > 1}  # in vocab order: one reason
     position = {m: rank for rank, m in enumerate(merges)}
-    for t in several:
-        for x, y in splits[t]:
+    for t, t_splits in several.items():
+        for x, y in t_splits:
             right = (y, t[len(y) :])  # a split of t too when t starts with y
             if not t.startswith(y) or right == (x, y) or right not in position:
                 continue
@@ -368,13 +381,8 @@ class TiktokenEncoder:
         spec = json.loads(rust_json)
         pattern, self.nfc, self.before, self.after = _structure(spec)
         added = {t["content"]: int(t["id"]) for t in spec.get("added_tokens", [])}
-        added_ids = set(added.values())
         dec = byte_decoder()
-        ranks = {
-            bytes(dec[c] for c in tok): i
-            for tok, i in spec["model"]["vocab"].items()
-            if i not in added_ids
-        }
+        ranks = {bytes(dec[c] for c in tok): i for tok, i in encodable(spec).items()}
         try:
             self.enc = tiktoken.Encoding(
                 "atelier", pat_str=pattern, mergeable_ranks=ranks, special_tokens=added
