@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from atelier.llm.assets.build import demo_texts
@@ -102,12 +101,7 @@ def test_tiktoken_ids_identical_on_adversarial_corpus(which, hf_tokenizer_dir, r
     fast = TiktokenEncoder(rust_json)
     texts = adversarial_texts(added) + _random_texts(1500)
     texts += ["e\u0301" + t + "\u0301" for t in added] + ["A\u030a\u212b \u1df6\u0323"]
-    for add_special in (False, True):
-        a_ids, a_len = ref.encode_flat(texts, add_special)
-        b_ids, b_len = fast.encode_flat(texts, add_special)
-        np.testing.assert_array_equal(a_len, b_len)
-        np.testing.assert_array_equal(a_ids, b_ids)
-    assert first_mismatch(ref, fast, texts) is None
+    assert first_mismatch(ref, fast, texts) is None  # every text, with and without specials
 
 
 def _variant(hf_tokenizer_dir: Path, change) -> str:
