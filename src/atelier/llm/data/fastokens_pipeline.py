@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from atelier.llm.data.tokenizer_backends import BackendRefused
@@ -46,16 +46,17 @@ class Rewritten:
     """A tokenizer JSON fastokens loads, and the Python step its texts need first."""
 
     rust_json: str
-    # `first`: the replacement to put before each text not starting with `keep`
+    # `first`: the replacement to put before each text that starts with none of `keep`
+    # (by first character: one dict look-up per text however many added tokens there are)
     prepend: str | None = None
-    keep: tuple[str, ...] = ()
+    keep: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def prepare(self, texts: Sequence[str]) -> list[str]:
         """The texts as fastokens must see them (HF's `first` prepend, done once per text)."""
         if self.prepend is None:
             return list(texts)
         rep, keep = self.prepend, self.keep
-        return [t if not t or t.startswith(keep) else rep + t for t in texts]
+        return [rep + t if t and not t.startswith(keep.get(t[0], ())) else t for t in texts]
 
 
 def _regex_char(c: str) -> str:
@@ -118,5 +119,7 @@ def rewrite_metaspace(rust_json: str) -> Rewritten:
     )
     if scheme != "first":
         return Rewritten(json.dumps(spec, ensure_ascii=False))
-    keep = (" ", rep, *(t["content"] for t in added if t.get("content")))
+    keep: dict[str, tuple[str, ...]] = {" ": (" ",), rep: (rep,)}
+    for content in {t["content"] for t in added if t.get("content")}:
+        keep[content[0]] = (*keep.get(content[0], ()), content)
     return Rewritten(json.dumps(spec, ensure_ascii=False), prepend=rep, keep=keep)
