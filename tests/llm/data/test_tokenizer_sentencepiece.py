@@ -122,6 +122,21 @@ def test_fastokens_ids_identical_for_every_metaspace_variant(sp_dirs, scheme, sp
     assert chosen.backend == "fastokens" and notice is None
 
 
+def test_older_llama_format_loads_as_it_is_and_is_identical(sp_dirs):
+    """Llama-2's tokenizer.json as first published: Prepend + Replace normalizers, no
+    pre-tokenizer. fastokens has both steps, so nothing is rewritten."""
+    loaded = _loaded(sp_dirs, "always")
+    steps = [
+        {"type": "Prepend", "prepend": "\u2581"},
+        {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"},
+    ]
+    old = _with(loaded, normalizer={"type": "Sequence", "normalizers": steps}, pre_tokenizer=None)
+    fast = FastokensEncoder(old)
+    assert fast.rewritten.rust_json == old and fast.rewritten.prepend is None
+    texts = adversarial_texts(loaded.added_tokens) + _random_texts(500, seed=5)
+    _assert_identical(HfEncoder(old), fast, texts)
+
+
 def test_template_tokens_added_to_the_tokenizer_stay_identical(sp_dirs):
     """Added tokens, special or not, inside words, at the start, one after another."""
     from tokenizers import AddedToken, Tokenizer
