@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import random
 
 import tiktoken
-from tokenizers import Tokenizer
+from tokenizers import Tokenizer, models, pre_tokenizers
 
 from atelier.llm.data.tokenizer_tiktoken import GPT2_PATTERN, byte_decoder
 
@@ -32,24 +31,11 @@ def converted(extra: list[str]) -> tuple[Tokenizer, tiktoken.Encoding]:
     splits = [(t[:k], t[k:]) for t in vocab for k in range(1, len(t))]
     splits = [m for m in splits if m[0] in vocab and m[1] in vocab]
     splits.sort(key=lambda m: (vocab[m[0] + m[1]], vocab[m[0]], vocab[m[1]]))
-    model = {
-        "type": "BPE",
-        "dropout": None,
-        "unk_token": None,
-        "continuing_subword_prefix": None,
-        "end_of_word_suffix": None,
-        "fuse_unk": False,
-        "byte_fallback": False,
-        "ignore_merges": True,
-        "vocab": vocab,
-        "merges": [list(m) for m in splits],
-    }
-    pre = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
-    spec = {"version": "1.0", "added_tokens": [], "pre_tokenizer": pre, "model": model}
-    spec |= {"truncation": None, "padding": None, "normalizer": None, "post_processor": None}
+    hf = Tokenizer(models.BPE(vocab=vocab, merges=splits, ignore_merges=True))
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     ranks = {bytes(dec[c] for c in t): i for t, i in vocab.items()}
     enc = tiktoken.Encoding("ties", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={})
-    return Tokenizer.from_str(json.dumps(spec)), enc
+    return hf, enc
 
 
 def main() -> None:
