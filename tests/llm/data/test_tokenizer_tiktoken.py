@@ -158,6 +158,7 @@ REFUSED = {
     "lstrip=true": _add_token("<lst>", lstrip=True),
     "single_word=true": _add_token("<sw>", single_word=True),
     "is a prefix of": _add_token("<s>x"),
+    "added tokens 'a<s>b' and '<s>' overlap": _add_token("a<s>b", normalized=True),
     "ids do not increase with merge order": _swap_ids,
     "neither one per token nor every split": _extra_merge,
     "has id 5000 in the file, hf gives": _add_token("<new>", id=5000),

@@ -143,6 +143,14 @@ def _affixes(post: Any) -> tuple[list[int], list[int]]:
     return before, after
 
 
+def _overlap(a: str, b: str) -> bool:
+    """Whether some text can hold a and b sharing characters (one inside or across the other)."""
+    if a in b or b in a:
+        return True
+    n = min(len(a), len(b))
+    return any(a.endswith(b[:k]) or b.endswith(a[:k]) for k in range(1, n + 1))
+
+
 def _check_added(added: list[dict], nfc: bool) -> None:
     for tok in added:
         for flag in ("lstrip", "rstrip", "single_word"):
@@ -163,7 +171,7 @@ def _check_added(added: list[dict], nfc: bool) -> None:
     if len(groups) == 2:  # hf matches non-normalized tokens first, then normalized ones
         for a in groups[True]:
             for b in groups[False]:
-                if any(a.endswith(b[:k]) or b.endswith(a[:k]) for k in range(1, len(a) + 1)):
+                if _overlap(a, b):
                     raise BackendRefused(f"added tokens {a!r} and {b!r} overlap")
 
 
