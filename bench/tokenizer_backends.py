@@ -52,11 +52,23 @@ def differing(ref, fast, texts: list[str]) -> int:
     return n
 
 
+def code_point_texts() -> list[str]:
+    """Every code point from U+0080 (surrogates aside) between letters, digits, spaces."""
+    cps = [chr(c) for c in range(0x80, 0x110000) if not 0xD800 <= c < 0xE000]
+    return [fmt.format(c) for fmt in ("a{}a", "1{}1", "{}a", " {} ") for c in cps]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--text-dir", type=Path, required=True)
     ap.add_argument("--tokenizer-dir", type=Path, action="append", required=True)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument(
+        "--code-points",
+        action="store_true",
+        help="also count differing texts of "
+        "every code point in four contexts (4.4M short texts; minutes)",
+    )
     args = ap.parse_args()
     os.environ["RAYON_NUM_THREADS"] = "1"
     texts = read_texts(args.text_dir)
@@ -106,6 +118,11 @@ def main() -> None:
                 f"  {name:10s} {rate / 1e6:6.2f} M tokens/s "
                 f"({rate * best['hf'] / n_tok:5.1f}x hf){diff}"
             )
+        if args.code_points:
+            cps = code_point_texts()
+            for name, enc in list(encs.items())[1:]:
+                n_diff = differing(encs["hf"], enc, cps)
+                print(f"  {name}: {n_diff} of {len(cps)} code-point texts differ")
 
 
 if __name__ == "__main__":
