@@ -36,7 +36,6 @@ from atelier.core.errors import AtelierError
 from atelier.core.log import get_logger
 from atelier.core.progress import progress_bar
 from atelier.llm.data import sources
-from atelier.llm.data.merge import merge
 from atelier.llm.data.preprocess import (
     PreprocessConfig,
     Report,
@@ -45,6 +44,7 @@ from atelier.llm.data.preprocess import (
     output_prefixes,
     pack_dataset,
 )
+from atelier.llm.data.ray_merge import OrderedMerge
 from atelier.llm.data.ray_ranges import Range, plan_ranges
 from atelier.llm.data.ray_shard import ShardWorker
 
@@ -146,19 +146,35 @@ def preprocess_on_ray(
                 _stop_local_ray(ray)
             raise
     stopper = None
+    folder = shard_folder(cfg.output_prefix)
+    target = str(folder / "all") if cfg.pack else cfg.output_prefix
+    merger = OrderedMerge(
+        [output_prefixes(job, str(folder / f"shard-{i:05d}")) for i in range(len(ranges))],
+        output_prefixes(job, target),
+    )
     try:
-        results = _run_ranges(ray, cfg, srcs, job, ranges, workers, max_retries)
-    finally:
-        for w in workers:
-            ray.kill(w)
-        if started_here:  # Ray's shutdown (about a second) overlaps the merge
-            stopper = threading.Thread(target=_stop_local_ray, args=(ray,), name="ray-stop")
-            stopper.start()
-    try:
-        return _merge_shards(cfg, job, results, t0)
+        try:
+            results = _run_ranges(ray, cfg, srcs, job, ranges, workers, max_retries, merger)
+        finally:
+            for w in workers:
+                ray.kill(w)
+            if started_here:  # Ray's shutdown (about a second) overlaps the last merge steps
+                stopper = threading.Thread(target=_stop_local_ray, args=(ray,), name="ray-stop")
+                stopper.start()
+        report = _report(cfg, job, results)
+        merger.commit()
+    except BaseException:
+        merger.abort()
+        raise
     finally:
         if stopper is not None:
             stopper.join()
+    if cfg.pack:  # planned over the whole merged set, as a single run plans it
+        pack_dataset(job, cfg, output_prefixes(job, target), report)
+    shutil.rmtree(folder, ignore_errors=True)
+    report.seconds = time.perf_counter() - t0
+    report.outputs = list(output_prefixes(job, cfg.output_prefix).values())
+    return report
 
 
 def _run_ranges(
@@ -169,14 +185,18 @@ def _run_ranges(
     ranges: list[Range],
     workers: list[Any],
     max_retries: int,
+    merger: OrderedMerge,
 ) -> list[dict[str, Any]]:
-    """Give ranges to idle workers in order; retry a range whose worker died."""
+    """Give ranges to idle workers in order; retry a range whose worker died; merge each
+    finished one as soon as those before it are."""
     n = len(ranges)
     folder = shard_folder(cfg.output_prefix)
     fingerprint = _fingerprint(cfg, srcs, ranges)
     results = _finished_shards(folder, fingerprint)
     if results:
         log.info("--ray: %d of %d shards kept from an earlier run in %s", len(results), n, folder)
+    for i in sorted(results):
+        merger.finished(i)
     todo = [i for i in range(n) if i not in results]
     job_box = [ray.put(job)]  # in a list: a worker fetches it once, not with every range
     opts = {
@@ -221,6 +241,8 @@ def _run_ranges(
                     folder / f"shard-{i:05d}.json",
                     json.dumps({"fingerprint": fingerprint, **results[i]}),
                 )
+                if failure is None:
+                    merger.finished(i)
                 bar.update(0, completed=len(results))
             if todo:  # also after a failure: what finishes now, a rerun keeps
                 give(todo.pop(0), worker)
@@ -229,9 +251,8 @@ def _run_ranges(
     return [results[i] for i in range(n)]
 
 
-def _merge_shards(
-    cfg: PreprocessConfig, job: Any, results: list[dict[str, Any]], t0: float
-) -> Report:
+def _report(cfg: PreprocessConfig, job: Any, results: list[dict[str, Any]]) -> Report:
+    """The single run's report from the shards' counts; no documents at all is an error."""
     report = Report(backend=job.tokenizer.backend)
     for r in results:
         report.read += r["read"]
@@ -240,7 +261,7 @@ def _merge_shards(
         report.skipped.update(r["skipped"])
         report.notices += r["notices"]
         if r["backend"] != report.backend:
-            report.backend = r["backend"]  # "fastokens, then hf": one worker fell back
+            report.backend = r["backend"]  # "fastokens, then hf": a worker fell back
     if report.read == 0:
         raise AtelierError(f"--input {cfg.input}: no records found (empty input)")
     if report.written == 0:
@@ -248,19 +269,6 @@ def _merge_shards(
             f"--input {cfg.input}: no documents written (skipped: {dict(report.skipped)}); "
             "nothing was replaced"
         )
-    folder = shard_folder(cfg.output_prefix)
-    shard_prefixes = [str(folder / f"shard-{i:05d}") for i in range(len(results))]
-    finals = output_prefixes(job, cfg.output_prefix)
-    if cfg.pack:  # planned over the whole merged set, as a single run plans it
-        merge(shard_prefixes, str(folder / "all"))
-        pack_dataset(
-            job, cfg, {k: str(folder / f"all_packed_{k}_document") for k in finals}, report
-        )
-    else:
-        merge(shard_prefixes, cfg.output_prefix)
-    shutil.rmtree(folder, ignore_errors=True)
-    report.seconds = time.perf_counter() - t0
-    report.outputs = list(finals.values())
     return report
 
 
