@@ -20,6 +20,7 @@ the workers import their modules while it does, and Ray shuts down while the dri
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -27,6 +28,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -72,30 +74,44 @@ def _fingerprint(cfg: PreprocessConfig, srcs: list[sources.SourceFile], ranges: 
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+@contextlib.contextmanager
+def _lean_local_ray(ray: Any) -> Iterator[None]:
+    """A local Ray without the autoscaler monitor and the log monitor: a fixed one-machine
+    cluster whose logs stay out of the driver needs neither, and on a small machine their
+    start is over a CPU-second taken from the tokenizer load, and the monitor's shutdown
+    waits a second for it to ignore SIGTERM. `ray.init` has no flag for them, so its
+    (private) `RayParams` gets them for this call; if Ray changes it, both just run again."""
+    try:
+        params = ray._private.parameter.RayParams
+        original = params.__init__
+    except AttributeError:
+        yield
+        return
+
+    def lean(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.no_monitor = True
+        self.include_log_monitor = False
+
+    params.__init__ = lean
+    try:
+        yield
+    finally:
+        params.__init__ = original
+
+
 def _start_ray(ray: Any, address: str | None, num_cpus: int | None) -> None:
     init: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-    if address in (None, "", "local"):  # a one-machine Ray talks over loopback only
+    local = address in (None, "", "local")
+    if local:  # a one-machine Ray talks over loopback only
         init.update(num_cpus=num_cpus, _node_ip_address="127.0.0.1")
     else:
         init["address"] = address
     try:
-        ray.init(**init)
+        with _lean_local_ray(ray) if local else contextlib.nullcontext():
+            ray.init(**init)
     except Exception as e:  # ConnectionError, RuntimeError: no cluster at that address
         raise AtelierError(f"--ray {address}: cannot connect ({e})") from None
-
-
-def _stop_local_ray(ray: Any) -> None:
-    """`ray.shutdown()` of the Ray started here, without its one-second wait on the
-    autoscaler monitor, which a local Ray does not use and which ignores SIGTERM: it is
-    killed first (through Ray's private node handle; if that changes, only the wait
-    comes back)."""
-    try:
-        node = ray._private.worker._global_node
-        for info in node.all_processes.get(ray._private.ray_constants.PROCESS_TYPE_MONITOR, []):
-            info.process.kill()
-    except (AttributeError, OSError):
-        pass
-    ray.shutdown()
 
 
 def preprocess_on_ray(
@@ -143,7 +159,7 @@ def preprocess_on_ray(
             job = job_future.result()
         except BaseException:
             if started_here:
-                _stop_local_ray(ray)
+                ray.shutdown()
             raise
     stopper = None
     folder = shard_folder(cfg.output_prefix)
@@ -158,8 +174,8 @@ def preprocess_on_ray(
         finally:
             for w in workers:
                 ray.kill(w)
-            if started_here:  # Ray's shutdown (about a second) overlaps the last merge steps
-                stopper = threading.Thread(target=_stop_local_ray, args=(ray,), name="ray-stop")
+            if started_here:  # Ray's shutdown (~0.5 s) overlaps the merge's last steps
+                stopper = threading.Thread(target=ray.shutdown, name="ray-stop")
                 stopper.start()
         report = _report(cfg, job, results)
         merger.commit()
