@@ -152,10 +152,11 @@ def preprocess_on_ray(
             raise
         try:
             cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-            # the workers start and import while the tokenizer still loads
-            actor = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=0)(ShardWorker)
-            workers = [actor.remote() for _ in range(cpus)]
             ranges = plan_ranges(srcs, num_shards or RANGES_PER_CPU * cpus)
+            # the workers start and import while the tokenizer still loads; a worker whose
+            # process dies is restarted (the driver, not Ray, counts a range's retries)
+            actor = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=0)(ShardWorker)
+            workers = [actor.remote() for _ in range(min(cpus, len(ranges)))]
             job = job_future.result()
         except BaseException:
             if started_here:
