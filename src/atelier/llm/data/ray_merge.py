@@ -40,7 +40,8 @@ class OrderedMerge:
 
     def commit(self) -> None:
         assert self.next == len(self.shard_sets), "commit before every shard was appended"
-        commit_files([pair for w in self.writers.values() for pair in w.finish()])
+        with disk_full_at(self.folder):
+            commit_files([pair for w in self.writers.values() for pair in w.finish()])
 
     def abort(self) -> None:
         for w in self.writers.values():

@@ -150,6 +150,7 @@ def preprocess_on_ray(
         except AtelierError:
             job_future.result()  # a bad input or tokenizer is the error to report first
             raise
+        workers: list[Any] = []
         try:
             cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
             ranges = plan_ranges(srcs, num_shards or RANGES_PER_CPU * cpus)
@@ -159,6 +160,8 @@ def preprocess_on_ray(
             workers = [actor.remote() for _ in range(min(cpus, len(ranges)))]
             job = job_future.result()
         except BaseException:
+            for w in workers:  # on a shared cluster, give their CPUs back
+                ray.kill(w)
             if started_here:
                 ray.shutdown()
             raise
