@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from atelier.llm.data import sources
-from atelier.llm.data.sources import BLOCK_BYTES, Chunk, SourceFile
+from atelier.llm.data.sources import BLOCK_BYTES, Chunk, SourceFile, whole_lines
 
 
 @dataclass(frozen=True)
@@ -72,37 +72,26 @@ def plan_ranges(srcs: list[SourceFile], pieces: int) -> list[Range]:
     return out
 
 
-def range_chunks(src: SourceFile, rng: Range, first_line: int = 1) -> Iterator[Chunk]:
-    """The chunks of one range, as `sources.iter_chunks` would cut them from the whole file.
-
-    `first_line` numbers a byte range's lines (1 = unknown, counted only for an error message:
-    see `lines_before`).
-    """
+def range_chunks(src: SourceFile, rng: Range) -> Iterator[Chunk]:
+    """The chunks of one range, as `sources.iter_chunks` would cut them from the whole file;
+    a byte range numbers its lines from 1 (see `renumbered` for an error message)."""
     if rng.unit == "records":
         yield from sources.iter_chunks([src], rng.start, rng.stop)
         return
-    index, line, carry, pos = 0, first_line, b"", rng.start
+    index, line, carry, pos = 0, 1, b"", rng.start
     with open(src.path, "rb") as f:
         f.seek(rng.start)
         while pos < rng.stop:
             block = f.read(min(BLOCK_BYTES, rng.stop - pos))
-            if not block:
-                break
             pos += len(block)
-            data = carry + block
-            if pos >= rng.stop:
-                body, carry = data, b""
-            else:
-                cut = data.rfind(b"\n")
-                if cut < 0:
-                    carry = data
-                    continue
-                body, carry = data[: cut + 1], data[cut + 1 :]
-            if not body.endswith(b"\n"):  # the file's last line, as iter_chunks ends it
-                body += b"\n"
-            yield Chunk(index, src.path, line, "lines", src.fmt, body, len(body))
-            index += 1
-            line += body.count(b"\n")
+            last = not block or pos >= rng.stop  # not block: the file shrank since the plan
+            body, carry = whole_lines(carry + block, last)
+            if body:
+                yield Chunk(index, src.path, line, "lines", src.fmt, body, len(body))
+                index += 1
+                line += body.count(b"\n")
+            if last:
+                return
 
 
 def lines_before(src: SourceFile, offset: int) -> int:
