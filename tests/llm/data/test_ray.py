@@ -21,6 +21,28 @@ from .helpers import files_bytes, run
 ray = pytest.importorskip("ray")
 
 
+def test_ray_started_here_is_lean_and_shut_down(tmp_path, hf_tokenizer_dir, texts):
+    """Without a running Ray the driver starts a local one (no autoscaler or log monitor),
+    and shuts it down again; the bytes are the single run's. Runs before the module's Ray."""
+    from ray._private.parameter import RayParams
+
+    from atelier.llm.data.ray_run import _lean_local_ray
+
+    assert not ray.is_initialized()
+    with _lean_local_ray(ray):
+        lean = RayParams()
+    assert (lean.no_monitor, lean.include_log_monitor) == (True, False)
+    assert RayParams().no_monitor is False  # restored
+
+    src = write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in texts])
+    run(hf_tokenizer_dir, src, tmp_path / "one", append_eod=True)
+    cfg = _cfg(hf_tokenizer_dir, src, tmp_path / "r", append_eod=True)
+    rep = preprocess_on_ray(cfg, num_cpus=2)
+    assert not ray.is_initialized()
+    assert files_bytes(tmp_path / "r", ["text"]) == files_bytes(tmp_path / "one", ["text"])
+    assert rep.written == len(texts)
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
