@@ -257,14 +257,15 @@ def _preprocess(verbs: argparse._SubParsersAction) -> None:
         const="local",
         default=None,
         metavar="ADDRESS",
-        help="run shards as Ray tasks: no ADDRESS starts a local Ray, 'auto' joins the running "
-        "cluster; the output folder must be shared by the nodes (same bytes as one run)",
+        help="run on Ray, one worker per cluster CPU: no ADDRESS starts a local Ray, 'auto' "
+        "joins the running cluster; input and output folder must be shared by the nodes "
+        "(same bytes as one run)",
     )
     g.add_argument(
         "--ray-shards",
         type=Int(1, 1 << 20),
         default=None,
-        help="number of Ray tasks (default 2 per cluster CPU)",
+        help="number of input ranges for --ray (default 4 per cluster CPU)",
     )
     g = p.add_argument_group("output")
     g.add_argument(
