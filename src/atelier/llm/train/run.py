@@ -175,7 +175,8 @@ def _check_data_exists(spec) -> None:
 def _rank_main(cfg, src: LoadSource | None, tokenizer: str | None) -> dict[str, Any]:
     """What every rank runs; rank 0's return value comes back to the launcher."""
     from atelier.llm.train.checkpoint.hooks import CheckpointHooks
-    from atelier.llm.train.loop import HookList, train
+    from atelier.llm.train.hooks import HookList
+    from atelier.llm.train.loop import train
     from atelier.llm.train.metrics import MetricsHooks
     from atelier.llm.train.signals import StopOnSignal
 
