@@ -124,7 +124,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
-    from atelier.llm.train.run import run_pipeline as pipeline
+    from atelier.llm.train.whole_job import run_pipeline as pipeline
 
     with flag_names():
         request = train_request(args)
