@@ -63,7 +63,7 @@ def check_config(cfg: InferConfig) -> None:
     parse time); errors name the flag. Frame-dependent checks (`--crop`, `--box`,
     `--resize-factor` vs the frame size) come once the first frame is known.
     """
-    from atelier.lipsync.detect import DETECTORS
+    from atelier.lipsync.detector_names import DETECTORS
 
     fps = cfg.fps
     if isinstance(fps, bool) or not isinstance(fps, int | float) or not math.isfinite(fps):
