@@ -14,8 +14,9 @@ import torch
 
 from atelier.cli.main import main
 from atelier.core.errors import AtelierError
+from atelier.lipsync.face_frames import _check_memory
 from atelier.lipsync.hparams import load_hparams
-from atelier.lipsync.infer import InferConfig, _check_memory, check_config
+from atelier.lipsync.infer import InferConfig, check_config
 from atelier.lipsync.preprocess import PreprocessConfig, preprocess
 from atelier.lipsync.synthetic import make_speech_wav, moving_face_frames
 

@@ -92,7 +92,7 @@ def test_inference_optimisation_keeps_outputs() -> None:
 def test_resize_rotate_crop_follow_official_order(tmp_path: Path) -> None:
     import numpy as np
 
-    from atelier.lipsync.infer import _prepare
+    from atelier.lipsync.face_frames import _prepare
 
     frame = np.zeros((120, 200, 3), np.uint8)
     cfg = InferConfig(tmp_path / "c.pth", tmp_path / "f.mp4", tmp_path / "a.wav",

@@ -40,7 +40,7 @@ def _hparam_flags(p: argparse.ArgumentParser, train_wav2lip: bool) -> None:
 
 
 def _detector_flags(p: argparse.ArgumentParser) -> None:
-    from atelier.lipsync.detect import DETECTORS
+    from atelier.lipsync.detector_names import DETECTORS
 
     p.add_argument(
         "--detector",

@@ -5,6 +5,12 @@ flags map onto `TrainConfig` fields of the same (Megatron) names; shape flags ar
 against the loaded checkpoint; performance switches that mean nothing here are accepted and
 named in one note line; an unknown flag is still an error. The guide's environment form
 (RUN_TYPE, DATA_PATH, CKPT_LOAD_DIR, MBS, GBS, TP, ...) fills flags that are absent.
+
+This module is the two verbs and the wiring (data and logging flags, flags -> request,
+library errors -> flag names); each other flag group lives in its own module:
+`llm_train_model` (shape, checked), `llm_train_schedule`, `llm_train_parallel` (with
+`llm_train_dist`'s node flags), `llm_train_checkpoint`, `llm_train_lora` and
+`llm_train_compat` (accepted with no effect).
 """
 
 from __future__ import annotations
@@ -14,83 +20,22 @@ import contextlib
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from atelier.cli.llm_train_dist import add_node_flags, dist_timeout, node_from_args
-from atelier.cli.llm_train_lora import add_lora_flags, lora_spec
-from atelier.core.flags import (
-    FRACTION,
-    NON_NEGATIVE_FLOAT,
-    NON_NEGATIVE_INT,
-    POSITIVE_FLOAT,
-    POSITIVE_INT,
-    SEED,
-    Float,
-    Int,
+from atelier.cli.llm_train_checkpoint import (
+    add_checkpoint_flags,
+    checkpoint_fields,
+    checkpoint_request,
 )
+from atelier.cli.llm_train_compat import add_ignored_flags, ignored_given
+from atelier.cli.llm_train_dist import node_from_args
+from atelier.cli.llm_train_lora import add_lora_flags, lora_spec
+from atelier.cli.llm_train_model import add_model_flags, model_shape
+from atelier.cli.llm_train_parallel import add_parallel_flags, parallel_fields
+from atelier.cli.llm_train_schedule import add_schedule_flags, schedule_fields
+from atelier.core.flags import NON_NEGATIVE_INT, POSITIVE_INT, Int
 from atelier.core.log import get_logger
 
 log = get_logger(__name__)
-
-# Megatron/MindSpeed switches with no meaning for this trainer (fusions, overlap, kernels,
-# memory tricks of Ascend/CUDA builds): accepted so scripts parse, named in one note line.
-IGNORED_SWITCHES = (
-    "--use-fused-rmsnorm",
-    "--use-fused-swiglu",
-    "--use-fused-rotary-pos-emb",
-    "--use-distributed-optimizer",
-    "--overlap-grad-reduce",
-    "--overlap-param-gather",
-    "--no-masked-softmax-fusion",
-    "--attention-softmax-in-fp32",
-    "--no-gradient-accumulation-fusion",
-    "--gemm-gradient-accumulation-fusion",
-    "--no-shared-storage",
-    "--reuse-fp32-param",
-    "--swap-attention",
-    "--swap-optimizer",
-    "--manual-gc",
-    "--use-ascend-coc",
-    "--coc-fused-kernel",
-    "--use-ascend-mc2",
-    "--no-rope-fusion",
-    "--no-bias-swiglu-fusion",
-    "--no-bias-dropout-fusion",
-    "--disable-gloo-group",
-    "--log-throughput",
-    "--use-cpu-initialization",
-    "--no-save-optim",
-    "--no-save-rng",
-    "--only-convert-last-checkpoint",
-    "--enable-hf2mg-convert",
-    "--exit-on-missing-checkpoint",
-    "--use-mcore-models",
-    "--recompute-activation-function",
-)
-# ... and ones that take a value.
-IGNORED_VALUES: dict[str, Any] = {
-    "--transformer-impl": str,
-    "--distributed-backend": str,
-    "--manual-gc-interval": NON_NEGATIVE_INT,
-    "--num-workers": NON_NEGATIVE_INT,
-    "--init-method-std": POSITIVE_FLOAT,
-    "--model-type-hf": str,
-    "--handler-name": str,
-    "--stage": str,
-    "--swap-optimizer-times": NON_NEGATIVE_INT,
-}
-# Flags describing the architecture: they must say what the checkpoint is (checked).
-ARCH_CHOICES = {
-    "--position-embedding-type": ["rope"],
-    "--normalization": ["RMSNorm"],
-    "--attention-mask-type": ["causal"],
-}
-ARCH_SWITCHES = (
-    "--swiglu",
-    "--disable-bias-linear",
-    "--use-rotary-position-embeddings",
-    "--group-query-attention",
-)
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
@@ -151,163 +96,10 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tokenizer-not-use-fast", action="store_true")
     g.add_argument("--data-cache-path", default=None, help="index caches (default: by the data)")
 
-    g = p.add_argument_group("model shape (read from the checkpoint; given ones must agree)")
-    for flag in (
-        "--num-layers",
-        "--hidden-size",
-        "--ffn-hidden-size",
-        "--num-attention-heads",
-        "--num-query-groups",
-        "--max-position-embeddings",
-        "--kv-channels",
-        "--padded-vocab-size",
-        "--vocab-size",
-    ):
-        g.add_argument(flag, type=Int(1, 1 << 31), default=None)
-    g.add_argument("--rotary-base", type=POSITIVE_FLOAT, default=None)
-    g.add_argument("--norm-epsilon", type=POSITIVE_FLOAT, default=None)
-    g.add_argument("--untie-embeddings-and-output-weights", action="store_true")
-    g.add_argument("--add-qkv-bias", action="store_true")
-    g.add_argument("--qk-layernorm", action="store_true")
-    g.add_argument(
-        "--make-vocab-size-divisible-by", type=Int(1, 1 << 20), default=128, help="default 128"
-    )
-    for flag, choices in ARCH_CHOICES.items():
-        g.add_argument(flag, choices=choices, default=None, help="the only kind supported")
-    for flag in ARCH_SWITCHES:
-        g.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
-    g.add_argument("--hidden-dropout", type=Float(0, 0), default=0.0, help="only 0 (no dropout)")
-    g.add_argument("--attention-dropout", type=Float(0, 0), default=0.0, help="only 0")
-
-    g = p.add_argument_group("schedule")
-    g.add_argument("--micro-batch-size", type=POSITIVE_INT, default=None, help="[env MBS]")
-    g.add_argument("--global-batch-size", type=POSITIVE_INT, default=None, help="[env GBS]")
-    g.add_argument("--train-iters", type=POSITIVE_INT, default=None, help="[env TRAIN_ITERS]")
-    g.add_argument("--train-samples", type=POSITIVE_INT, default=None)
-    g.add_argument("--lr", type=POSITIVE_FLOAT, default=None, help="[env LR]")
-    g.add_argument("--min-lr", type=NON_NEGATIVE_FLOAT, default=None, help="[env MIN_LR]")
-    g.add_argument(
-        "--lr-decay-style",
-        choices=["constant", "linear", "cosine", "inverse-square-root", "WSD"],
-        default="linear",
-    )
-    g.add_argument("--lr-warmup-iters", type=NON_NEGATIVE_INT, default=0)
-    g.add_argument("--lr-warmup-fraction", type=FRACTION, default=None)
-    g.add_argument("--lr-warmup-samples", type=NON_NEGATIVE_INT, default=0)
-    g.add_argument("--lr-warmup-init", type=NON_NEGATIVE_FLOAT, default=0.0)
-    g.add_argument("--lr-decay-iters", type=POSITIVE_INT, default=None)
-    g.add_argument("--lr-decay-samples", type=POSITIVE_INT, default=None)
-    g.add_argument(
-        "--lr-wsd-decay-style",
-        choices=["linear", "cosine", "exponential", "minus_sqrt"],
-        default="exponential",
-    )
-    g.add_argument("--lr-wsd-decay-iters", type=POSITIVE_INT, default=None)
-    g.add_argument("--lr-wsd-decay-samples", type=POSITIVE_INT, default=None)
-    g.add_argument("--weight-decay", type=NON_NEGATIVE_FLOAT, default=0.01)
-    g.add_argument("--start-weight-decay", type=NON_NEGATIVE_FLOAT, default=None)
-    g.add_argument("--end-weight-decay", type=NON_NEGATIVE_FLOAT, default=None)
-    g.add_argument(
-        "--weight-decay-incr-style", choices=["constant", "linear", "cosine"], default="constant"
-    )
-    g.add_argument("--clip-grad", type=NON_NEGATIVE_FLOAT, default=1.0, help="0: no clipping")
-    g.add_argument("--adam-beta1", type=Float(0, 1, hi_open=True), default=0.9)
-    g.add_argument("--adam-beta2", type=Float(0, 1, hi_open=True), default=0.999)
-    g.add_argument("--adam-eps", type=POSITIVE_FLOAT, default=1e-8)
-    g.add_argument("--seed", type=SEED, default=None, help="default 1234 [env SEED]")
-    g.add_argument("--bf16", action="store_true")
-    g.add_argument("--fp16", action="store_true")
-    g.add_argument("--initial-loss-scale", type=POSITIVE_FLOAT, default=2.0**32)
-    g.add_argument("--min-loss-scale", type=POSITIVE_FLOAT, default=1.0)
-    g.add_argument("--loss-scale-window", type=POSITIVE_INT, default=1000)
-    g.add_argument("--hysteresis", type=POSITIVE_INT, default=2)
-
-    g = p.add_argument_group("parallelism and execution")
-    g.add_argument("--tensor-model-parallel-size", type=Int(1, 1024), default=None, help="[env TP]")
-    g.add_argument(
-        "--pipeline-model-parallel-size",
-        type=Int(1, 1024),
-        default=None,
-        help="pipeline stages (1F1B over torch.distributed.pipelining) [env PP]",
-    )
-    g.add_argument(
-        "--num-layer-list",
-        default=None,
-        help="layers per pipeline stage, e.g. 1,2 (uneven allowed; as hf2mg's)",
-    )
-    g.add_argument(
-        "--num-layers-per-virtual-pipeline-stage",
-        type=POSITIVE_INT,
-        default=None,
-        help="interleaved pipeline schedule: not supported (refused)",
-    )
-    g.add_argument("--pipeline-schedule", choices=["1f1b", "gpipe"], default="1f1b")
-    g.add_argument("--sequence-parallel", action="store_true")
-    g.add_argument(
-        "--nproc-per-node",
-        "--nproc_per_node",
-        type=Int(1, 1024),
-        default=None,
-        help="spawn this many local processes (not needed under torchrun) "
-        "[env NPROC_PER_NODE, NPUS_PER_NODE, GPUS_PER_NODE]",
-    )
-    g.add_argument("--distributed-timeout-minutes", type=Int(1, 1440), default=10)
-    add_node_flags(g)
-    g.add_argument("--device", default="auto", help="auto (cuda > npu > cpu) | cpu | cuda | npu")
-    g.add_argument("--recompute-granularity", choices=["full", "selective"], default=None)
-    g.add_argument("--recompute-method", choices=["uniform", "block"], default="uniform")
-    g.add_argument("--recompute-num-layers", type=POSITIVE_INT, default=None)
-    g.add_argument("--use-flash-attn", action="store_true", help="flash attention kernels")
-    g.add_argument("--compile", action="store_true", help="torch.compile each layer")
-    g.add_argument(
-        "--local-rank", "--local_rank", type=NON_NEGATIVE_INT, default=None, help=argparse.SUPPRESS
-    )  # torch.distributed.launch passes it; LOCAL_RANK wins
-
-    g = p.add_argument_group("checkpoints")
-    g.add_argument(
-        "--load",
-        type=Path,
-        default=None,
-        help="Megatron checkpoint (hf2mg output, an earlier run) or Hugging Face folder "
-        "[env CKPT_LOAD_DIR, MODEL_PATH, CONVERT_MODEL_PATH]",
-    )
-    g.add_argument("--ckpt-step", type=NON_NEGATIVE_INT, default=None, help="load this iteration")
-    g.add_argument("--finetune", action="store_true", help="weights only, start at iteration 0")
-    g.add_argument("--no-load-optim", action="store_true")
-    g.add_argument("--no-load-rng", action="store_true")
-    g.add_argument(
-        "--save",
-        type=Path,
-        default=None,
-        help="checkpoint folder; a checkpoint of this run there is resumed "
-        "[env CKPT_SAVE_PATH, MODEL_SAVE_PATH, OUTPUT_SAVE_DIR]",
-    )
-    g.add_argument("--save-interval", type=POSITIVE_INT, default=None)
-    g.add_argument(
-        "--save-total-limit", type=POSITIVE_INT, default=None, help="keep the last K saves"
-    )
-    g.add_argument("--exit-interval", type=POSITIVE_INT, default=None)
-    g.add_argument("--exit-duration-in-mins", type=POSITIVE_FLOAT, default=None)
-    g.add_argument("--ckpt-format", choices=["torch"], default="torch", help="only torch")
-    g.add_argument(
-        "--convert-mg2hf",
-        type=Path,
-        default=None,
-        help="after training, write a Hugging Face folder here [env CONVERT_MG2HF=True: "
-        "<save>/mg2hf_iteration<N>]",
-    )
-    g.add_argument(
-        "--enable-mg2hf-convert",
-        action="store_true",
-        help="MindSpeed's spelling: HF folder in <hf-save-dir or save>/mg2hf_iteration<N>",
-    )
-    g.add_argument("--hf-save-dir", type=Path, default=None)
-    g.add_argument(
-        "--hf-cfg-dir",
-        type=Path,
-        default=None,
-        help="original Hugging Face folder (config, tokenizer) for the export",
-    )
+    add_model_flags(p)
+    add_schedule_flags(p)
+    add_parallel_flags(p)
+    add_checkpoint_flags(p)
 
     g = p.add_argument_group("logging and evaluation")
     g.add_argument("--log-interval", type=POSITIVE_INT, default=100)
@@ -318,24 +110,8 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-interval", type=POSITIVE_INT, default=1000)
     g.add_argument("--eval-iters", type=NON_NEGATIVE_INT, default=100, help="0: no evaluation")
 
-    g = p.add_argument_group("accepted for script compatibility (no effect here)")
-    for flag in IGNORED_SWITCHES:
-        g.add_argument(flag, action="store_true", dest=_ignored(flag), help=argparse.SUPPRESS)
-    for flag, kind in IGNORED_VALUES.items():
-        g.add_argument(flag, type=kind, default=None, dest=_ignored(flag), help=argparse.SUPPRESS)
-    g.add_argument(
-        "--spec", nargs="+", default=None, dest=_ignored("--spec"), help=argparse.SUPPRESS
-    )
+    add_ignored_flags(p)
     add_lora_flags(p)
-
-
-def _ignored(flag: str) -> str:
-    return "ignored_" + flag.lstrip("-").replace("-", "_")
-
-
-def ignored_given(args: argparse.Namespace) -> list[str]:
-    flags = [*IGNORED_SWITCHES, *IGNORED_VALUES, "--spec"]
-    return [f for f in flags if getattr(args, _ignored(f)) not in (None, False)]
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -348,7 +124,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
-    from atelier.llm.train.run import run_pipeline as pipeline
+    from atelier.llm.train.whole_job import run_pipeline as pipeline
 
     with flag_names():
         request = train_request(args)
@@ -425,9 +201,6 @@ def train_request(args: argparse.Namespace):
     ignored = ignored_given(args)
     if ignored:
         log.info("note: accepted with no effect here: %s", " ".join(ignored))
-    convert = args.convert_mg2hf
-    mindspeed_convert = args.enable_mg2hf_convert or values["convert_mg2hf_env"]
-    load = values["load"]
     if values["data_path"] is None:
         raise AtelierError("--data-path is required (or set DATA_PATH / DATASET_PATH)")
     if values["train_iters"] is None and values["train_samples"] is None:
@@ -437,22 +210,7 @@ def train_request(args: argparse.Namespace):
     data_path = values["data_path"]
     if isinstance(data_path, str):
         data_path = data_path.split()
-    shape = {
-        "num_layers": args.num_layers,
-        "hidden_size": args.hidden_size,
-        "ffn_hidden_size": args.ffn_hidden_size,
-        "num_attention_heads": args.num_attention_heads,
-        "num_query_groups": args.num_query_groups,
-        "max_position_embeddings": args.max_position_embeddings,
-    }
-    agree = {
-        "kv_channels": args.kv_channels,
-        "rotary_base": args.rotary_base,
-        "norm_epsilon": args.norm_epsilon,
-        "untie_embeddings_and_output_weights": args.untie_embeddings_and_output_weights or None,
-        "add_qkv_bias": args.add_qkv_bias or None,
-        "qk_layernorm": args.qk_layernorm or None,
-    }
+    shape, agree = model_shape(args)
     return TrainRequest(
         data_path=list(data_path),
         split=args.split,
@@ -466,72 +224,20 @@ def train_request(args: argparse.Namespace):
         tokenizer=values["tokenizer_name_or_path"],
         tokenizer_use_fast=not args.tokenizer_not_use_fast,
         data_cache_path=args.data_cache_path,
-        load=Path(load) if load else None,
-        save=Path(values["save"]) if values["save"] else None,
-        ckpt_step=args.ckpt_step,
-        convert_mg2hf=convert,
-        convert_mindspeed=mindspeed_convert,
-        hf_save_dir=args.hf_save_dir,
-        hf_cfg_dir=args.hf_cfg_dir,
+        **checkpoint_request(args, values),
         shape=shape,
         agree=agree,
         vocab_size=args.vocab_size,
         node=node,
         config={
-            "micro_batch_size": values["micro_batch_size"] or 1,
-            "global_batch_size": values["global_batch_size"],
-            "train_iters": values["train_iters"],
-            "train_samples": values["train_samples"],
-            "lr": values["lr"] if values["lr"] is not None else 1e-4,
-            "min_lr": values["min_lr"] if values["min_lr"] is not None else 0.0,
-            "lr_decay_style": args.lr_decay_style,
-            "lr_warmup_iters": args.lr_warmup_iters,
-            "lr_warmup_fraction": args.lr_warmup_fraction,
-            "lr_warmup_samples": args.lr_warmup_samples,
-            "lr_warmup_init": args.lr_warmup_init,
-            "lr_decay_iters": args.lr_decay_iters,
-            "lr_decay_samples": args.lr_decay_samples,
-            "lr_wsd_decay_style": args.lr_wsd_decay_style,
-            "lr_wsd_decay_iters": args.lr_wsd_decay_iters,
-            "lr_wsd_decay_samples": args.lr_wsd_decay_samples,
-            "weight_decay": args.weight_decay,
-            "start_weight_decay": args.start_weight_decay,
-            "end_weight_decay": args.end_weight_decay,
-            "weight_decay_incr_style": args.weight_decay_incr_style,
-            "clip_grad": args.clip_grad,
-            "adam_beta1": args.adam_beta1,
-            "adam_beta2": args.adam_beta2,
-            "adam_eps": args.adam_eps,
-            "seed": values["seed"] if values["seed"] is not None else 1234,
-            "bf16": args.bf16,
-            "fp16": args.fp16,
-            "initial_loss_scale": args.initial_loss_scale,
-            "min_loss_scale": args.min_loss_scale,
-            "loss_scale_window": args.loss_scale_window,
-            "hysteresis": args.hysteresis,
-            "tensor_model_parallel_size": values["tensor_model_parallel_size"] or 1,
-            "pipeline_model_parallel_size": values["pipeline_model_parallel_size"] or 1,
-            **_pipeline_fields(args),
-            "sequence_parallel": args.sequence_parallel,
-            "nproc_per_node": node.nproc_per_node if node else args.nproc_per_node or 1,
-            "distributed_timeout_minutes": dist_timeout(args),
-            "device": args.device,
-            "recompute_granularity": args.recompute_granularity,
-            "recompute_method": args.recompute_method,
-            "recompute_num_layers": args.recompute_num_layers,
-            "use_flash_attn": args.use_flash_attn,
-            "compile": args.compile,
+            **schedule_fields(args, values),
+            **parallel_fields(args, values, node),
             "make_vocab_size_divisible_by": args.make_vocab_size_divisible_by,
             "finetune": args.finetune
             or values["run_type"] == "sft"
             or (values["run_type"] == "lora" and lora is not None and lora.load is None),
             "lora": lora,
-            "no_load_optim": args.no_load_optim,
-            "no_load_rng": args.no_load_rng,
-            "save_interval": args.save_interval,
-            "save_total_limit": args.save_total_limit,
-            "exit_interval": args.exit_interval,
-            "exit_duration_in_mins": args.exit_duration_in_mins,
+            **checkpoint_fields(args),
             "log_interval": args.log_interval,
             "tensorboard_dir": args.tensorboard_dir,
             "log_file": args.log_file,
@@ -551,13 +257,3 @@ def train_request(args: argparse.Namespace):
             },
         },
     )
-
-
-def _pipeline_fields(args: argparse.Namespace) -> dict:
-    from atelier.cli.llm_convert import _layer_list
-
-    return {
-        "num_layer_list": _layer_list(args.num_layer_list),
-        "num_layers_per_virtual_pipeline_stage": args.num_layers_per_virtual_pipeline_stage,
-        "pipeline_schedule": args.pipeline_schedule,
-    }

@@ -18,9 +18,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from atelier.dws.catalog import TableInfo
 from atelier.dws.constraints import UniqueConstraint, common_columns, primary_key, violated
 from atelier.dws.skew import SKEWED, KeyStats
+from atelier.dws.table import TableInfo
 from atelier.dws.workload import Workload
 
 LOW_CARDINALITY_PER_DN = 10  # fewer distinct values than 10 per DN cannot spread evenly

@@ -14,8 +14,10 @@ from atelier.core.errors import AtelierError
 from atelier.dws import catalog
 from atelier.dws.advise import REPLICATE_BELOW, Ranked, Recommendation, rank, recommend
 from atelier.dws.constraints import UniqueConstraint, common_columns
+from atelier.dws.distribution import default_key
 from atelier.dws.identifiers import parse_qualified
 from atelier.dws.skew import KeyStats
+from atelier.dws.table import DISTRIBUTABLE_HELP, TableInfo
 from atelier.dws.workload import Workload, read_workload
 
 
@@ -98,7 +100,7 @@ def _validate(cfg: SkewConfig) -> None:
         )
 
 
-def _candidates(cfg: SkewConfig, info: catalog.TableInfo) -> list[tuple[str, ...]]:
+def _candidates(cfg: SkewConfig, info: TableInfo) -> list[tuple[str, ...]]:
     keys = list(cfg.columns or [])
     if not keys:
         # columns the user may not SELECT are left out (they would fail the whole scan)
@@ -112,7 +114,7 @@ def _candidates(cfg: SkewConfig, info: catalog.TableInfo) -> list[tuple[str, ...
             listed = ", ".join(f"{c.name} ({c.type})" for c in info.columns[:20])
             raise AtelierError(
                 f"{info.qualified} has no column that can be a distribution key (columns: "
-                f"{listed}); distributable types: {catalog.DISTRIBUTABLE_HELP}"
+                f"{listed}); distributable types: {DISTRIBUTABLE_HELP}"
             )
         # the widest key every constraint allows (e.g. a composite primary key) is a
         # candidate too: always allowed, and usually even
@@ -128,7 +130,7 @@ def _candidates(cfg: SkewConfig, info: catalog.TableInfo) -> list[tuple[str, ...
 
 def _finish(
     cfg: SkewConfig,
-    info: catalog.TableInfo,
+    info: TableInfo,
     stats: list[KeyStats],
     rows: int,
     table_rows: int,
@@ -220,7 +222,7 @@ def _skew_file(cfg: SkewConfig, workload: Workload | None) -> SkewReport:
     for u in cfg.unique:
         info.constraints.append(UniqueConstraint("UNIQUE", None, known(u, "--unique")))
     if info.constraints:
-        info.current_key, info.current_source = catalog.default_key(info)
+        info.current_key, info.current_source = default_key(info)
     keys = [known(k, "--columns") for k in _candidates(cfg, info)]
     stats = count_keys_offline(
         table, pg, keys, exact_distinct=cfg.exact_distinct, path=cfg.file or ""

@@ -1,4 +1,4 @@
-"""Connecting read-only, and what the catalog says about a table.
+"""Connecting read-only, and what the catalog says about a table (`table.TableInfo`).
 
 Every database error a user can cause (unreachable server, bad password, unknown table
 or column, a statement timeout) becomes one `AtelierError` line here, so the rest of
@@ -11,98 +11,13 @@ import contextlib
 import difflib
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from atelier.core.errors import AtelierError
 from atelier.dws.constraints import UniqueConstraint
+from atelier.dws.distribution import default_key, greenplum_key, native_figures, pgxc_key
 from atelier.dws.identifiers import Ident, parse_qualified, quote_ident
-
-# PostgreSQL type name -> the hash family that places it (see hashing.py / sql.py).
-DISTRIBUTABLE = {
-    "int2": "int4",
-    "int4": "int4",
-    "int8": "int8",
-    "numeric": "numeric",
-    "text": "text",
-    "varchar": "text",
-    "bpchar": "bpchar",
-    "date": "date",
-    "timestamp": "timestamp",
-    "timestamptz": "timestamptz",
-    "time": "time",
-}
-# spellings a user may give to --type, as the catalog names them
-TYPE_ALIASES = {
-    "smallint": "int2",
-    "integer": "int4",
-    "int": "int4",
-    "bigint": "int8",
-    "decimal": "numeric",
-    "char": "bpchar",
-    "character": "bpchar",
-    "character varying": "varchar",
-    "timestamp without time zone": "timestamp",
-    "timestamp with time zone": "timestamptz",
-    "time without time zone": "time",
-}
-DISTRIBUTABLE_HELP = (
-    "smallint, integer, bigint, numeric/decimal, text, varchar, char(n), date, time, "
-    "timestamp, timestamptz"
-)
-
-
-@dataclass
-class Column:
-    name: str
-    type: str  # pg_type.typname (of the base type for a domain)
-    quoted: str = ""  # as DDL prints it: the server's quote_ident(), else identifiers.py's
-    readable: bool = True  # the --dsn user may SELECT it (column privileges)
-
-    def __post_init__(self) -> None:
-        self.quoted = self.quoted or quote_ident(self.name)
-
-    @property
-    def distributable(self) -> bool:
-        return self.type in DISTRIBUTABLE
-
-
-@dataclass
-class TableInfo:
-    schema: str
-    name: str
-    columns: list[Column]
-    estimated_rows: int
-    current_key: tuple[str, ...] | None  # None: not hash-distributed (or no distributable column)
-    current_source: str  # "pgxc_class", "gp_distribution_policy" or "first distributable column"
-    locator: str = "hash"
-    native: dict[str, Any] = field(default_factory=dict)
-    constraints: list[UniqueConstraint] = field(default_factory=list)
-    oid: int | None = None  # None offline
-    quoted_schema: str = ""  # the server's quote_ident() of the catalog's own names
-    quoted_name: str = ""
-
-    def __post_init__(self) -> None:
-        self.quoted_schema = self.quoted_schema or quote_ident(self.schema)
-        self.quoted_name = self.quoted_name or quote_ident(self.name)
-
-    @property
-    def qualified(self) -> str:
-        """schema.table quoted as SQL needs it: unambiguous whatever the names hold."""
-        return f"{self.quoted_schema}.{self.quoted_name}"
-
-    def quoted_column(self, name: str) -> str:
-        return next((c.quoted for c in self.columns if c.name == name), quote_ident(name))
-
-    def column(self, name: str) -> Column:
-        for c in self.columns:
-            if c.name == name:
-                return c
-        for c in self.columns:
-            if c.name == name.lower():
-                return c
-        listed = ", ".join(f"{c.name} ({c.type})" for c in self.columns)
-        raise AtelierError(f"table {self.qualified} has no column {name!r}; columns: {listed}")
+from atelier.dws.table import Column, TableInfo
 
 
 def redact(dsn: str) -> str:
@@ -279,26 +194,14 @@ def describe_oid(conn: Any, oid: int) -> TableInfo:
     info.constraints = unique_constraints(conn, oid)
     flavor = flavor_of(version(conn))
     if flavor in ("dws", "opengauss"):
-        _pgxc_key(conn, oid, info)
+        pgxc_key(conn, oid, info)
     elif flavor == "greenplum":
-        _greenplum_key(conn, oid, info)
+        greenplum_key(conn, oid, info)
     if info.current_key is None and info.locator == "hash":
         info.current_key, info.current_source = default_key(info)
     if flavor in ("dws", "opengauss"):
         info.native = native_figures(conn, info)
     return info
-
-
-def default_key(info: TableInfo) -> tuple[tuple[str, ...] | None, str]:
-    """What DWS picks without DISTRIBUTE BY: the primary key's (else the first unique
-    constraint's) first column, else the first distributable column (see the UGO
-    conversion guide, U0000008)."""
-    for c in sorted(info.constraints, key=lambda c: c.kind != "PRIMARY KEY"):
-        if c.columns and info.column(c.columns[0]).distributable:
-            what = {"UNIQUE": "unique constraint"}.get(c.kind, c.kind.lower())
-            return (c.columns[0],), f"first column of the {what}"
-    first = next((c.name for c in info.columns if c.distributable), None)
-    return ((first,) if first else None), "first distributable column"
 
 
 def list_tables(conn: Any, schema: str | None) -> list[tuple[int, str, int]]:
@@ -382,79 +285,6 @@ def unique_constraints(conn: Any, oid: int) -> list[UniqueConstraint]:
             )
         )
     return out
-
-
-def _pgxc_key(conn: Any, oid: int, info: TableInfo) -> None:
-    """DWS/openGauss record the distribution in pgxc_class (pcattnum: key column numbers)."""
-    try:
-        row = conn.execute(
-            "SELECT pclocatortype, pcattnum::text FROM pgxc_class WHERE pcrelid = %s", [oid]
-        ).fetchone()
-    except Exception:
-        conn.rollback()
-        return
-    if not row:
-        return
-    locator, attnums = row
-    info.locator = {"H": "hash", "N": "roundrobin", "R": "replication"}.get(locator, locator)
-    nums = [int(x) for x in str(attnums).split() if x.strip().lstrip("-").isdigit()]
-    names = dict(
-        conn.execute(
-            "SELECT attnum, attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0", [oid]
-        ).fetchall()
-    )
-    key = tuple(names[n] for n in nums if n in names)
-    if key:
-        info.current_key, info.current_source = key, "pgxc_class"
-
-
-def _greenplum_key(conn: Any, oid: int, info: TableInfo) -> None:
-    try:
-        row = conn.execute(
-            "SELECT distkey::text FROM gp_distribution_policy WHERE localoid = %s", [oid]
-        ).fetchone()
-    except Exception:
-        conn.rollback()
-        return
-    if row and row[0]:
-        names = dict(
-            conn.execute(
-                "SELECT attnum, attname FROM pg_attribute WHERE attrelid = %s", [oid]
-            ).fetchall()
-        )
-        key = tuple(names[int(x)] for x in str(row[0]).split() if int(x) in names)
-        if key:
-            info.current_key, info.current_source = key, "gp_distribution_policy"
-
-
-def native_figures(conn: Any, info: TableInfo) -> dict[str, Any]:
-    """DWS/openGauss's own per-DN figures, reported beside ours when the server has them."""
-    out: dict[str, Any] = {}
-    for label, query, params in [
-        (
-            "table_distribution",
-            "SELECT * FROM pg_catalog.table_distribution(%s, %s)",
-            [info.schema, info.name],
-        ),
-        (
-            "pgxc_get_table_skewness",
-            "SELECT * FROM pg_catalog.pgxc_get_table_skewness "
-            "WHERE schemaname = %s AND tablename = %s",
-            [info.schema, info.name],
-        ),
-    ]:
-        try:
-            cur = conn.execute(query, params)
-            names = [d.name for d in cur.description or []]
-            out[label] = [dict(zip(names, map(_plain, r), strict=False)) for r in cur.fetchall()]
-        except Exception as e:  # absent on this build or not permitted: say so, go on
-            conn.rollback()
-            out[label] = f"unavailable: {str(e).strip().splitlines()[0]}"
-    return out
-
-
-def _plain(v: Any) -> Any:
-    return v if isinstance(v, int | float | str | type(None)) else str(v)
 
 
 def _schemas(conn: Any) -> str:

@@ -18,14 +18,14 @@ import numpy as np
 
 from atelier.core.errors import AtelierError
 from atelier.dws import hashing, hll
-from atelier.dws.catalog import (
+from atelier.dws.skew import KeyStats
+from atelier.dws.table import (
     DISTRIBUTABLE,
     DISTRIBUTABLE_HELP,
     TYPE_ALIASES,
     Column,
     TableInfo,
 )
-from atelier.dws.skew import KeyStats
 
 _EPOCH_2000_US = 946_684_800_000_000
 _EPOCH_2000_DAYS = 10_957

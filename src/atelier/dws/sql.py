@@ -18,21 +18,17 @@ One statement per page range scans the table once for every candidate key:
    registers (hll.py). Aggregates run for every grouping set, so there are few of them:
    count(*) and one bit_or per three keys, no FILTER and no grand-total set.
 
-PostgreSQL runs GROUPING SETS in one process, so the table is split into `jobs` ranges of
-pages (`ctid >= '(a,0)' AND ctid < '(b,0)'`, a TID range scan on PostgreSQL 14+), each range
-runs on its own read-only connection sharing the first connection's snapshot
-(`pg_export_snapshot`), and counts are summed and registers maxed client-side: the result
-is identical for any number of ranges. Exact distinct counts (`count(DISTINCT ...)`, one
-sort per key) are a second statement, only on request. Identifiers are always
-`psycopg.sql.Identifier`, values always literals or bound parameters.
+PostgreSQL runs GROUPING SETS in one process, so the table may be split into `jobs` ranges
+of pages, each on its own connection sharing one snapshot (`page_ranges.py`), and counts
+are summed and registers maxed client-side: the result is identical for any number of
+ranges. Exact distinct counts (`count(DISTINCT ...)`, one sort per key) are a second
+statement, only on request. Identifiers are always `psycopg.sql.Identifier`, values always
+literals or bound parameters.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -42,9 +38,10 @@ from psycopg import sql
 
 from atelier.core.errors import AtelierError
 from atelier.dws import hll
-from atelier.dws.catalog import DISTRIBUTABLE, DISTRIBUTABLE_HELP, TableInfo, flavor_of
 from atelier.dws.hashing import BUCKETS
+from atelier.dws.page_ranges import NoConnection, page_ranges, range_sql, run_ranges
 from atelier.dws.skew import KeyStats
+from atelier.dws.table import DISTRIBUTABLE, DISTRIBUTABLE_HELP, TableInfo
 
 _HASH = {
     "int4": "hashint4({})",
@@ -115,7 +112,7 @@ def count_keys(
     source = _source(info, fraction, seed)
     ranges: list[tuple[int | None, int | None]] = [(None, None)]
     if fraction >= 1.0 and jobs > 1 and connect is not None:
-        ranges = _page_ranges(conn, info, jobs, min_pages_per_job)
+        ranges = page_ranges(conn, info, jobs, min_pages_per_job)
     nk = len(keys)
     counts = np.zeros((nk, BUCKETS), dtype=np.int64)
     regs = np.zeros((nk, BUCKETS), dtype=np.int8)
@@ -126,10 +123,10 @@ def count_keys(
             results = [conn.execute(_scan_query(info, batch, source)).fetchall()]
         else:
             assert connect is not None
-            queries = [_scan_query(info, batch, source, _range_sql(lo, hi)) for lo, hi in ranges]
+            queries = [_scan_query(info, batch, source, range_sql(lo, hi)) for lo, hi in ranges]
             try:
-                results = _run_ranges(conn, connect, queries)
-            except _NoConnection:  # no more connections: one statement on this one
+                results = run_ranges(conn, connect, queries)
+            except NoConnection:  # no more connections: one statement on this one
                 ranges = [(None, None)]
                 results = [conn.execute(_scan_query(info, batch, source)).fetchall()]
         nb, batch_total = len(batch), 0
@@ -291,79 +288,6 @@ def _scan_query(
         inner=query,
         sets=sql.SQL(", ").join(sql.SQL("({})").format(b) for b in b_ids),
     )
-
-
-def _page_ranges(
-    conn: Any, info: TableInfo, jobs: int, min_pages: int
-) -> list[tuple[int | None, int | None]]:
-    """[(None, p1), (p1, p2), ..., (pk, None)]: open ends, so pages added meanwhile count."""
-    num, version = conn.execute(
-        "SELECT current_setting('server_version_num')::int, version()"
-    ).fetchone()
-    # TID range scans are PostgreSQL 14+; elsewhere each range would read the whole table
-    if num < 140000 or flavor_of(version) != "postgresql" or info.oid is None:
-        return [(None, None)]
-    # by oid: no name is parsed again (a partitioned parent has 0 pages: one statement)
-    pages = conn.execute(
-        "SELECT pg_relation_size(%s::oid::regclass) / current_setting('block_size')::int8",
-        [info.oid],
-    ).fetchone()[0]
-    k = max(1, min(jobs, int(pages) // max(1, min_pages)))
-    if k == 1:
-        return [(None, None)]
-    cuts = [int(pages) * i // k for i in range(1, k)]
-    return list(zip([None, *cuts], [*cuts, None], strict=True))
-
-
-def _range_sql(lo: int | None, hi: int | None) -> sql.Composable:
-    conds = []
-    if lo is not None:
-        conds.append(sql.SQL("ctid >= {}::tid").format(sql.Literal(f"({lo},0)")))
-    if hi is not None:
-        conds.append(sql.SQL("ctid < {}::tid").format(sql.Literal(f"({hi},0)")))
-    return sql.SQL("WHERE ") + sql.SQL(" AND ").join(conds) if conds else sql.SQL("")
-
-
-class _NoConnection(Exception):
-    """A range's connection could not be opened."""
-
-
-def _run_ranges(
-    conn: Any,
-    connect: Callable[[], AbstractContextManager[Any]],
-    queries: list[sql.Composed],
-) -> list[list[tuple]]:
-    """One connection per range, all reading the snapshot `conn` exports."""
-    import psycopg
-
-    snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-    opened: list[Any] = []
-    lock = threading.Lock()
-
-    def one(query: sql.Composed) -> list[tuple]:
-        with contextlib.ExitStack() as stack:
-            try:
-                c = stack.enter_context(connect())
-            except AtelierError as e:  # e.g. max_connections reached
-                raise _NoConnection(str(e)) from None
-            with lock:
-                opened.append(c)
-            c.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            c.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-            return c.execute(query).fetchall()
-
-    with ThreadPoolExecutor(max_workers=len(queries)) as pool:
-        futures = [pool.submit(one, q) for q in queries]
-        try:
-            return [f.result() for f in futures]
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            with lock:
-                for c in opened:
-                    with contextlib.suppress(Exception):
-                        c.cancel_safe()
-            raise
 
 
 def _distinct(conn: Any, keys: list[tuple[str, ...]], source: sql.Composable) -> list[int]:

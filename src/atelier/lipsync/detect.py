@@ -15,6 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from atelier.core.errors import AtelierError
+from atelier.lipsync.detector_names import DETECTORS
 
 Box = tuple[int, int, int, int]
 
@@ -193,9 +194,6 @@ def _clip_box(box: Sequence[float], h: int, w: int) -> Box:
         int(min(w, round(x2))),
         int(min(h, round(y2))),
     )
-
-
-DETECTORS = ("retinaface", "opencv", "mtcnn", "s3fd")  # the first is the default
 
 
 def make_detector(

@@ -5,13 +5,13 @@ detected face gets its box interpolated from its neighbours (and is reported) in
 of aborting; audio of any format is decoded by PyAV (no ffmpeg binary, no temp wav);
 the output mp4 is encoded once, straight from the frames, with the audio muxed in,
 under a temporary name renamed into place when complete.
+
+The run's parameters and their checks are `infer_config.py`, reading the face frames is
+`face_frames.py`; this module detects, runs Wav2Lip in batches and encodes.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import os
 import queue
 import threading
 import time
@@ -26,126 +26,14 @@ from atelier.core.device import pick_device
 from atelier.core.errors import AtelierError
 from atelier.core.log import get_logger
 from atelier.core.progress import progress_bar
-from atelier.lipsync.hparams import HParams, load_hparams
+from atelier.lipsync.face_frames import first_frame, read_face_frames
+from atelier.lipsync.infer_config import InferConfig, InferResult, check_config, check_geometry
 from atelier.lipsync.output_paths import check_creatable
 
 if TYPE_CHECKING:
     import torch
 
 log = get_logger(__name__)
-
-
-@dataclasses.dataclass
-class InferConfig:
-    checkpoint_path: Path
-    face: Path
-    audio: Path
-    outfile: Path = Path("results/result_voice.mp4")
-    static: bool = False
-    fps: float = 25.0  # only for a still image
-    pads: tuple[int, int, int, int] = (0, 10, 0, 0)  # top, bottom, left, right
-    face_det_batch_size: int = 16
-    wav2lip_batch_size: int = 128
-    resize_factor: int = 1
-    crop: tuple[int, int, int, int] = (0, -1, 0, -1)  # top, bottom, left, right
-    box: tuple[int, int, int, int] = (-1, -1, -1, -1)  # top, bottom, left, right
-    rotate: bool = False
-    nosmooth: bool = False
-    detector: str = "retinaface"
-    s3fd_path: Path | None = None
-    device: str = "auto"
-    hparams: HParams = dataclasses.field(default_factory=load_hparams)
-
-
-@dataclasses.dataclass
-class InferResult:
-    outfile: Path
-    frames: int
-    fps: float
-    interpolated: list[int]  # frames whose face box came from neighbours
-    seconds: float
-
-
-def _whole(flag: str, value: object, lo: int, hi: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise AtelierError(f"{flag} {value!r}: must be a whole number")
-    if value < lo or (hi is not None and value > hi):
-        top = "" if hi is None else f" and <= {hi}"
-        raise AtelierError(f"{flag} {value}: must be >= {lo}{top}")
-
-
-def check_config(cfg: InferConfig) -> None:
-    """Every parameter that needs no media, before the model or any media is read.
-
-    Library callers get the same checks as the CLI (whose flag types check ranges at
-    parse time); errors name the flag. Frame-dependent checks (`--crop`, `--box`,
-    `--resize-factor` vs the frame size) come once the first frame is known.
-    """
-    from atelier.lipsync.detect import DETECTORS
-
-    fps = cfg.fps
-    if isinstance(fps, bool) or not isinstance(fps, int | float) or not math.isfinite(fps):
-        raise AtelierError(f"--fps {fps!r}: must be a finite number")
-    if not 0 < fps <= 1000:
-        raise AtelierError(f"--fps {fps:g}: must be > 0 and <= 1000 frames per second")
-    _whole("--face-det-batch-size", cfg.face_det_batch_size, 1)
-    _whole("--wav2lip-batch-size", cfg.wav2lip_batch_size, 1)
-    _whole("--resize-factor", cfg.resize_factor, 1)
-    for flag, values in (("--pads", cfg.pads), ("--crop", cfg.crop), ("--box", cfg.box)):
-        if len(values) != 4:
-            raise AtelierError(f"{flag}: expected 4 numbers (top bottom left right)")
-        for v in values:
-            _whole(flag, v, -(1 << 20) if flag == "--pads" else -1)
-    if cfg.box[0] != -1 and -1 in cfg.box:
-        raise AtelierError(
-            f"--box {' '.join(map(str, cfg.box))}: give all four edges, or -1 -1 -1 -1"
-        )
-    if cfg.detector not in DETECTORS:
-        raise AtelierError(f"--detector {cfg.detector!r}: use one of {', '.join(DETECTORS)}")
-    if cfg.detector == "s3fd" and cfg.box[0] == -1:
-        if not cfg.s3fd_path:
-            raise AtelierError("--detector s3fd needs --s3fd-path pointing at s3fd.pth")
-        if not Path(cfg.s3fd_path).is_file():
-            raise AtelierError(f"--s3fd-path {cfg.s3fd_path}: no such file")
-    face, audio, out = Path(cfg.face), Path(cfg.audio), Path(cfg.outfile)
-    for flag, path in (("--face", face), ("--audio", audio)):
-        if path.is_dir():
-            raise AtelierError(f"{flag} {path}: is a folder; give a media file")
-        if not path.is_file():
-            raise AtelierError(f"{flag} {path}: no such file")
-    if out.is_dir():
-        raise AtelierError(
-            f"--outfile {out}: is a folder; give a file name such as {out / 'result.mp4'}"
-        )
-    if out.exists() and out.resolve() in (face.resolve(), audio.resolve()):
-        raise AtelierError(f"--outfile {out}: is an input of this run; choose another name")
-
-
-def _check_geometry(cfg: InferConfig, raw: np.ndarray) -> None:
-    """`--resize-factor`, `--crop` and `--box` against the first real frame."""
-    h, w = raw.shape[:2]
-    if h // cfg.resize_factor < 16 or w // cfg.resize_factor < 16:
-        most = max(1, min(h, w) // 16)
-        raise AtelierError(
-            f"--resize-factor {cfg.resize_factor}: shrinks the {w}x{h} frames below 16 px; "
-            f"use at most {most}"
-        )
-    fh, fw = _resized_shape(raw, cfg)  # after resize and rotate, before the crop
-    y1, y2, x1, x2 = cfg.crop
-    y2, x2 = fh if y2 == -1 else y2, fw if x2 == -1 else x2
-    if not (0 <= y1 < y2 <= fh and 0 <= x1 < x2 <= fw) or y2 - y1 < 16 or x2 - x1 < 16:
-        raise AtelierError(
-            f"--crop {' '.join(map(str, cfg.crop))}: must be top < bottom <= {fh} and "
-            f"left < right <= {fw} (-1: the frame edge), at least 16 px each way"
-        )
-    if cfg.box[0] != -1:
-        ch, cw = y2 - y1, x2 - x1
-        by1, by2, bx1, bx2 = cfg.box
-        if not (0 <= by1 < by2 <= ch and 0 <= bx1 < bx2 <= cw):
-            raise AtelierError(
-                f"--box {' '.join(map(str, cfg.box))}: must be top < bottom <= {ch} and "
-                f"left < right <= {cw} inside the {cw}x{ch} (cropped) frame"
-            )
 
 
 def load_wav2lip(path: str | Path, device: str = "auto") -> torch.nn.Module:
@@ -181,78 +69,6 @@ def optimize_for_inference(model: torch.nn.Module) -> torch.nn.Module:
     if device.type in ("cpu", "cuda"):
         fused = fused.to(memory_format=torch.channels_last)
     return fused
-
-
-def _prepare(frame: np.ndarray, cfg: InferConfig) -> np.ndarray:
-    import cv2
-
-    if cfg.resize_factor > 1:
-        h, w = frame.shape[:2]
-        frame = cv2.resize(frame, (w // cfg.resize_factor, h // cfg.resize_factor))
-    if cfg.rotate:
-        frame = cv2.rotate(frame, cv2.ROTATE_90_CLOCKWISE)
-    y1, y2, x1, x2 = cfg.crop
-    x2 = frame.shape[1] if x2 == -1 else x2
-    y2 = frame.shape[0] if y2 == -1 else y2
-    return np.ascontiguousarray(frame[y1:y2, x1:x2])
-
-
-def read_face_frames(
-    cfg: InferConfig, limit: int | None = None
-) -> tuple[list[np.ndarray], float, bool]:
-    """Frames (after resize/rotate/crop), their fps, and whether the input is a still.
-
-    Only the first `limit` frames are kept (the rest would never be written), and the
-    frames are refused up front when holding them would not fit in memory.
-    """
-    from atelier.lipsync.media import IMAGE_SUFFIXES, iter_frames, read_image, video_fps
-
-    face = Path(cfg.face)
-    if face.suffix.lower() in IMAGE_SUFFIXES:
-        return [_prepare(read_image(face), cfg)], float(cfg.fps), True
-    fps = video_fps(face)
-    frames: list[np.ndarray] = []
-    for raw in iter_frames(face):
-        frames.append(_prepare(raw, cfg))
-        if len(frames) == 1 and limit:
-            _check_memory(frames[0], limit, face)
-        if cfg.static or (limit is not None and len(frames) >= limit):
-            break
-    if not frames:
-        raise AtelierError(f"--face {face}: no frames decoded")
-    return frames, fps, cfg.static
-
-
-def first_frame(face: Path) -> np.ndarray:
-    """The first frame of a video or the image: enough to check the geometry flags."""
-    from atelier.lipsync.media import IMAGE_SUFFIXES, iter_frames, read_image
-
-    if face.suffix.lower() in IMAGE_SUFFIXES:
-        return read_image(face)
-    for frame in iter_frames(face):
-        return frame
-    raise AtelierError(f"--face {face}: no frames decoded")
-
-
-def _resized_shape(frame: np.ndarray, cfg: InferConfig) -> tuple[int, int]:
-    h, w = frame.shape[:2]
-    h, w = h // cfg.resize_factor, w // cfg.resize_factor
-    return (w, h) if cfg.rotate else (h, w)
-
-
-def _check_memory(frame: np.ndarray, count: int, face: Path) -> None:
-    """All frames are held (as the official code does): refuse what cannot fit in RAM."""
-    need = frame.nbytes * count * 2  # the frames, and the copies written with the mouth
-    try:
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return  # not knowable here (non-Linux): go on
-    if need > 0.8 * free:
-        h, w = frame.shape[:2]
-        raise AtelierError(
-            f"--face {face}: {count} frames of {w}x{h} need ~{need / 2**30:.1f} GiB, "
-            f"{free / 2**30:.1f} GiB free; use --resize-factor, --crop or shorter audio"
-        )
 
 
 def face_boxes(frames: list[np.ndarray], cfg: InferConfig) -> tuple[np.ndarray, list[int]]:
@@ -364,7 +180,7 @@ def infer(cfg: InferConfig) -> InferResult:
     started = time.perf_counter()
     hp = cfg.hparams
     check_config(cfg)
-    _check_geometry(cfg, first_frame(Path(cfg.face)))  # before audio and model: fail in a second
+    check_geometry(cfg, first_frame(Path(cfg.face)))  # before audio and model: fail in a second
     check_creatable(Path(cfg.outfile).parent, "--outfile")  # made only when the video is
     from atelier.lipsync.media import decode_audio, resample_mono
 

@@ -27,7 +27,7 @@ def _grads(hf: Path, samples: list[dict]) -> dict[str, torch.Tensor]:
         config(hf, global_batch_size=2, micro_batch_size=1, train_iters=1, lr_warmup_iters=0)
     )
     model = state.model
-    from atelier.llm.train.loop import _forward_loss
+    from atelier.llm.train.step import _forward_loss
 
     for s in samples:
         b = {k: v[None] for k, v in s.items()}

@@ -9,6 +9,10 @@ qk-norm, rotary kind and the scalings Megatron has args for, config field names)
 table; no conversion code names a family or a tensor. Adding a family is one
 `Family(...)` entry in `FAMILIES` (a new layer tensor is one more `Part` row).
 
+Where each piece is: the row types (`Split`, `Part`, `Arch`) in `parts.py`, the rows of
+the Llama layout every family uses today in `llama_layout.py`, and here each family's
+entry (its rows, config map and facts) with the look-ups; `FAMILIES` is the one table.
+
 Public API (stable; the trainer builds its decoder from it):
 
 - `Split`: COLUMN (dim 0), ROW (dim 1), REPLICATED, QKV (q/k/v fused per query group,
@@ -46,289 +50,36 @@ Megatron-core parameter names (mcore local) are what the trainer's modules are n
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from atelier.core.errors import AtelierError
+from atelier.llm.convert.llama_layout import (
+    EMBED,
+    FINAL_NORM,
+    HEAD_COPY,
+    LLAMA_CONFIG_MAP,
+    LLAMA_LAYER,
+    OUTPUT,
+    QK_NORM_LAYER,
+)
+from atelier.llm.convert.parts import Arch, Part, Split
 
 if TYPE_CHECKING:
     from atelier.llm.convert.meta import ModelMeta
 
-
-class Split(enum.Enum):
-    """How tensor parallelism divides a part over TP ranks."""
-
-    COLUMN = "column"  # output features on dim 0
-    ROW = "row"  # input features on dim 1
-    REPLICATED = "replicated"  # every rank holds all of it (norms)
-    QKV = "qkv"  # [q; k; v] fused per query group, each rank a contiguous run of groups
-    GATE_UP = "gate_up"  # [gate_r; up_r] per rank
-    VOCAB = "vocab"  # rows padded to the padded vocabulary, then dim 0
-
-    @property
-    def dim(self) -> int | None:
-        """The dimension TP shards (1 row-parallel, 0 every column-like kind, None replicated)."""
-        if self is Split.REPLICATED:
-            return None
-        return 1 if self is Split.ROW else 0
-
-
-Shape = tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class Part:
-    """One Megatron tensor and the Hugging Face tensor(s) it is made of."""
-
-    role: str
-    pieces: tuple[str, ...]
-    hf: tuple[str, ...]
-    legacy: str | None  # None: Megatron's legacy GPTModel has no such parameter
-    mcore: str
-    split: Split
-    piece_shapes: Callable[[ModelMeta], tuple[Shape, ...]]
-    mcore_te: str | None = None  # None: same as `mcore`
-    when: str | None = None  # a ModelMeta flag; the part exists only when it is true
-
-    def name(self, fmt: str, norms: str = "local") -> str | None:
-        if fmt == "legacy":
-            return self.legacy
-        if norms == "te" and self.mcore_te is not None:
-            return self.mcore_te
-        return self.mcore
-
-    def present(self, meta: ModelMeta) -> bool:
-        return self.when is None or bool(getattr(meta, self.when))
-
-    def shape(self, meta: ModelMeta) -> Shape:
-        """Full Megatron shape (fused pieces stacked on dim 0), unpadded."""
-        shapes = self.piece_shapes(meta)
-        if len(shapes) == 1:
-            return shapes[0]
-        return (sum(s[0] for s in shapes), *shapes[0][1:])
-
-    def rank_shape(self, meta: ModelMeta, tp: int, padded_vocab: int | None = None) -> Shape:
-        """Shape of one TP rank's shard."""
-        full = self.shape(meta)
-        if self.split is Split.REPLICATED:
-            return full
-        if self.split is Split.ROW:
-            return (full[0], full[1] // tp, *full[2:])
-        if self.split is Split.VOCAB:
-            rows = padded_vocab if padded_vocab is not None else full[0]
-            return (rows // tp, *full[1:])
-        return (full[0] // tp, *full[1:])
-
-
-@dataclass(frozen=True)
-class Arch:
-    """Architecture facts that are not tensors."""
-
-    norm: str = "RMSNorm"  # Megatron's `normalization`
-    norm_eps_field: str = "rms_norm_eps"  # the HF config field holding the epsilon
-    activation: str = "silu"  # gated (SwiGLU): act(gate) * up
-    qkv_bias: bool = False  # always (Qwen2); Llama may turn it on with `attention_bias`
-    qk_norm: bool = False  # RMSNorm per head over head_dim on q and k, before rotary
-    rope: str = "rotate_half"  # rotary over the two halves of each head (HF and Megatron)
-    rope_scalings: tuple[str, ...] = ("llama3",)  # scalings with Megatron args
-
-
-# --- shape rules --------------------------------------------------------------------------
-
-
-def _h(m: ModelMeta) -> tuple[Shape, ...]:
-    return ((m.hidden_size,),)
-
-
-def _d(m: ModelMeta) -> tuple[Shape, ...]:
-    return ((m.head_dim,),)
-
-
-def _qkv(m: ModelMeta) -> tuple[Shape, ...]:
-    h, q, kv = m.hidden_size, m.num_heads * m.head_dim, m.num_groups * m.head_dim
-    return ((q, h), (kv, h), (kv, h))
-
-
-def _qkv_bias(m: ModelMeta) -> tuple[Shape, ...]:
-    q, kv = m.num_heads * m.head_dim, m.num_groups * m.head_dim
-    return ((q,), (kv,), (kv,))
-
-
-def _proj(m: ModelMeta) -> tuple[Shape, ...]:
-    return ((m.hidden_size, m.num_heads * m.head_dim),)
-
-
-def _gate_up(m: ModelMeta) -> tuple[Shape, ...]:
-    return ((m.ffn_hidden_size, m.hidden_size),) * 2
-
-
-def _down(m: ModelMeta) -> tuple[Shape, ...]:
-    return ((m.hidden_size, m.ffn_hidden_size),)
-
-
-def _vocab(m: ModelMeta) -> tuple[Shape, ...]:
-    return ((m.vocab_size, m.hidden_size),)
-
-
-# --- the Llama-layout table ---------------------------------------------------------------
-
-_HF = "model.layers.{i}."
-_LEG = "language_model.encoder.layers.{i}."
-_MC = "decoder.layers.{i}."
-
-EMBED = Part(
-    "embed",
-    ("embed",),
-    ("model.embed_tokens.weight",),
-    "language_model.embedding.word_embeddings.weight",
-    "embedding.word_embeddings.weight",
-    Split.VOCAB,
-    _vocab,
-)
-FINAL_NORM = Part(
-    "final_norm",
-    ("final_norm",),
-    ("model.norm.weight",),
-    "language_model.encoder.final_norm.weight",
-    "decoder.final_layernorm.weight",
-    Split.REPLICATED,
-    _h,
-)
-OUTPUT = Part(
-    "output",
-    ("lm_head",),
-    ("lm_head.weight",),
-    "language_model.output_layer.weight",
-    "output_layer.weight",
-    Split.VOCAB,
-    _vocab,
-    when="untied",
-)
-# Tied embeddings with P > 1: the last stage keeps a copy of the embedding for the head.
-HEAD_COPY = Part(
-    "head_copy",
-    ("embed",),
-    ("model.embed_tokens.weight",),
-    "word_embeddings_for_head.weight",
-    "output_layer.weight",
-    Split.VOCAB,
-    _vocab,
-)
-
-INPUT_NORM = Part(
-    "input_norm",
-    ("input_norm",),
-    (_HF + "input_layernorm.weight",),
-    _LEG + "input_norm.weight",
-    _MC + "input_layernorm.weight",
-    Split.REPLICATED,
-    _h,
-    mcore_te=_MC + "self_attention.linear_qkv.layer_norm_weight",
-)
-QKV = Part(
-    "qkv",
-    ("q", "k", "v"),
-    tuple(_HF + f"self_attn.{x}_proj.weight" for x in "qkv"),
-    _LEG + "self_attention.query_key_value.weight",
-    _MC + "self_attention.linear_qkv.weight",
-    Split.QKV,
-    _qkv,
-)
-QKV_BIAS = Part(
-    "qkv_bias",
-    ("q_bias", "k_bias", "v_bias"),
-    tuple(_HF + f"self_attn.{x}_proj.bias" for x in "qkv"),
-    _LEG + "self_attention.query_key_value.bias",
-    _MC + "self_attention.linear_qkv.bias",
-    Split.QKV,
-    _qkv_bias,
-    when="qkv_bias",
-)
-Q_NORM = Part(
-    "q_norm",
-    ("q_norm",),
-    (_HF + "self_attn.q_norm.weight",),
-    None,
-    _MC + "self_attention.q_layernorm.weight",
-    Split.REPLICATED,
-    _d,
-)
-K_NORM = Part(
-    "k_norm",
-    ("k_norm",),
-    (_HF + "self_attn.k_norm.weight",),
-    None,
-    _MC + "self_attention.k_layernorm.weight",
-    Split.REPLICATED,
-    _d,
-)
-PROJ = Part(
-    "proj",
-    ("o",),
-    (_HF + "self_attn.o_proj.weight",),
-    _LEG + "self_attention.dense.weight",
-    _MC + "self_attention.linear_proj.weight",
-    Split.ROW,
-    _proj,
-)
-POST_NORM = Part(
-    "post_norm",
-    ("post_norm",),
-    (_HF + "post_attention_layernorm.weight",),
-    _LEG + "post_attention_norm.weight",
-    _MC + "pre_mlp_layernorm.weight",
-    Split.REPLICATED,
-    _h,
-    mcore_te=_MC + "mlp.linear_fc1.layer_norm_weight",
-)
-FC1 = Part(
-    "fc1",
-    ("gate", "up"),
-    (_HF + "mlp.gate_proj.weight", _HF + "mlp.up_proj.weight"),
-    _LEG + "mlp.dense_h_to_4h.weight",
-    _MC + "mlp.linear_fc1.weight",
-    Split.GATE_UP,
-    _gate_up,
-)
-FC2 = Part(
-    "fc2",
-    ("down",),
-    (_HF + "mlp.down_proj.weight",),
-    _LEG + "mlp.dense_4h_to_h.weight",
-    _MC + "mlp.linear_fc2.weight",
-    Split.ROW,
-    _down,
-)
-
-LLAMA_LAYER: tuple[Part, ...] = (INPUT_NORM, QKV, QKV_BIAS, PROJ, POST_NORM, FC1, FC2)
-# Qwen3: per-head RMSNorm on q and k (megatron-core `qk_layernorm`).
-QK_NORM_LAYER: tuple[Part, ...] = (
-    INPUT_NORM,
-    QKV,
-    QKV_BIAS,
-    Q_NORM,
-    K_NORM,
-    PROJ,
-    POST_NORM,
-    FC1,
-    FC2,
-)
-
-# HF config field -> ModelMeta field, shared by the Llama-layout families (the norm
-# epsilon's field comes from `Arch.norm_eps_field`; `head_dim` is read where present,
-# else hidden / heads, as transformers does).
-LLAMA_CONFIG_MAP: dict[str, str] = {
-    "num_hidden_layers": "num_layers",
-    "hidden_size": "hidden_size",
-    "intermediate_size": "ffn_hidden_size",
-    "num_attention_heads": "num_heads",
-    "num_key_value_heads": "num_groups",
-    "vocab_size": "vocab_size",
-    "max_position_embeddings": "max_positions",
-    "tie_word_embeddings": "tied",
-}
+# The public API listed above (Split, Part and Arch are defined in parts.py).
+__all__ = [
+    "FAMILIES",
+    "Arch",
+    "Family",
+    "Part",
+    "Split",
+    "detect_family",
+    "family_for_args",
+    "get_family",
+    "supported_architectures",
+]
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,9 @@ from dataclasses import dataclass
 import torch
 
 from atelier.core.errors import AtelierError
-from atelier.llm.convert.families import Family, Part, Split
+from atelier.llm.convert.families import Family
 from atelier.llm.convert.names import detect_format
+from atelier.llm.convert.parts import Part, Split
 
 # X.lora_A.<adapter>.<leaf>: PEFT's names inside a wrapped module.
 _ADAPTER = re.compile(r"^(?P<module>.+)\.lora_(?P<which>[AB])\.(?P<adapter>[^.]+)\.(?P<leaf>.+)$")

@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from atelier.core.errors import AtelierError
-from atelier.llm.convert.families import Split
 from atelier.llm.convert.lora import (
     Adapters,
     LoraSpec,
@@ -24,6 +23,7 @@ from atelier.llm.convert.lora import (
     module_of,
     targets_for,
 )
+from atelier.llm.convert.parts import Split
 from atelier.llm.convert.sharding import gather_part
 
 PEFT_PREFIX = "base_model.model."

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 from atelier.core.errors import AtelierError
-from atelier.llm.convert.families import Part
 from atelier.llm.convert.meta import ModelMeta
 from atelier.llm.convert.names import canonical_legacy_name, detect_format, flatten
+from atelier.llm.convert.parts import Part
 from atelier.llm.convert.sharding import gather_part
 
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")

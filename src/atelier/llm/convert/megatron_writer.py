@@ -23,7 +23,6 @@ import torch
 
 from atelier.core.errors import AtelierError
 from atelier.core.log import get_logger
-from atelier.llm.convert.families import Part
 from atelier.llm.convert.megatron_checkpoint import (
     RANK_FILES,
     TRACKER,
@@ -34,6 +33,7 @@ from atelier.llm.convert.memory import release_freed_memory
 from atelier.llm.convert.meta import ModelMeta, megatron_args
 from atelier.llm.convert.names import nest_legacy
 from atelier.llm.convert.overlap import BackgroundWriter
+from atelier.llm.convert.parts import Part
 from atelier.llm.convert.sharding import (
     check_tensor_parallel,
     layer_partition,

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from atelier.llm.convert.families import INPUT_NORM
+from atelier.llm.convert.llama_layout import INPUT_NORM
 
 # A TE-fused input norm marks TE naming (the table's mcore_te column).
 _TE_NORM = re.compile(re.escape(str(INPUT_NORM.mcore_te)).replace(r"\{i\}", r"\d+") + "$")

@@ -10,7 +10,7 @@ Layout facts (Megatron-LM and MindSpeed-LLM agree):
 - No q/k permutation: HF Llama and Megatron both rotate the two halves of a head.
 
 Which rule applies to which tensor is the family table's `Part.split`
-(`families.Split`); `shard_part` / `gather_part` are the only code that fuses.
+(`parts.Split`); `shard_part` / `gather_part` are the only code that fuses.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from atelier.core.errors import AtelierError
-from atelier.llm.convert.families import Part, Split
+from atelier.llm.convert.parts import Part, Split
 
 if TYPE_CHECKING:
     from atelier.llm.convert.meta import ModelMeta

@@ -1,22 +1,20 @@
 """`train(cfg, hooks)`: the training loop, with everything else plugged in through hooks.
 
-The loop owns the numerics: micro-batches of the global batch (gradient accumulation =
-GBS / (MBS x DP)), the globally normalised loss, clipping, AdamW, the Megatron schedule,
-the fp16 loss scale and evaluation. Checkpoints, logging, TensorBoard and signals live in
-`train.checkpoint` and the CLI, which implement `TrainHooks`: `on_start` restores a saved
-state into the live objects, `on_step`/`on_eval` receive metrics, `after_step` may save,
-`should_stop` asks to end after the current step (every rank agrees through one
-all-reduce), `on_end` runs once with the reason the run ended.
+The loop owns the run: set-up (weights, process group, model, optimizer, schedule), the
+steps and evaluations (`step.py`: the numerics of one step) and when to stop. Checkpoints,
+logging, TensorBoard and signals live in `train.checkpoint` and the CLI, which implement
+`TrainHooks` (`hooks.py`): `on_start` restores a saved state into the live objects,
+`on_step`/`on_eval` receive metrics, `after_step` may save, `should_stop` asks to end
+after the current step (every rank agrees through one all-reduce), `on_end` runs once
+with the reason the run ended.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -27,85 +25,37 @@ from atelier.llm.convert.meta import ModelMeta
 from atelier.llm.convert.sharding import check_tensor_parallel
 from atelier.llm.convert.source import CheckpointSource
 from atelier.llm.train.config import TrainConfig
-from atelier.llm.train.loss import (
-    DynamicLossScaler,
-    global_token_count,
-    masked_token_loss_sum,
-    unscale_and_check,
-)
-from atelier.llm.train.model.args import ModelArgs, args_from_meta
-from atelier.llm.train.optim import build_optimizer, clip_gradients
-from atelier.llm.train.parallelize import (
-    ParallelEnv,
-    build_model,
-    init_parallel,
-    sum_tp_partial_grads,
-)
-from atelier.llm.train.schedule import ParamScheduler, scheduler_from_config, total_iterations
+from atelier.llm.train.hooks import EvalMetrics, HookList, StepMetrics, TrainHooks, TrainState
+from atelier.llm.train.loss import DynamicLossScaler
+from atelier.llm.train.model.args import args_from_meta
+from atelier.llm.train.optim import build_optimizer
+from atelier.llm.train.parallelize import ParallelEnv, build_model, init_parallel
+from atelier.llm.train.schedule import scheduler_from_config, total_iterations
+from atelier.llm.train.step import BatchSource, evaluate, next_train_batches, train_step
+
+# The loop's public names, importable from here as the docs and callers use them
+# (`from atelier.llm.train.loop import HookList, TrainHooks, setup, train`).
+__all__ = [
+    "BatchSource",
+    "EvalMetrics",
+    "HookList",
+    "StepMetrics",
+    "TrainHooks",
+    "TrainResult",
+    "TrainState",
+    "batch_sizes",
+    "check_shape",
+    "default_data",
+    "evaluate",
+    "next_train_batches",
+    "open_source",
+    "result_summary",
+    "setup",
+    "train",
+    "train_step",
+]
 
 log = get_logger(__name__)
-
-Batch = dict[str, torch.Tensor]  # tokens, labels, loss_mask [, position_ids, segment_ids]
-
-
-class BatchSource(Protocol):
-    """Micro-batches in Megatron's sampler order.
-
-    `micro_batches(split, consumed, mbs, gbs, dp_rank, dp_size)` returns this rank's
-    gbs / (mbs x dp_size) micro-batches of the global batch that starts after `consumed`
-    samples of `split` ("train" or "valid"): micro-batch j holds samples
-    consumed + j*mbs*dp_size + dp_rank*mbs + [0, mbs). `has_split(split)` says whether the
-    split has samples (a 949,50,1 split may leave valid empty).
-    """
-
-    def micro_batches(
-        self, split: str, consumed: int, mbs: int, gbs: int, dp_rank: int, dp_size: int
-    ) -> list[Batch]: ...
-
-    def has_split(self, split: str) -> bool: ...
-
-
-@dataclass
-class TrainState:
-    """The live objects of a run; hooks read and restore them."""
-
-    cfg: TrainConfig
-    env: ParallelEnv
-    meta: ModelMeta
-    model_args: ModelArgs
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: ParamScheduler
-    scaler: DynamicLossScaler | None
-    global_batch_size: int
-    total_iters: int
-    iteration: int = 0
-    consumed_train_samples: int = 0
-    consumed_valid_samples: int = 0
-    start_time: float = field(default_factory=time.monotonic)
-    pipeline: Any = None  # train.pipeline.Pipeline when pipeline_model_parallel_size > 1
-
-
-@dataclass
-class StepMetrics:
-    iteration: int
-    consumed_samples: int
-    lm_loss: float
-    lr: float
-    grad_norm: float
-    loss_scale: float | None
-    skipped: bool
-    tokens: int  # tokens processed by this step (global batch x seq length)
-    step_time_s: float
-    tokens_per_s: float
-    trained_tokens: int
-
-
-@dataclass
-class EvalMetrics:
-    iteration: int
-    lm_loss: float
-    perplexity: float
 
 
 @dataclass
@@ -118,58 +68,6 @@ class TrainResult:
     evals: list[EvalMetrics]
     stop_reason: str  # done | exit_interval | exit_duration | hook
     elapsed_s: float
-
-
-class TrainHooks:
-    """No-op hooks; subclass (train.checkpoint, the CLI) and override what you need."""
-
-    def on_start(self, state: TrainState) -> None:
-        pass
-
-    def on_step(self, state: TrainState, metrics: StepMetrics) -> None:
-        pass
-
-    def on_eval(self, state: TrainState, metrics: EvalMetrics) -> None:
-        pass
-
-    def after_step(self, state: TrainState) -> None:
-        pass
-
-    def should_stop(self, state: TrainState) -> bool:
-        return False
-
-    def on_end(self, state: TrainState, reason: str) -> None:
-        pass
-
-
-class HookList(TrainHooks):
-    """Several hooks called in order (logging, then checkpointing, then signals)."""
-
-    def __init__(self, hooks: Sequence[TrainHooks]) -> None:
-        self.hooks = list(hooks)
-
-    def on_start(self, state: TrainState) -> None:
-        for h in self.hooks:
-            h.on_start(state)
-
-    def on_step(self, state: TrainState, metrics: StepMetrics) -> None:
-        for h in self.hooks:
-            h.on_step(state, metrics)
-
-    def on_eval(self, state: TrainState, metrics: EvalMetrics) -> None:
-        for h in self.hooks:
-            h.on_eval(state, metrics)
-
-    def after_step(self, state: TrainState) -> None:
-        for h in self.hooks:
-            h.after_step(state)
-
-    def should_stop(self, state: TrainState) -> bool:
-        return any([h.should_stop(state) for h in self.hooks])
-
-    def on_end(self, state: TrainState, reason: str) -> None:
-        for h in self.hooks:
-            h.on_end(state, reason)
 
 
 def open_source(cfg: TrainConfig) -> CheckpointSource:
@@ -253,116 +151,11 @@ def batch_sizes(cfg: TrainConfig, dp: int) -> tuple[int, int]:
     return gbs, gbs // (cfg.micro_batch_size * dp)
 
 
-def _to_device(b: Batch, device: torch.device) -> Batch:
-    return {k: v.to(device, non_blocking=True) for k, v in b.items()}
-
-
-def _forward_loss(model: torch.nn.Module, b: Batch) -> torch.Tensor:
-    logits = model(b["tokens"], b.get("position_ids"), b.get("segment_ids"))
-    return masked_token_loss_sum(logits, b["labels"], b["loss_mask"])
-
-
 def _oom(cfg: TrainConfig) -> AtelierError:
     return AtelierError(
         f"out of device memory at micro_batch_size {cfg.micro_batch_size}: lower "
         "micro_batch_size (keep global_batch_size) or set recompute_granularity full"
     )
-
-
-def next_train_batches(state: TrainState, data: BatchSource) -> list[Batch]:
-    """This rank's micro-batches of the next global batch."""
-    return data.micro_batches(
-        "train",
-        state.consumed_train_samples,
-        state.cfg.micro_batch_size,
-        state.global_batch_size,
-        state.env.dp_rank,
-        state.env.dp,
-    )
-
-
-def train_step(state: TrainState, batches: list[Batch]) -> StepMetrics:
-    """One optimizer step over this rank's micro-batches of a global batch."""
-    cfg, env, model = state.cfg, state.env, state.model
-    t0 = time.perf_counter()
-    batches = [_to_device(b, env.device) for b in batches]
-    dp_group = env.mesh["dp"].get_group()
-    count = global_token_count([b["loss_mask"] for b in batches], dp_group)
-    params = [p for g in state.optimizer.param_groups for p in g["params"]]
-    scale = state.scaler.scale if state.scaler else 1.0
-    loss_sum = torch.zeros((), device=env.device)
-    state.scheduler.apply(state.optimizer.param_groups)
-    lr = state.optimizer.param_groups[0]["lr"]
-    if state.pipeline is not None:  # the schedule runs forward and backward of every stage
-        loss_sum = state.pipeline.forward_backward(batches, count, scale)
-    else:
-        for b in batches:
-            loss = _forward_loss(model, b) / count
-            (loss * scale if state.scaler else loss).backward()
-            loss_sum += loss.detach()
-    sum_tp_partial_grads(model, env)
-    skipped = False
-    if state.scaler:
-        skipped = unscale_and_check(params, scale, env.world_size)
-        state.scaler.update(skipped)
-    norm = clip_gradients(params, cfg.clip_grad, env.world_size, env.pp)
-    if not skipped:
-        state.optimizer.step()
-    state.optimizer.zero_grad(set_to_none=True)
-    if env.dp > 1:
-        dist.all_reduce(loss_sum, group=dp_group)
-    state.scheduler.step(state.global_batch_size)
-    state.iteration += 1
-    state.consumed_train_samples += state.global_batch_size
-    # The one host sync of a step (metrics are reported per step).
-    lm_loss, grad_norm, trained = torch.stack([loss_sum, norm.float(), count]).tolist()
-    dt = time.perf_counter() - t0
-    tokens = state.global_batch_size * cfg.seq_length
-    return StepMetrics(
-        iteration=state.iteration,
-        consumed_samples=state.consumed_train_samples,
-        lm_loss=lm_loss,
-        lr=lr,
-        grad_norm=grad_norm,
-        loss_scale=scale if state.scaler else None,
-        skipped=skipped,
-        tokens=tokens,
-        step_time_s=dt,
-        tokens_per_s=tokens / dt if dt > 0 else 0.0,
-        trained_tokens=int(trained),
-    )
-
-
-@torch.no_grad()
-def evaluate(state: TrainState, data: BatchSource) -> EvalMetrics:
-    """Validation loss over eval_iters global batches of the valid split (token-weighted)."""
-    cfg, env = state.cfg, state.env
-    total = torch.zeros((), device=env.device)
-    count = torch.zeros((), device=env.device)
-    state.model.eval()
-    for _ in range(cfg.eval_iters):
-        batches = data.micro_batches(
-            "valid",
-            state.consumed_valid_samples,
-            cfg.micro_batch_size,
-            state.global_batch_size,
-            env.dp_rank,
-            env.dp,
-        )
-        batches = [_to_device(b, env.device) for b in batches]
-        if state.pipeline is not None:
-            total += state.pipeline.loss_sum(batches)
-        for b in batches:
-            if state.pipeline is None:
-                total += _forward_loss(state.model, b)
-            count += b["loss_mask"].float().sum()
-        state.consumed_valid_samples += state.global_batch_size
-    state.model.train()
-    both = torch.stack([total, count])
-    if env.dp > 1:
-        dist.all_reduce(both, group=env.mesh["dp"].get_group())
-    loss = float(both[0] / both[1].clamp(min=1.0))
-    return EvalMetrics(state.iteration, loss, math.exp(min(loss, 80.0)))
 
 
 def _agree(flag: bool, env: ParallelEnv) -> bool:

@@ -27,7 +27,7 @@ import torch
 
 from atelier.core.errors import AtelierError
 from atelier.core.progress import interactive, progress_bar
-from atelier.llm.train.loop import EvalMetrics, StepMetrics, TrainHooks, TrainState
+from atelier.llm.train.hooks import EvalMetrics, StepMetrics, TrainHooks, TrainState
 
 # Dense bf16/fp16 tensor-core peaks (TFLOP/s per device) from the vendors' data sheets.
 PEAK_TFLOPS = {

@@ -3,25 +3,19 @@
 `run_training`: tokenizer -> DataSpec -> TrainConfig, the checkpoint to start from
 (`checkpoint.prepare_load`: a checkpoint of this run in `save` is resumed), processes
 (`launch`), hooks (metrics, checkpoints, preemption), then the Hugging Face export.
-`run_pipeline`: the platform guide's whole job: preprocess when the dataset is missing,
-hf2mg when the converted weights are missing, train, mg2hf; steps whose outputs exist
-are skipped, as the platform's scripts do.
+The Hugging Face export after training is `hf_export.py`; the platform guide's whole job
+(preprocess, hf2mg, train, mg2hf: `atelier llm run`) is `whole_job.run_pipeline`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from atelier.core.errors import AtelierError
-from atelier.core.log import get_logger
 from atelier.llm.train.checkpoint.load import LoadSource
 from atelier.llm.train.multinode import NodeSpec
-
-log = get_logger(__name__)
 
 
 @dataclass
@@ -175,7 +169,8 @@ def _check_data_exists(spec) -> None:
 def _rank_main(cfg, src: LoadSource | None, tokenizer: str | None) -> dict[str, Any]:
     """What every rank runs; rank 0's return value comes back to the launcher."""
     from atelier.llm.train.checkpoint.hooks import CheckpointHooks
-    from atelier.llm.train.loop import HookList, train
+    from atelier.llm.train.hooks import HookList
+    from atelier.llm.train.loop import train
     from atelier.llm.train.metrics import MetricsHooks
     from atelier.llm.train.signals import StopOnSignal
 
@@ -192,49 +187,10 @@ def _rank_main(cfg, src: LoadSource | None, tokenizer: str | None) -> dict[str, 
     }
 
 
-def _hf_target(req: TrainRequest, iteration: int) -> Path | None:
-    if req.convert_mg2hf is not None:
-        return req.convert_mg2hf
-    if req.convert_mindspeed:
-        base = req.hf_save_dir or req.save
-        assert base is not None
-        return base / f"mg2hf_iteration{iteration}"
-    return None
-
-
-def lora_export(req: TrainRequest, save: Path) -> Any:
-    """mg2hf's LoRA options for a LoRA run: merge the adapters saved in `save` into the
-    run's base model (`req.load`), with the run's r, alpha and targets; None otherwise."""
-    from atelier.llm.convert.lora_checkpoint import LoraOptions
-
-    spec = req.config.get("lora")
-    if spec is None:
-        return None
-    return LoraOptions(
-        load=save, r=spec.r, alpha=spec.alpha, target_modules=tuple(spec.target_modules)
-    )
-
-
-def export_hf(req: TrainRequest, save: Path, out: Path, lora: Any = None) -> Path:
-    """The latest checkpoint in `save` as a complete Hugging Face folder; a LoRA run's
-    (`lora`: `lora_export`) with W + (alpha / r) B A merged into the base of `req.load`."""
-    from atelier.llm.convert import mg2hf
-
-    if lora is not None:
-        assert req.load is not None  # a LoRA run always has its base in --load
-    mg2hf(
-        save if lora is None else req.load,
-        out,
-        hf_config_dir=req.hf_cfg_dir,
-        tokenizer_model=Path(req.tokenizer) if req.tokenizer else None,
-        lora=lora,
-    )
-    return out
-
-
 def run_training(req: TrainRequest) -> RunReport:
     from atelier.llm.train.checkpoint.layout import resumable_checkpoint
     from atelier.llm.train.checkpoint.load import prepare_load
+    from atelier.llm.train.hf_export import export_hf, hf_target, lora_export
     from atelier.llm.train.launch import launch, under_torchrun
 
     if req.wants_hf and req.save is None:
@@ -278,7 +234,7 @@ def run_training(req: TrainRequest) -> RunReport:
         return report
     if report.checkpoint:
         report.lines_.append(where)
-    target = _hf_target(req, out["iterations"])
+    target = hf_target(req, out["iterations"])
     if target is not None and req.save is not None:
         if _non_empty(target) and out["steps"] == 0:
             report.lines_.append(f"Hugging Face model: skipped, {target} exists")
@@ -306,99 +262,3 @@ class _ProbeConfig:
     load: Path | None = None
     save: Path | None = None
     lora: Any = None  # a LoraSpec; prepare_load resolves its `load` folder in place
-
-
-# --- atelier llm run ----------------------------------------------------------------------
-
-
-def _dataset_exists(prefix: str, instruction: bool) -> bool:
-    if instruction:
-        return Path(f"{prefix}_packed_input_ids_document.idx").is_file()
-    return Path(f"{prefix}.idx").is_file() and Path(f"{prefix}.bin").is_file()
-
-
-def _preprocess(req: TrainRequest, raw: str) -> None:
-    from atelier.llm.data.preprocess import PreprocessConfig, preprocess
-    from atelier.llm.data.tokenizer import TokenizerSpec
-
-    if len(req.data_path) != 1:
-        raise AtelierError(
-            "--data-path: a blend cannot be preprocessed in one step; give one prefix"
-        )
-    prefix = req.data_path[0]
-    if req.is_instruction:
-        output, handler = prefix, "AlpacaStyleInstructionHandler"
-    else:
-        if not prefix.endswith("_text_document"):
-            raise AtelierError(
-                f"--data-path {prefix}: preprocess writes <prefix>_text_document; give a data "
-                "path ending in _text_document to have it preprocessed"
-            )
-        output, handler = prefix.removesuffix("_text_document"), "GeneralPretrainHandler"
-    if req.tokenizer is None:
-        raise AtelierError("--tokenizer-name-or-path is required to preprocess --raw-data-path")
-    report = preprocess(
-        PreprocessConfig(
-            input=raw,
-            output_prefix=output,
-            tokenizer=TokenizerSpec(type=req.tokenizer_type, name_or_path=req.tokenizer),
-            handler_name=handler if not req.is_instruction else "auto",
-            append_eod=not req.is_instruction,
-            prompt_type=req.config.get("extra_args", {}).get("prompt_type")
-            or os.environ.get("PROMPT_TYPE"),
-        )
-    )
-    log.info("preprocess: %s", "; ".join(report.lines()))
-
-
-def run_pipeline(req: TrainRequest, raw_data: str | None, converted: Path | None) -> RunReport:
-    """preprocess -> hf2mg -> train -> mg2hf, each skipped when its output exists."""
-    from atelier.llm.convert import Hf2MgOptions, hf2mg
-    from atelier.llm.train.checkpoint.layout import read_tracker
-    from atelier.llm.train.data import parse_blend
-
-    steps: list[str] = []
-    raw = raw_data or os.environ.get("ORIGINAL_TRAIN_DATA_PATH")
-    prefixes = parse_blend(req.data_path)[0]
-    missing = [p for p in prefixes if not _dataset_exists(p, req.is_instruction)]
-    if missing:
-        if raw is None:
-            raise AtelierError(
-                f"--data-path {missing[0]}: dataset not found (no .bin/.idx); give "
-                "--raw-data-path (or ORIGINAL_TRAIN_DATA_PATH) to preprocess it first"
-            )
-        _preprocess(req, raw)
-        steps.append(f"preprocess: {raw} -> {req.data_path[0]}")
-    else:
-        steps.append("preprocess: skipped (dataset exists)")
-    hf = Path(os.environ["MODEL_PATH"]) if os.environ.get("MODEL_PATH") else req.load
-    target = converted or (
-        Path(os.environ["CONVERT_MODEL_PATH"]) if os.environ.get("CONVERT_MODEL_PATH") else None
-    )
-    if hf is not None and (hf / "config.json").is_file():
-        target = target or hf.parent / f"{hf.name}_mcore"
-        if read_tracker(target) is None:
-            tp = int(req.config.get("tensor_model_parallel_size", 1))
-            pp = int(req.config.get("pipeline_model_parallel_size", 1))
-            hf2mg(
-                Hf2MgOptions(
-                    load_dir=hf,
-                    save_dir=target,
-                    tp=tp,
-                    pp=pp,  # the run's stages, as the guide converts (any layout loads)
-                    num_layer_list=req.config.get("num_layer_list"),
-                    make_vocab_size_divisible_by=int(
-                        req.config.get("make_vocab_size_divisible_by", 128)
-                    ),
-                    tokenizer_model=Path(req.tokenizer) if req.tokenizer else None,
-                )
-            )
-            steps.append(f"hf2mg: {hf} -> {target} (T={tp}, P={pp})")
-        else:
-            steps.append(f"hf2mg: skipped ({target} exists)")
-        req = dataclasses.replace(req, load=target, hf_cfg_dir=req.hf_cfg_dir or hf)
-    if not req.wants_hf:
-        req = dataclasses.replace(req, convert_mindspeed=True)
-    report = run_training(req)
-    report.lines_ = steps + report.lines_
-    return report

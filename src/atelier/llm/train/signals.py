@@ -17,7 +17,7 @@ import sys
 from typing import Any
 
 from atelier.core.log import get_logger
-from atelier.llm.train.loop import TrainHooks, TrainState
+from atelier.llm.train.hooks import TrainHooks, TrainState
 
 log = get_logger(__name__)
 SIGNALS = (signal.SIGTERM, signal.SIGINT)

@@ -20,7 +20,7 @@ from atelier.llm.train.checkpoint.layout import check_no_foreign_iterations
 from atelier.llm.train.checkpoint.load import LoadSource, resume_state
 from atelier.llm.train.checkpoint.ranks import Ranks
 from atelier.llm.train.checkpoint.save import SaveRequest, save_checkpoint
-from atelier.llm.train.loop import TrainHooks, TrainState
+from atelier.llm.train.hooks import TrainHooks, TrainState
 
 log = get_logger(__name__)
 
