@@ -32,7 +32,7 @@ from atelier.llm.data.render import texts as element_texts
 from atelier.llm.data.sources import Chunk
 from atelier.llm.data.template_sources import is_lf
 from atelier.llm.data.templates import Template
-from atelier.llm.data.tokenizer import Backend, LoadedTokenizer
+from atelier.llm.data.tokenizer import Backend, Built, LoadedTokenizer
 
 try:
     import orjson
@@ -147,10 +147,10 @@ def store_samples(
 
 
 class Encoder:
-    def __init__(self, job: EncodeJob) -> None:
+    def __init__(self, job: EncodeJob, built: Built | None = None) -> None:
         self.job = job
         self.kind = handler_kind(job.handler)
-        self.backend = Backend(job.tokenizer)
+        self.backend = Backend(job.tokenizer, built)  # built: encoders the check made
         # GeneralInstructionHandler without a template is MindSpeed's Prompter (general_prompt)
         self.general = job.handler == "GeneralInstructionHandler" and job.template is None
         needs = self.kind not in ("pretrain", "process_reward")
