@@ -350,8 +350,8 @@ def raw_child(args: argparse.Namespace) -> int:
     single_threaded()
     with open(args.input, encoding="utf-8") as f:
         texts = [json.loads(line)["text"] for line in f if line.strip()]
-    loaded = load_tokenizer(TokenizerSpec(name_or_path=args.tokenizer, backend=args.raw))
-    loaded, _, built = pick_backend(loaded, args.raw, texts[:256])
+    loaded = load_tokenizer(TokenizerSpec(name_or_path=args.tokenizer, backend=args.internal_raw))
+    loaded, _, built = pick_backend(loaded, args.internal_raw, texts[:256])
     encoder = built.fast if built and built.fast is not None else HfEncoder(loaded.rust_json)
     batches = [texts[i : i + RECORDS_PER_CHUNK] for i in range(0, len(texts), RECORDS_PER_CHUNK)]
     best = math.inf
