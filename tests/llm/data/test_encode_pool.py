@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -127,3 +132,53 @@ def test_an_error_before_the_job_is_sent_leaves_no_worker(tmp_path, texts):
         preprocess(cfg)
     assert multiprocessing.active_children() == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl"]
+
+
+def _live_children(pid: int) -> set[int]:
+    out = set()
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.add(int(d))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_ctrl_c_while_workers_start_is_one_line_and_leaves_nothing(
+    tmp_path, hf_tokenizer_dir, texts
+):
+    src = write_jsonl(tmp_path / "c.jsonl", [{"text": t * 4} for t in texts * 40])
+    argv = [sys.executable, "-m", "atelier", "llm", "preprocess", "--input", str(src),
+            "--output-prefix", str(tmp_path / "o"), "--tokenizer-name-or-path",
+            str(hf_tokenizer_dir), "--workers", "2"]  # fmt: skip
+
+    def as_terminal() -> None:  # Ctrl-C's default action, in a group of its own
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.setpgrp()
+
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, preexec_fn=as_terminal)
+    deadline = time.monotonic() + 30
+    kids: set[int] = set()
+    while len(kids) < 3 and time.monotonic() < deadline and proc.poll() is None:
+        kids |= _live_children(proc.pid)  # 2 workers + multiprocessing's resource tracker
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before the interrupt"
+    os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole group
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+    end = time.monotonic() + 5
+    while [k for k in kids if _alive(k)] and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not [k for k in kids if _alive(k)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
