@@ -12,7 +12,7 @@ from atelier.core.log import get_logger
 log = get_logger(__name__)
 
 # tokenizer_backends.BACKENDS (not imported here: it needs numpy; a test keeps them equal)
-TOKENIZER_BACKENDS = ("auto", "hf", "fastokens")
+TOKENIZER_BACKENDS = ("auto", "hf", "fastokens", "tiktoken")
 
 HANDLER_HELP = (
     "GeneralPretrainHandler | GeneralInstructionHandler | AlpacaStyleInstructionHandler | "
@@ -57,8 +57,9 @@ def _tokenizer_flags(p: argparse.ArgumentParser, required_type: bool = False) ->
         "--tokenizer-backend",
         choices=TOKENIZER_BACKENDS,
         default="auto",
-        help="encoder: auto = fastokens when it is installed and gives the same ids as hf "
-        "(checked at load and on a sample during the run), else hf (default auto)",
+        help="encoder: auto = the first of fastokens, tiktoken that is installed, accepts the "
+        "tokenizer and gives the same ids as hf (checked at load and on a sample during the "
+        "run), else hf (default auto)",
     )
     g.add_argument(
         "--verify-tokenizer",
@@ -256,14 +257,15 @@ def _preprocess(verbs: argparse._SubParsersAction) -> None:
         const="local",
         default=None,
         metavar="ADDRESS",
-        help="run shards as Ray tasks: no ADDRESS starts a local Ray, 'auto' joins the running "
-        "cluster; the output folder must be shared by the nodes (same bytes as one run)",
+        help="run on Ray, one worker per cluster CPU: no ADDRESS starts a local Ray, 'auto' "
+        "joins the running cluster; input and output folder must be shared by the nodes "
+        "(same bytes as one run)",
     )
     g.add_argument(
         "--ray-shards",
         type=Int(1, 1 << 20),
         default=None,
-        help="number of Ray tasks (default 2 per cluster CPU)",
+        help="number of input ranges for --ray (default 4 per cluster CPU)",
     )
     g = p.add_argument_group("output")
     g.add_argument(

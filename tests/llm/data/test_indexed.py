@@ -93,3 +93,30 @@ def test_abort_leaves_nothing(tmp_path):
     w.add_sequence(np.arange(5))
     w.abort()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kernel_copy", [True, False])
+def test_append_raw_with_and_without_copy_file_range(tmp_path, monkeypatch, kernel_copy):
+    """The merge's kernel-side copy and its read/write fallback give the same bytes as
+    writing all documents at once (documents written after an append included)."""
+    import errno
+    import os
+
+    if not kernel_copy:
+
+        def refuse(*a, **k):
+            raise OSError(errno.EXDEV, "cross-device")
+
+        monkeypatch.setattr(os, "copy_file_range", refuse, raising=False)
+    docs = _docs(3, 30, 1000)
+    _ours(tmp_path / "whole", docs, np.int32)
+    _ours(tmp_path / "a", docs[:10], np.int32)
+    _ours(tmp_path / "b", docs[10:25], np.int32)
+    w = IndexedWriter(tmp_path / "m", np.int32)
+    for p in ("a", "b"):
+        r = IndexedReader.open(tmp_path / p)
+        w.append_raw(tmp_path / f"{p}.bin", r.lengths, r.doc_ends)
+    w.add_documents(np.concatenate(docs[25:]), np.array([len(d) for d in docs[25:]]))
+    commit_files(w.finish())
+    for ext in ("bin", "idx"):
+        assert (tmp_path / f"m.{ext}").read_bytes() == (tmp_path / f"whole.{ext}").read_bytes()

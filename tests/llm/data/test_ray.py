@@ -3,10 +3,15 @@ killed task and resume after a failed run."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from atelier.core.errors import AtelierError
+from atelier.llm.data import sources
 from atelier.llm.data.preprocess import PreprocessConfig
+from atelier.llm.data.ray_ranges import plan_ranges, range_chunks
 from atelier.llm.data.ray_run import KILL_ONCE_ENV, preprocess_on_ray, shard_folder
 from atelier.llm.data.tokenizer import TokenizerSpec
 
@@ -14,6 +19,28 @@ from ...conftest import write_jsonl
 from .helpers import files_bytes, run
 
 ray = pytest.importorskip("ray")
+
+
+def test_ray_started_here_is_lean_and_shut_down(tmp_path, hf_tokenizer_dir, texts):
+    """Without a running Ray the driver starts a local one (no autoscaler or log monitor),
+    and shuts it down again; the bytes are the single run's. Runs before the module's Ray."""
+    from ray._private.parameter import RayParams
+
+    from atelier.llm.data.ray_run import _lean_local_ray
+
+    assert not ray.is_initialized()
+    with _lean_local_ray(ray):
+        lean = RayParams()
+    assert (lean.no_monitor, lean.include_log_monitor) == (True, False)
+    assert RayParams().no_monitor is False  # restored
+
+    src = write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in texts])
+    run(hf_tokenizer_dir, src, tmp_path / "one", append_eod=True)
+    cfg = _cfg(hf_tokenizer_dir, src, tmp_path / "r", append_eod=True)
+    rep = preprocess_on_ray(cfg, num_cpus=2)
+    assert not ray.is_initialized()
+    assert files_bytes(tmp_path / "r", ["text"]) == files_bytes(tmp_path / "one", ["text"])
+    assert rep.written == len(texts)
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +107,57 @@ def test_ray_packed_instruction_data_equals_single_run(local_ray, tmp_path, hf_t
     rep = preprocess_on_ray(_cfg(hf_tokenizer_dir, src, tmp_path / "r", **kw), num_shards=3)
     assert files_bytes(tmp_path / "r", keys) == files_bytes(tmp_path / "one", keys)
     assert rep.packed_rows is not None
+
+
+def _lines_of(chunks) -> list[tuple[int, bytes]]:
+    """(line number, line) of every line the chunks hold, as the encoder numbers them."""
+    out = []
+    for c in chunks:
+        out += list(enumerate(c.payload.split(b"\n")[:-1], c.first))
+    return out
+
+
+def test_byte_ranges_cut_on_line_starts_and_cover_every_line(tmp_path):
+    """Cuts land on line starts (long lines, blank lines, CRLF, no final newline), never
+    span files, keep input order, and together give exactly iter_chunks' lines."""
+    rows = [json.dumps({"text": "x" * (i * 37 % 500)}) for i in range(300)]
+    a = tmp_path / "d" / "a.jsonl"
+    a.parent.mkdir()
+    a.write_bytes(("\r\n".join(rows[:100]) + "\n\n" + "\n".join(rows[100:200])).encode())
+    (tmp_path / "d" / "b.jsonl").write_text("\n".join(rows[200:]) + "\n")
+    (tmp_path / "d" / "c.jsonl").write_text("")  # empty: no range
+    srcs = sources.resolve_inputs(str(tmp_path / "d"))
+    for pieces in (1, 3, 7, 64, 5000):
+        ranges = plan_ranges(srcs, pieces)
+        assert [(r.file, r.start) for r in ranges] == sorted((r.file, r.start) for r in ranges)
+        for r in ranges:
+            data = Path(srcs[r.file].path).read_bytes()
+            assert r.unit == "bytes" and (r.start == 0 or data[r.start - 1 : r.start] == b"\n")
+        for i, src in enumerate(srcs):
+            mine = [c for r in ranges if r.file == i for c in range_chunks(src, r)]
+            want = list(sources.iter_chunks([src]))
+            assert b"".join(c.payload for c in mine) == b"".join(c.payload for c in want)
+    assert len(plan_ranges(srcs, 64)) > 10
+
+
+def test_ray_many_files_and_ranges_equal_single_run_error_names_true_line(
+    local_ray, tmp_path, hf_tokenizer_dir, texts
+):
+    d = tmp_path / "in"
+    d.mkdir()
+    for j in range(3):
+        write_jsonl(d / f"p{j}.jsonl", [{"text": t} for t in texts[j * 20 : j * 20 + 25]])
+    (d / "p3.jsonl").write_text(json.dumps({"text": texts[0]}))  # no final newline
+    run(hf_tokenizer_dir, d, tmp_path / "one", append_eod=True)
+    rep = preprocess_on_ray(_cfg(hf_tokenizer_dir, d, tmp_path / "r", append_eod=True), 11)
+    assert files_bytes(tmp_path / "r", ["text"]) == files_bytes(tmp_path / "one", ["text"])
+    assert rep.read == 25 + 25 + 20 + 1
+
+    lines = [json.dumps({"text": t}) for t in texts]
+    lines[47] = '{"text": broken'
+    (tmp_path / "bad.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(AtelierError, match=r"bad\.jsonl: line 48: malformed JSON"):
+        preprocess_on_ray(_cfg(hf_tokenizer_dir, tmp_path / "bad.jsonl", tmp_path / "b"), 6)
 
 
 def test_ray_refuses_shard_flags_and_empty_input(local_ray, tmp_path, hf_tokenizer_dir):

@@ -89,6 +89,7 @@ class _Broken:
 def _break(monkeypatch, trigger: str) -> None:
     broken = FastBackend("fastokens", lambda js: _Broken(FastokensEncoder(js), trigger), "")
     monkeypatch.setitem(FAST_BACKENDS, "fastokens", broken)
+    monkeypatch.delitem(FAST_BACKENDS, "tiktoken", raising=False)  # the broken one is the last
 
 
 def test_difference_at_load_keeps_hf_with_a_notice(hf_tokenizer_dir, monkeypatch):

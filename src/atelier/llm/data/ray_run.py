@@ -1,27 +1,35 @@
 """`atelier llm preprocess --ray [ADDRESS]`: one corpus over a Ray cluster, same bytes.
 
 A corpus of terabytes outgrows one machine, and Ray is the engine such clusters already run.
-The driver counts records once and cuts them into contiguous ranges (the same cut as
-`--shard/--num-shards`, so merging in order reproduces a single run byte for byte). Each
-range is one Ray task that runs the ordinary single-process `preprocess` into its own
-`.bin/.idx` under a shard folder next to the output (on a cluster: shared storage). The
-driver then streams them together with `merge` (and packs, with `--pack`, exactly as one
-run would) and removes the shard folder.
+The input is cut into ranges in input order (`ray_ranges.py`: byte ranges on line starts for
+JSONL/text, no counting pass). One long-lived worker per cluster CPU (a Ray actor) builds
+the encoder once and takes range after range, writing each into its own `.bin/.idx` under
+a shard folder next to the output (on a cluster: shared storage); the driver then joins
+them in order with `merge` (kernel-side copies of the `.bin`s; with `--pack`, packed exactly
+as one run packs) and removes the shard folder. So the result is a single run's bytes.
 
-- A task whose worker dies (node lost, OOM, kill -9) is retried by Ray (`max_retries`).
-- A re-run with the same inputs and settings keeps the shards already finished: each one is
+Fixed costs are kept off the critical path: Ray starts while the driver loads the tokenizer,
+the workers import their modules while it does, and Ray shuts down while the driver merges.
+
+- A range whose worker dies (node lost, OOM, kill -9) is given again to the restarted worker,
+  up to `max_retries` times.
+- A re-run with the same inputs and settings keeps the ranges already finished: each one is
   committed atomically, then recorded in `shard-NNNNN.json`.
-- Progress counts finished shards across the cluster.
+- Progress counts finished ranges across the cluster.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import shutil
+import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -30,23 +38,25 @@ from atelier.core.errors import AtelierError
 from atelier.core.log import get_logger
 from atelier.core.progress import progress_bar
 from atelier.llm.data import sources
-from atelier.llm.data.handlers import EncodeJob
-from atelier.llm.data.merge import merge
 from atelier.llm.data.preprocess import (
     PreprocessConfig,
     Report,
+    _check,
     build_job,
     output_prefixes,
     pack_dataset,
-    preprocess,
 )
+from atelier.llm.data.ray_merge import OrderedMerge
+from atelier.llm.data.ray_ranges import Range, plan_ranges
+from atelier.llm.data.ray_shard import ShardWorker
 
 log = get_logger(__name__)
 
 # Test hook, read by the driver (Ray's workers may predate the variable): when set to a path
-# that does not exist yet, the task of shard 1 creates it and kills its own worker process,
+# that does not exist yet, the worker given range 1 creates it and kills its own process,
 # the way a lost node looks to Ray.
 KILL_ONCE_ENV = "ATELIER_RAY_KILL_ONCE"
+RANGES_PER_CPU = 4  # finer ranges: finer resume and load balance; each costs one small commit
 
 
 def shard_folder(output_prefix: str) -> Path:
@@ -54,43 +64,54 @@ def shard_folder(output_prefix: str) -> Path:
     return p.parent / f".{p.name}.ray-shards"
 
 
-def _fingerprint(cfg: PreprocessConfig, srcs: list[sources.SourceFile], n: int) -> str:
-    """What a finished shard depends on: inputs (size, mtime) and every output setting."""
+def _fingerprint(cfg: PreprocessConfig, srcs: list[sources.SourceFile], ranges: list[Range]) -> str:
+    """What a finished shard depends on: inputs (size, mtime), the cut and every setting."""
     settings = dataclasses.asdict(cfg)
     for key in ("workers", "log_interval", "output_prefix", "shard", "num_shards"):
         settings.pop(key, None)
     files = [(str(s.path), s.size, os.stat(s.path).st_mtime_ns) for s in srcs]
-    blob = json.dumps([settings, files, n], sort_keys=True, default=str)
+    blob = json.dumps([settings, files, [dataclasses.astuple(r) for r in ranges]], default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _run_shard(
-    cfg_fields: dict[str, Any],
-    job: EncodeJob,
-    index: int,
-    start: int,
-    stop: int,
-    kill_marker: str | None,
-) -> dict[str, Any]:
-    """One Ray task: records [start, stop) -> shard prefix; returns its report's counts."""
-    marker = kill_marker
-    if marker and index == 1 and not os.path.exists(marker):
-        Path(marker).write_text("killed once\n")
-        os._exit(137)
-    from atelier.llm.data.tokenizer import TokenizerSpec
+@contextlib.contextmanager
+def _lean_local_ray(ray: Any) -> Iterator[None]:
+    """A local Ray without the autoscaler monitor and the log monitor: a fixed one-machine
+    cluster whose logs stay out of the driver needs neither, and on a small machine their
+    start is over a CPU-second taken from the tokenizer load, and the monitor's shutdown
+    waits a second for it to ignore SIGTERM. `ray.init` has no flag for them, so its
+    (private) `RayParams` gets them for this call; if Ray changes it, both just run again."""
+    try:
+        params = ray._private.parameter.RayParams
+        original = params.__init__
+    except AttributeError:
+        yield
+        return
 
-    fields = dict(cfg_fields)
-    fields["tokenizer"] = TokenizerSpec(**fields["tokenizer"])
-    cfg = PreprocessConfig(**fields)
-    report = preprocess(dataclasses.replace(cfg, record_range=(start, stop), allow_empty=True), job)
-    return {
-        "read": report.read,
-        "written": report.written,
-        "tokens": report.tokens,
-        "skipped": dict(report.skipped),
-        "backend": report.backend,
-        "notices": report.notices,
-    }
+    def lean(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.no_monitor = True
+        self.include_log_monitor = False
+
+    params.__init__ = lean
+    try:
+        yield
+    finally:
+        params.__init__ = original
+
+
+def _start_ray(ray: Any, address: str | None, num_cpus: int | None) -> None:
+    init: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    local = address in (None, "", "local")
+    if local:  # a one-machine Ray talks over loopback only
+        init.update(num_cpus=num_cpus, _node_ip_address="127.0.0.1")
+    else:
+        init["address"] = address
+    try:
+        with _lean_local_ray(ray) if local else contextlib.nullcontext():
+            ray.init(**init)
+    except Exception as e:  # ConnectionError, RuntimeError: no cluster at that address
+        raise AtelierError(f"--ray {address}: cannot connect ({e})") from None
 
 
 def preprocess_on_ray(
@@ -100,11 +121,11 @@ def preprocess_on_ray(
     max_retries: int = 3,
     num_cpus: int | None = None,
 ) -> Report:
-    """Preprocess `cfg` as Ray tasks; the result equals `preprocess(cfg)` byte for byte.
+    """Preprocess `cfg` on Ray; the result equals `preprocess(cfg)` byte for byte.
 
     `address`: None or "local" starts a local Ray (with `num_cpus`), "auto" joins the running
-    cluster, anything else is `ray.init(address)`. `num_shards` defaults to 2 per cluster CPU
-    (each task's fixed cost is building the encoder; more tasks = finer retries and resume).
+    cluster, anything else is `ray.init(address)`. `num_shards` (ranges) defaults to
+    `RANGES_PER_CPU` per cluster CPU.
     """
     try:
         import ray
@@ -114,104 +135,160 @@ def preprocess_on_ray(
         ) from None
     if cfg.num_shards > 1:
         raise AtelierError("--ray splits the input itself; drop --shard/--num-shards")
+    _check(cfg)
     t0 = time.perf_counter()
     srcs = sources.resolve_inputs(cfg.input)
-    job = build_job(cfg, srcs)  # fails early (tokenizer, template) before the cluster starts
-    finals = output_prefixes(job, cfg.output_prefix)
-    total = sources.count_total(srcs)
-    if total == 0:
+    if sum(s.size for s in srcs) == 0:
         raise AtelierError(f"--input {cfg.input}: no records found (empty input)")
-
     started_here = not ray.is_initialized()
-    if started_here:
-        init: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-        if address in (None, "", "local"):  # a one-machine Ray talks over loopback only
-            init.update(num_cpus=num_cpus, _node_ip_address="127.0.0.1")
-        else:
-            init["address"] = address
+    # the tokenizer loads (and is checked) while Ray starts: neither waits for the other
+    with ThreadPoolExecutor(1) as pool:
+        job_future = pool.submit(build_job, cfg, srcs)
         try:
-            ray.init(**init)
-        except Exception as e:  # ConnectionError, RuntimeError: no cluster at that address
-            raise AtelierError(f"--ray {address}: cannot connect ({e})") from None
+            if started_here:
+                _start_ray(ray, address, num_cpus)
+        except AtelierError:
+            job_future.result()  # a bad input or tokenizer is the error to report first
+            raise
+        workers: list[Any] = []
+        try:
+            cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+            ranges = plan_ranges(srcs, num_shards or RANGES_PER_CPU * cpus)
+            # the workers start and import while the tokenizer still loads; a worker whose
+            # process dies is restarted (the driver, not Ray, counts a range's retries)
+            actor = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=0)(ShardWorker)
+            workers = [actor.remote() for _ in range(min(cpus, len(ranges)))]
+            job = job_future.result()
+        except BaseException:
+            for w in workers:  # on a shared cluster, give their CPUs back
+                ray.kill(w)
+            if started_here:
+                ray.shutdown()
+            raise
+    stopper = None
+    folder = shard_folder(cfg.output_prefix)
+    target = str(folder / "all") if cfg.pack else cfg.output_prefix
+    merger = OrderedMerge(
+        [output_prefixes(job, str(folder / f"shard-{i:05d}")) for i in range(len(ranges))],
+        output_prefixes(job, target),
+    )
     try:
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        n = max(1, min(num_shards or 2 * cpus, total))
-        folder = shard_folder(cfg.output_prefix)
-        fingerprint = _fingerprint(cfg, srcs, n)
-        done = _finished_shards(folder, fingerprint)
-        ranges = [sources.shard_range(total, i, n) for i in range(n)]
-        fields = dataclasses.asdict(cfg)
-        shard_cfg = {
-            **fields,
-            "workers": 1,
-            "pack": False,
-            "neat_pack": False,
-            "mask_padding": False,
-        }
-        task = ray.remote(num_cpus=1, max_retries=max_retries)(_run_shard)
-        job_ref = ray.put(job)  # loaded and checked once, here, not once per task
-        pending = {}
-        for i, (a, b) in enumerate(ranges):
-            if i in done:
-                continue
-            shard_cfg_i = {**shard_cfg, "output_prefix": str(folder / f"shard-{i:05d}")}
-            pending[task.remote(shard_cfg_i, job_ref, i, a, b, os.environ.get(KILL_ONCE_ENV))] = i
-        if done:
-            log.info("--ray: %d of %d shards kept from an earlier run in %s", len(done), n, folder)
-        results = dict(done)
-        failure: str | None = None
-        with progress_bar("preprocess (ray)", n, unit="shards") as bar:
-            bar.update(0, completed=len(results))
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                i = pending.pop(ready[0])
-                try:
-                    results[i] = ray.get(ready[0])
-                except Exception as e:  # the others still finish, so a rerun keeps them
-                    cause = getattr(e, "cause", None)
-                    if isinstance(cause, AtelierError):
-                        failure = failure or f"shard {i} of {n}: {cause}"
-                    else:
-                        failure = failure or (
-                            f"--ray: shard {i} of {n} failed after {max_retries} retries "
-                            f"({type(e).__name__}); run the same command again to resume"
-                        )
+        try:
+            results = _run_ranges(ray, cfg, srcs, job, ranges, workers, max_retries, merger)
+        finally:
+            for w in workers:
+                ray.kill(w)
+            if started_here:  # Ray's shutdown (~0.5 s) overlaps the merge's last steps
+                stopper = threading.Thread(target=ray.shutdown, name="ray-stop")
+                stopper.start()
+        report = _report(cfg, job, results)
+        merger.commit()
+    except BaseException:
+        merger.abort()
+        raise
+    finally:
+        if stopper is not None:
+            stopper.join()
+    if cfg.pack:  # planned over the whole merged set, as a single run plans it
+        pack_dataset(job, cfg, output_prefixes(job, target), report)
+    shutil.rmtree(folder, ignore_errors=True)
+    report.seconds = time.perf_counter() - t0
+    report.outputs = list(output_prefixes(job, cfg.output_prefix).values())
+    return report
+
+
+def _run_ranges(
+    ray: Any,
+    cfg: PreprocessConfig,
+    srcs: list[sources.SourceFile],
+    job: Any,
+    ranges: list[Range],
+    workers: list[Any],
+    max_retries: int,
+    merger: OrderedMerge,
+) -> list[dict[str, Any]]:
+    """Give ranges to idle workers in order; retry a range whose worker died; merge each
+    finished one as soon as those before it are."""
+    n = len(ranges)
+    folder = shard_folder(cfg.output_prefix)
+    fingerprint = _fingerprint(cfg, srcs, ranges)
+    results = _finished_shards(folder, fingerprint)
+    if results:
+        log.info("--ray: %d of %d shards kept from an earlier run in %s", len(results), n, folder)
+    for i in sorted(results):
+        merger.finished(i)
+    todo = [i for i in range(n) if i not in results]
+    job_box = [ray.put(job)]  # in a list: a worker fetches it once, not with every range
+    opts = {
+        "token_dtype": cfg.token_dtype,
+        "skip_bad_records": cfg.skip_bad_records,
+        "kill_marker": os.environ.get(KILL_ONCE_ENV),
+    }
+    tries = dict.fromkeys(todo, 0)
+    pending: dict[Any, tuple[int, Any]] = {}
+
+    def give(i: int, worker: Any) -> None:
+        prefix = str(folder / f"shard-{i:05d}")
+        ref = worker.run.remote(job_box, srcs[ranges[i].file], ranges[i], i, prefix, opts)
+        pending[ref] = (i, worker)
+
+    failure: str | None = None
+    with progress_bar("preprocess (ray)", n, unit="shards") as bar:
+        bar.update(0, completed=len(results))
+        for worker in workers:
+            if todo:
+                give(todo.pop(0), worker)
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            i, worker = pending.pop(ready[0])
+            try:
+                results[i] = ray.get(ready[0])
+            except ray.exceptions.RayActorError:  # the process died: the restarted one redoes it
+                tries[i] += 1
+                if tries[i] <= max_retries:
+                    log.warning("--ray: shard %d of %d lost its worker; retrying", i, n)
+                    give(i, worker)
                     continue
+                failure = failure or (
+                    f"--ray: shard {i} of {n} failed after {max_retries} retries "
+                    "(its worker died); run the same command again to resume"
+                )
+            except ray.exceptions.RayTaskError as e:  # the others still finish: a rerun keeps them
+                cause = e.cause if isinstance(e.cause, AtelierError) else repr(e.cause)
+                failure = failure or f"shard {i} of {n}: {cause}"
+            else:
                 write_text_atomic(
                     folder / f"shard-{i:05d}.json",
                     json.dumps({"fingerprint": fingerprint, **results[i]}),
                 )
+                if failure is None:
+                    merger.finished(i)
                 bar.update(0, completed=len(results))
-        if failure is not None:
-            raise AtelierError(failure)
-    finally:
-        if started_here:
-            ray.shutdown()
+            if todo:  # also after a failure: what finishes now, a rerun keeps
+                give(todo.pop(0), worker)
+    if failure is not None:
+        raise AtelierError(failure)
+    return [results[i] for i in range(n)]
 
+
+def _report(cfg: PreprocessConfig, job: Any, results: list[dict[str, Any]]) -> Report:
+    """The single run's report from the shards' counts; no documents at all is an error."""
     report = Report(backend=job.tokenizer.backend)
-    for i in range(n):
-        r = results[i]
+    for r in results:
         report.read += r["read"]
         report.written += r["written"]
         report.tokens += r["tokens"]
         report.skipped.update(r["skipped"])
         report.notices += r["notices"]
+        if r["backend"] != report.backend:
+            report.backend = r["backend"]  # "fastokens, then hf": a worker fell back
+    if report.read == 0:
+        raise AtelierError(f"--input {cfg.input}: no records found (empty input)")
     if report.written == 0:
         raise AtelierError(
             f"--input {cfg.input}: no documents written (skipped: {dict(report.skipped)}); "
             "nothing was replaced"
         )
-    shard_prefixes = [str(folder / f"shard-{i:05d}") for i in range(n)]
-    if cfg.pack:  # planned over the whole merged set, as a single run plans it
-        merge(shard_prefixes, str(folder / "all"))
-        pack_dataset(
-            job, cfg, {k: str(folder / f"all_packed_{k}_document") for k in finals}, report
-        )
-    else:
-        merge(shard_prefixes, cfg.output_prefix)
-    shutil.rmtree(folder, ignore_errors=True)
-    report.seconds = time.perf_counter() - t0
-    report.outputs = list(finals.values())
     return report
 
 

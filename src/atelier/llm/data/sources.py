@@ -167,6 +167,15 @@ def count_records(src: SourceFile) -> int:
 # ---------------------------------------------------------------- line formats
 
 
+def whole_lines(data: bytes, last: bool) -> tuple[bytes, bytes]:
+    """(the whole lines of `data`, the rest to carry into the next block); at the `last`
+    block the final line is whole too, its newline added."""
+    if last:
+        return (data + b"\n" if data and not data.endswith(b"\n") else data), b""
+    cut = data.rfind(b"\n")
+    return data[: cut + 1], data[cut + 1 :]
+
+
 def _iter_line_chunks(src: SourceFile, skip: int, take: int | None) -> Iterator[tuple[int, bytes]]:
     """Yield (number of first line, bytes of whole lines), honouring skip/take in lines."""
     lineno = 1
@@ -176,17 +185,7 @@ def _iter_line_chunks(src: SourceFile, skip: int, take: int | None) -> Iterator[
         while True:
             block = f.read(BLOCK_BYTES)
             eof = not block
-            data = carry + block
-            if eof:
-                body, carry = data, b""
-                if body and not body.endswith(b"\n"):
-                    body += b"\n"
-            else:
-                cut = data.rfind(b"\n")
-                if cut < 0:
-                    carry = data
-                    continue
-                body, carry = data[: cut + 1], data[cut + 1 :]
+            body, carry = whole_lines(carry + block, eof)
             if body:
                 n = body.count(b"\n")
                 if skip:

@@ -62,22 +62,43 @@ class HfEncoder:
 
 
 class FastokensEncoder:
-    """fastokens' `encode_batch_flat`: two flat buffers, no per-token Python objects."""
+    """fastokens' `encode_batch_flat`: two flat buffers, no per-token Python objects.
+
+    A JSON fastokens refuses for its `Metaspace` pre-tokenizer (SentencePiece BPE) is
+    rewritten into steps it has (fastokens_pipeline.py); tokenizers it loads as they are
+    stay as they are.
+    """
 
     def __init__(self, rust_json: str) -> None:
         single_threaded()
         import fastokens
 
+        from atelier.llm.data.fastokens_pipeline import Rewritten, rewrite_metaspace
+
+        self.rewritten = Rewritten(rust_json)
         try:
             self.tok = fastokens.Tokenizer.from_json_str(rust_json)
+            return
         except Exception as e:  # an unsupported pipeline component: fastokens refuses it
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise BackendRefused(first) from None
+            refused = _first_line(e)
+        try:
+            self.rewritten = rewrite_metaspace(rust_json)
+        except BackendRefused as e:
+            raise BackendRefused(f"{refused}; {e}") from None
+        try:
+            self.tok = fastokens.Tokenizer.from_json_str(self.rewritten.rust_json)
+        except Exception as e:
+            raise BackendRefused(f"{refused}; its Metaspace rewrite: {_first_line(e)}") from None
 
     def encode_flat(self, texts: Sequence[str], add_special: bool) -> tuple[np.ndarray, np.ndarray]:
-        ids, offsets = self.tok.encode_batch_flat(list(texts), add_special_tokens=add_special)
+        texts = self.rewritten.prepare(texts)
+        ids, offsets = self.tok.encode_batch_flat(texts, add_special_tokens=add_special)
         offs = np.frombuffer(offsets, dtype=np.uint64).astype(np.int64)
         return np.frombuffer(ids, dtype=np.uint32).astype(np.int64), np.diff(offs)
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 @dataclass(frozen=True)
@@ -89,10 +110,17 @@ class FastBackend:
     install: str  # what to pip install
 
 
+def _tiktoken(rust_json: str) -> FlatEncoder:
+    from atelier.llm.data.tokenizer_tiktoken import TiktokenEncoder  # imports this module
+
+    return TiktokenEncoder(rust_json)
+
+
 # Faster backends, fastest first: `auto` takes the first that is installed, accepts the
 # tokenizer and gives hf's ids on the load-time check.
 FAST_BACKENDS: dict[str, FastBackend] = {
     "fastokens": FastBackend("fastokens", FastokensEncoder, "pip install fastokens"),
+    "tiktoken": FastBackend("tiktoken", _tiktoken, "pip install tiktoken"),
 }
 BACKENDS = ("auto", "hf", *FAST_BACKENDS)
 
@@ -153,10 +181,23 @@ def adversarial_texts(added_tokens: Sequence[str]) -> list[str]:
         "!!!???...,,,;;;:::---___===+++",
         "<html><body><p>tag soup</p></body></html>",
         "\\n \\t \\\\ escaped",
+        # SentencePiece (Metaspace): the replacement "▁" typed literally, leading spaces,
+        # whitespace-only and line-start runs, characters only byte fallback can encode
+        "\u2581",
+        "\u2581\u2581x",
+        "x\u2581y \u2581 z",
+        " \u2581x",
+        "\u2581 x",
+        "x\n  y\n\u2581\u2581z",
+        "\t",
+        "\u3000x \u3000y",
+        "\u00a0nbsp\u00a0",
+        "rare 𠀀𪚥𫝀 ꙮ 🫨🪿 \U0010fffd \u2028 \ufffd",
     ]
     out = list(base)
     for tok in added_tokens[:64]:
         out += [tok, f"x{tok}y", f" {tok} ", f"{tok}{tok}", f"text {tok}\nmore {tok}text"]
+        out += [f"{tok}x", f"{tok}  x", f"x{tok}\u2581y", f"{tok}\n", f"{tok} {tok}x"]
     return out
 
 
