@@ -533,6 +533,7 @@ def atelier_cmd(
         "llm", "preprocess", "--input", corpus, "--output-prefix", prefix,
         "--tokenizer-type", "PretrainedFromHF", "--tokenizer-name-or-path", str(tokenizer),
         "--json-keys", "text", "--append-eod", "--workers", str(workers),
+        "--token-dtype", "auto",  # Megatron-LM's rule, as the reference: uint16 under 65,500
         *(["--tokenizer-backend", "auto", "--ray"] if backend == "ray" else
           ["--tokenizer-backend", backend]),
     ]  # fmt: skip
