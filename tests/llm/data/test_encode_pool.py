@@ -101,7 +101,13 @@ def test_a_backend_broken_in_one_worker_makes_all_use_hf(
         backend, notice = pool.start(Setup(build_job(cfg, [], choose=False), "auto", ()))
     finally:
         pool.close()
-    assert (backend, notice) == ("hf", "workers disagreed (fastokens, hf); using hf")
+    # the broken worker took the next row of FAST_BACKENDS (tiktoken) or hf: either way not
+    # the others' fastokens, so every worker uses hf
+    assert backend == "hf"
+    assert notice in (
+        "workers disagreed (fastokens, hf); using hf",
+        "workers disagreed (fastokens, tiktoken); using hf",
+    )
     assert (tmp_path / "broken-pid").is_file()  # one worker did import the broken one
 
     (tmp_path / "broken-pid").unlink()
