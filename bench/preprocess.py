@@ -14,8 +14,10 @@ Steps:
 2. Train a byte-level BPE (vocab 32000) on a sample of it. Cached.
 3. Run the reference (Megatron's `process_json_file`, re-implemented below with
    megatron-core's builder) and `atelier llm preprocess`, each in a fresh process.
-4. Compare outputs by SHA-256, then run Atelier alone on a 10x corpus to see
-   whether its peak RSS grows with the input.
+4. Compare outputs by SHA-256, then run Atelier (`auto`) alone on a 10x corpus to
+   see whether its peak RSS grows with the input.
+5. Time `auto`'s backend alone (`encode_flat` on the pre-loaded texts, one thread):
+   the pipeline's limit is that x workers (target: >= 70% of it).
 
 Usage: `python bench/preprocess.py [--size-mb 200] [--workers 2] [--workdir DIR]`.
 """
@@ -337,6 +339,49 @@ def reference_child(args: argparse.Namespace) -> int:
     return 0
 
 
+def raw_child(args: argparse.Namespace) -> int:
+    """Entry of the raw-encode subprocess: the backend `auto` chooses for this tokenizer,
+    `encode_flat` alone on the corpus's texts (pre-loaded, in chunks of the pipeline's
+    size), one thread, best of --raw-repeat. This is the per-core limit of the pipeline."""
+    from atelier.llm.data.sources import RECORDS_PER_CHUNK
+    from atelier.llm.data.tokenizer import TokenizerSpec, load_tokenizer, pick_backend
+    from atelier.llm.data.tokenizer_backends import HfEncoder, single_threaded
+
+    single_threaded()
+    with open(args.input, encoding="utf-8") as f:
+        texts = [json.loads(line)["text"] for line in f if line.strip()]
+    loaded = load_tokenizer(TokenizerSpec(name_or_path=args.tokenizer, backend=args.internal_raw))
+    loaded, _, built = pick_backend(loaded, args.internal_raw, texts[:256])
+    encoder = built.fast if built and built.fast is not None else HfEncoder(loaded.rust_json)
+    batches = [texts[i : i + RECORDS_PER_CHUNK] for i in range(0, len(texts), RECORDS_PER_CHUNK)]
+    best = math.inf
+    tokens = 0
+    for _ in range(args.raw_repeat):
+        t0 = time.perf_counter()
+        tokens = sum(int(encoder.encode_flat(b, True)[0].size) for b in batches)
+        best = min(best, time.perf_counter() - t0)
+    out = {"backend": loaded.backend, "tokens": tokens, "seconds": best}
+    print(RESULT_TAG + json.dumps(out), flush=True)
+    return 0
+
+
+def measure_raw(corpus: str, tokenizer: Path, backend: str, repeat: int) -> dict[str, Any]:
+    """Raw single-thread encode throughput of `backend` (as chosen), in a fresh process."""
+    cmd = [
+        sys.executable, str(Path(__file__).resolve()), "--internal-raw", backend,
+        "--input", corpus, "--tokenizer", str(tokenizer), "--raw-repeat", str(repeat),
+    ]  # fmt: skip
+    print(f"raw encode, {backend} ...", flush=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=dict(os.environ))
+    results = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
+    if proc.returncode != 0 or not results:
+        raise SystemExit(f"raw encode failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+    raw = json.loads(results[-1][len(RESULT_TAG) :])
+    raw["tokens_per_s"] = raw["tokens"] / raw["seconds"]
+    print(f"  {raw['backend']}: {raw['tokens_per_s']:,.0f} tokens/s on one thread")
+    return raw
+
+
 # ------------------------------------------------------------------ measuring
 
 
@@ -488,6 +533,7 @@ def atelier_cmd(
         "llm", "preprocess", "--input", corpus, "--output-prefix", prefix,
         "--tokenizer-type", "PretrainedFromHF", "--tokenizer-name-or-path", str(tokenizer),
         "--json-keys", "text", "--append-eod", "--workers", str(workers),
+        "--token-dtype", "auto",  # Megatron-LM's rule, as the reference: uint16 under 65,500
         *(["--tokenizer-backend", "auto", "--ray"] if backend == "ray" else
           ["--tokenizer-backend", backend]),
     ]  # fmt: skip
@@ -535,8 +581,11 @@ def report(
     big: Run | None,
     big_corpus: Corpus | None,
     vocab: int,
+    raw: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     ate = ates[-1]  # the last backend listed is the one the targets are judged on
+    # the 10x run is `auto`: its 1x counterpart is the auto row when there is one
+    same = next((a for a in ates if a.name == "atelier auto"), ate)
     ratio = ate.tokens_per_s / ref.tokens_per_s
     identical = all(ref.sha256 == a.sha256 for a in ates)
     rss_ok = all(a.peak_rss_mb < 1024 for a in ates)
@@ -545,7 +594,7 @@ def report(
         rss_ok = rss_ok and big.peak_rss_mb < 1024
         # "Not growing": 10x the input may add at most 20 % to the peak (the index
         # keeps 12 bytes per document, a few MB per million documents).
-        growth_ok = big.peak_rss_mb <= 1.2 * ate.peak_rss_mb
+        growth_ok = big.peak_rss_mb <= 1.2 * same.peak_rss_mb
     runs = [ref, *ates] + ([big] if big else [])
     print()
     print(f"machine: {os.cpu_count()} CPUs, {_cpu_model()}, Python {platform.python_version()}")
@@ -586,7 +635,18 @@ def report(
     for ext in (".bin", ".idx"):
         shown = "  ".join(f"{a.name} {a.sha256[ext][:16]}" for a in ates)
         print(f"  {ext}: reference {ref.sha256[ext][:16]}  {shown}")
-    line = f"Atelier peak RSS: {ate.peak_rss_mb:.0f} MB at 1x"
+    limit = None
+    if raw is not None:
+        auto = next((a for a in ates if a.name == "atelier auto"), None)
+        if auto is not None:
+            limit = auto.tokens_per_s / (raw["tokens_per_s"] * args.workers)
+            print(
+                f"raw single-thread encode ({raw['backend']}, encode_flat only, best of "
+                f"{args.raw_repeat}): {raw['tokens_per_s']:,.0f} tokens/s; atelier auto / "
+                f"(raw x {args.workers} workers): {limit:.0%}  "
+                f"(target >= 70%: {'MET' if limit >= 0.7 else 'MISSED'})"
+            )
+    line = f"Atelier peak RSS ({same.name}): {same.peak_rss_mb:.0f} MB at 1x"
     if big is not None:
         line += f", {big.peak_rss_mb:.0f} MB at 10x"
     line += f"  (target < 1024 MB: {'MET' if rss_ok else 'MISSED'}"
@@ -617,6 +677,8 @@ def report(
         "identical": identical,
         "rss_under_1gb": rss_ok,
         "rss_not_growing": growth_ok,
+        "raw_encode": raw,
+        "pipeline_over_raw_x_workers": limit,
     }
 
 
@@ -648,8 +710,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--backends",
         default="hf,auto",
-        help="Atelier --tokenizer-backend values to run, comma-separated (default hf,auto); "
-        "'ray' runs auto with --ray on a local Ray (install atelier[ray])",
+        help="Atelier --tokenizer-backend values to run, comma-separated (default hf,auto): "
+        "any of atelier's backends, or 'ray' (auto with --ray on a local Ray, atelier[ray])",
+    )
+    p.add_argument(
+        "--raw-repeat",
+        type=int,
+        default=3,
+        help="runs of the raw single-thread encode of `auto`'s backend; the best counts "
+        "(default 3; 0 skips it)",
     )
     p.add_argument(
         "--tokenizer-dir",
@@ -666,6 +735,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--input", help=argparse.SUPPRESS)
     p.add_argument("--output-prefix", help=argparse.SUPPRESS)
     p.add_argument("--tokenizer", help=argparse.SUPPRESS)
+    p.add_argument("--internal-raw", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -673,7 +743,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.internal_reference:
         return reference_child(args)
-    if args.size_mb < 1 or args.workers < 1 or args.repeat < 1:
+    if args.internal_raw:
+        return raw_child(args)
+    if args.size_mb < 1 or args.workers < 1 or args.repeat < 1 or args.raw_repeat < 0:
         raise SystemExit("--size-mb, --workers and --repeat must be at least 1")
     work = Path(args.workdir)
     (work / "out").mkdir(parents=True, exist_ok=True)
@@ -691,6 +763,11 @@ def main(argv: list[str] | None = None) -> int:
         else ensure_tokenizer(work / f"tokenizer-{args.size_mb}mb-s{args.seed}", corpus)
     )
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    from atelier.llm.data.tokenizer_backends import BACKENDS
+
+    unknown = [b for b in backends if b not in (*BACKENDS, "ray")]
+    if unknown or not backends:
+        raise SystemExit(f"--backends {args.backends}: use {', '.join((*BACKENDS, 'ray'))}")
 
     ref_prefix = str(work / "out" / "reference_text_document")
     ref_runs: list[Run] = []
@@ -744,7 +821,7 @@ def main(argv: list[str] | None = None) -> int:
                 str(work / "out" / "atelier10x"),
                 tokenizer,
                 args.workers,
-                backends[-1],
+                "auto",  # the default and the fast path: what must stay flat
             ),
             str(work / "out" / "atelier10x_text_document"),
             work / "atelier10x.log",
@@ -753,7 +830,8 @@ def main(argv: list[str] | None = None) -> int:
     from tokenizers import Tokenizer
 
     vocab = Tokenizer.from_file(str(tokenizer / "tokenizer.json")).get_vocab_size()
-    results = report(args, corpus, ref, ates, big, big_corpus, vocab)
+    raw = measure_raw(corpus.path, tokenizer, "auto", args.raw_repeat) if args.raw_repeat else None
+    results = report(args, corpus, ref, ates, big, big_corpus, vocab, raw)
     results["repeat"] = args.repeat
     results["seconds_all"] = {
         "reference": [r.seconds for r in ref_runs],

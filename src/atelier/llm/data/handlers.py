@@ -32,7 +32,7 @@ from atelier.llm.data.render import texts as element_texts
 from atelier.llm.data.sources import Chunk
 from atelier.llm.data.template_sources import is_lf
 from atelier.llm.data.templates import Template
-from atelier.llm.data.tokenizer import Backend, LoadedTokenizer
+from atelier.llm.data.tokenizer import Backend, Built, LoadedTokenizer
 
 try:
     import orjson
@@ -147,10 +147,10 @@ def store_samples(
 
 
 class Encoder:
-    def __init__(self, job: EncodeJob) -> None:
+    def __init__(self, job: EncodeJob, built: Built | None = None) -> None:
         self.job = job
         self.kind = handler_kind(job.handler)
-        self.backend = Backend(job.tokenizer)
+        self.backend = Backend(job.tokenizer, built)  # built: encoders the check made
         # GeneralInstructionHandler without a template is MindSpeed's Prompter (general_prompt)
         self.general = job.handler == "GeneralInstructionHandler" and job.template is None
         needs = self.kind not in ("pretrain", "process_reward")
@@ -191,6 +191,11 @@ class Encoder:
     def _pretrain(self, chunk: Chunk) -> ChunkResult:
         job = self.job
         res = ChunkResult(chunk.index, {}, nbytes=chunk.nbytes)
+        quick = self._one_text_per_line(chunk)
+        if quick is not None:
+            res.read = len(quick)
+            self._pretrain_flat(res, quick)
+            return res
         docs: list[list[list[str]]] = []  # per record: per key: sentences
         for number, rec in iter_records(chunk, job.json_keys[0]):
             res.read += 1
@@ -259,6 +264,25 @@ class Encoder:
             )
         return res
 
+    def _one_text_per_line(self, chunk: Chunk) -> list[str] | None:
+        """The common case in one pass: JSON lines, one object with one text each.
+
+        None when anything is unusual (a blank or malformed line, a missing key, a list
+        of sentences): the general loop then reads the chunk and names the odd record.
+        Same texts as that loop, without its per-record Python objects and checks.
+        """
+        if chunk.kind != "lines" or chunk.fmt != "jsonl" or len(self.job.json_keys) != 1:
+            return None
+        lines = chunk.payload.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        key = self.job.json_keys[0]
+        try:
+            texts = [_loads(line)[key] for line in lines]
+        except (KeyError, TypeError, IndexError, *_JSONError):
+            return None
+        return texts if set(map(type, texts)) <= {str} else None
+
     def _pretrain_flat(self, res: ChunkResult, texts: list[str]) -> None:
         """One text per document, all in numpy: no per-token Python objects.
 
@@ -286,6 +310,8 @@ class Encoder:
                 else:
                     per_doc = per_doc[: int(keep.sum()) - n_long]
                 keep &= ~too_long
+        # int32 holds every id: half the bytes to pickle back and for the writer to convert
+        ids = ids.astype(np.int32)
         kept = ids if keep.all() else ids[np.repeat(keep, lens)]
         if job.append_eod:
             kept = np.insert(kept, np.cumsum(lens[keep]), job.tokenizer.eod)

@@ -82,7 +82,7 @@ class IndexedWriter:
         if len(lengths) == 0:
             return
         data = np.ascontiguousarray(flat, dtype=self.dtype)
-        self._bin.write(data.tobytes())
+        self._bin.write(data)  # the array's buffer itself: no copy
         start = len(self.lengths)
         self.lengths.frombytes(np.asarray(lengths, dtype=np.int32).tobytes())
         if per_doc is None:

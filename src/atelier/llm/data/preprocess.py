@@ -8,13 +8,10 @@ parse and tokenize whole chunks. Output is therefore identical for any
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import shutil
 import time
-from collections import Counter, deque
-from collections.abc import Iterator
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +22,17 @@ from atelier.core.errors import AtelierError, disk_full_at
 from atelier.core.log import get_logger
 from atelier.core.paths import output_folder
 from atelier.core.progress import interactive, progress_bar
-from atelier.core.workers import process_pool
 from atelier.llm.data import sources
 from atelier.llm.data.conversation import parse_map_keys
+from atelier.llm.data.encode_pool import Setup, encoders
 from atelier.llm.data.handler_kinds import SFT_KINDS, handler_kind
-from atelier.llm.data.handlers import ChunkResult, EncodeJob, Encoder, iter_records
+from atelier.llm.data.handlers import EncodeJob, iter_records
 from atelier.llm.data.indexed import IndexedWriter, optimal_dtype
 from atelier.llm.data.packing import pack_rows
 from atelier.llm.data.special_ids import reward_ids, template_eos, template_pad
 from atelier.llm.data.template_sources import fix_tokenizer, is_lf, resolve_template
 from atelier.llm.data.template_tokens import fit_for_template
 from atelier.llm.data.tokenizer import TokenizerSpec, choose_backend, load_tokenizer
-from atelier.llm.data.tokenizer_backends import single_threaded
 
 log = get_logger(__name__)
 
@@ -117,56 +113,6 @@ class Report:
         return out
 
 
-# ------------------------------------------------------------------ workers
-
-_worker_encoder: Encoder | None = None
-
-
-_worker_fallback: Any = None  # an Event set when any worker had to switch to hf
-
-
-def _init_worker(job: EncodeJob, fallback: Any) -> None:
-    single_threaded()
-    global _worker_encoder, _worker_fallback
-    _worker_encoder = Encoder(job)
-    _worker_fallback = fallback
-
-
-def _encode_in_worker(chunk: sources.Chunk) -> ChunkResult:
-    assert _worker_encoder is not None
-    backend = _worker_encoder.backend
-    if _worker_fallback.is_set():
-        backend.use_reference("another worker found a difference")
-    res = _worker_encoder.encode(chunk)
-    if res.fell_back is not None:
-        _worker_fallback.set()
-    return res
-
-
-def run_chunks(
-    job: EncodeJob, chunks: Iterator[sources.Chunk], workers: int
-) -> Iterator[ChunkResult]:
-    """Encode chunks in order; at most 2 chunks per worker are in flight."""
-    if workers <= 1:
-        single_threaded()
-        encoder = Encoder(job)
-        for chunk in chunks:
-            yield encoder.encode(chunk)
-        return
-    fallback = multiprocessing.get_context("spawn").Event()  # process_pool spawns too
-    pool = process_pool(workers, _init_worker, (job, fallback))
-    pending: deque[Future[ChunkResult]] = deque()
-    try:
-        for chunk in chunks:
-            pending.append(pool.submit(_encode_in_worker, chunk))
-            if len(pending) >= 2 * workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
 # ------------------------------------------------------------------ setup
 
 
@@ -181,7 +127,11 @@ def _resolve_handler(cfg: PreprocessConfig, srcs: list[sources.SourceFile]) -> s
     return "GeneralInstructionHandler"
 
 
-def build_job(cfg: PreprocessConfig, srcs: list[sources.SourceFile]) -> EncodeJob:
+def build_job(
+    cfg: PreprocessConfig, srcs: list[sources.SourceFile], choose: bool = True
+) -> EncodeJob:
+    """The workers' job; `choose=False` leaves the backend to be checked by the encoders
+    (encode_pool.py), which build the encoders the check needs anyway."""
     handler = _resolve_handler(cfg, srcs)
     kind = handler_kind(handler)
     template = None
@@ -222,11 +172,10 @@ def build_job(cfg: PreprocessConfig, srcs: list[sources.SourceFile]) -> EncodeJo
         template, loaded = fix_tokenizer(template, loaded)
     elif template is not None:  # as MindSpeed's fix_model_tokenizer
         loaded, template = fit_for_template(loaded, template, cfg.strict, cfg.template_quirks)
-    # the input's first records are read again only when a faster backend is to be checked
-    sample = _sample_texts(srcs) if cfg.tokenizer.backend != "hf" else []
-    loaded, notice = choose_backend(loaded, cfg.tokenizer.backend, sample)
-    if notice:
-        log.warning("tokenizer backend: %s", notice)
+    if choose:
+        loaded, notice = choose_backend(loaded, cfg.tokenizer.backend, _sample(cfg, srcs))
+        if notice:
+            log.warning("tokenizer backend: %s", notice)
     eod = None
     if kind in SFT_KINDS:  # LLaMA-Factory's fixed tokenizer already holds the template's EOS
         eod = loaded.eos if is_lf(template) else template_eos(loaded, template)
@@ -253,6 +202,11 @@ def build_job(cfg: PreprocessConfig, srcs: list[sources.SourceFile]) -> EncodeJo
         placeholder_id=marker,
         reward_ids=rewards,
     )
+
+
+def _sample(cfg: PreprocessConfig, srcs: list[sources.SourceFile]) -> list[str]:
+    # the input's first records are read again only when a faster backend is to be checked
+    return _sample_texts(srcs) if cfg.tokenizer.backend != "hf" else []
 
 
 def _sample_texts(srcs: list[sources.SourceFile], limit: int = 256) -> list[str]:
@@ -326,8 +280,30 @@ def preprocess(cfg: PreprocessConfig, job: EncodeJob | None = None) -> Report:
 
 def _preprocess(cfg: PreprocessConfig, job: EncodeJob | None) -> Report:
     srcs = sources.resolve_inputs(cfg.input)
-    if job is None:  # a Ray task gets the driver's, tokenizer loaded and backend chosen
-        job = build_job(cfg, srcs)
+    # workers start first: they import while this process loads the tokenizer
+    pool = encoders(cfg.workers)
+    try:
+        return _run(cfg, srcs, job, pool)
+    finally:
+        pool.close()
+
+
+def _run(
+    cfg: PreprocessConfig,
+    srcs: list[sources.SourceFile],
+    job: EncodeJob | None,
+    pool: Any,
+) -> Report:
+    if job is None:
+        job = build_job(cfg, srcs, choose=False)
+        setup = Setup(job, cfg.tokenizer.backend, _sample(cfg, srcs))
+    else:  # a Ray task gets the driver's, tokenizer loaded and backend chosen
+        setup = Setup(job, None)
+    t0 = time.perf_counter()  # the report's seconds include the encoders' start-up, as before
+    backend, notice = pool.start(setup)
+    if notice:
+        log.warning("tokenizer backend: %s", notice)
+    job = replace(job, tokenizer=replace(job.tokenizer, backend=backend))
     finals = output_prefixes(job, cfg.output_prefix)
     is_pretrain = handler_kind(job.handler) == "pretrain"
     # MindSpeed builds every output with IndexedDatasetBuilder's default dtype, int32;
@@ -348,11 +324,10 @@ def _preprocess(cfg: PreprocessConfig, job: EncodeJob | None) -> Report:
     targets = {k: str(scratch / k) if scratch else p for k, p in finals.items()}
     writers = {k: IndexedWriter(p, dtype) for k, p in targets.items()}
     report = Report(backend=job.tokenizer.backend)
-    t0 = time.perf_counter()
     try:
         done_bytes = 0
         next_log = cfg.log_interval
-        results = run_chunks(job, sources.iter_chunks(srcs, start, stop), cfg.workers)
+        results = pool.map(sources.iter_chunks(srcs, start, stop))
         # closing(): on an error or Ctrl-C the pool is shut down here, workers joined,
         # not whenever the generator happens to be collected (after the parent's exit,
         # a worker still starting up finds its semaphores gone and prints a traceback)

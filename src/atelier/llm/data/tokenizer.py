@@ -122,12 +122,29 @@ def choose_backend(
     backend's name. Returns the tokenizer set to the backend chosen and a one-line notice
     when a faster backend was asked for but not used (None when nothing needs saying).
     """
+    chosen, notice, _ = pick_backend(loaded, wanted, sample)
+    return chosen, notice
+
+
+@dataclass(frozen=True)
+class Built:
+    """Encoders `pick_backend` built for its check, kept for `Backend` (a worker's)."""
+
+    rust: Any  # the reference `tokenizers.Tokenizer`, or None when none was built
+    fast: Any  # the chosen backend's encoder, or None
+
+
+def pick_backend(
+    loaded: LoadedTokenizer, wanted: str, sample: Sequence[str]
+) -> tuple[LoadedTokenizer, str | None, Built | None]:
+    """`choose_backend`, also handing back the encoders it built (start-up is ~2 s)."""
     if wanted == "hf":
-        return replace(loaded, backend="hf"), None
+        return replace(loaded, backend="hf"), None, None
     names = list(FAST_BACKENDS) if wanted == "auto" else [wanted]
     if loaded.rust_json is None:
         why = "the slow (Python) tokenizer has no tokenizer.json pipeline"
-        return replace(loaded, backend="hf"), None if wanted == "auto" else f"{why}; using hf"
+        note = None if wanted == "auto" else f"{why}; using hf"
+        return replace(loaded, backend="hf"), note, None
     reasons: list[str] = []
     ref: HfEncoder | None = None
     texts = [*adversarial_texts(loaded.added_tokens), *sample]
@@ -144,9 +161,10 @@ def choose_backend(
         ref = ref or HfEncoder(loaded.rust_json)
         diff = first_mismatch(ref, fast, texts)
         if diff is None:
-            return replace(loaded, backend=name), None
+            return replace(loaded, backend=name), None, Built(ref.tok, fast)
         reasons.append(f"{name} differs from hf on {diff}")
-    return replace(loaded, backend="hf"), f"{'; '.join(reasons)}; using hf" if reasons else None
+    note = f"{'; '.join(reasons)}; using hf" if reasons else None
+    return replace(loaded, backend="hf"), note, Built(ref.tok if ref else None, None)
 
 
 def _load_hf(spec: TokenizerSpec) -> LoadedTokenizer:
@@ -273,18 +291,19 @@ class Backend:
     reference is kept from then on (`fell_back` says why).
     """
 
-    def __init__(self, loaded: LoadedTokenizer) -> None:
+    def __init__(self, loaded: LoadedTokenizer, built: Built | None = None) -> None:
         self.loaded = loaded
-        self._rust: Any = None
+        self._rust: Any = built.rust if built else None
         self._slow: Any = None
-        self._fast: Any = None
+        self._fast: Any = built.fast if built and loaded.backend != "hf" else None
         self.fell_back: str | None = None
         self._check = SampledCheck(loaded.verify)
         if loaded.rust_json is not None:
-            from tokenizers import Tokenizer
+            if self._rust is None:
+                from tokenizers import Tokenizer
 
-            self._rust = Tokenizer.from_str(loaded.rust_json)
-            if loaded.backend != "hf":
+                self._rust = Tokenizer.from_str(loaded.rust_json)
+            if loaded.backend != "hf" and self._fast is None:
                 self._fast = backends.build(loaded.backend, loaded.rust_json)
         else:
             self._slow = load_slow(loaded)
