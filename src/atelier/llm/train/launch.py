@@ -64,10 +64,20 @@ def launch(
 
             if dist.is_initialized() and not under_torchrun():
                 dist.destroy_process_group()
-    from atelier.llm.train.parallelize import free_port
+    import torch.distributed as dist
 
-    local = NodeSpec(1, 0, nproc_per_node, "127.0.0.1", free_port())
-    return _spawn(fn, args, [local.rank_env(r) for r in range(nproc_per_node)])
+    from atelier.llm.train.multinode import STORE_HOSTED
+
+    # The rendezvous store lives here, on a port the kernel picks and this process keeps: a
+    # port chosen here but bound by rank 0 only after it imported torch (seconds) could be
+    # taken meanwhile by any other process binding port 0 on this machine.
+    store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    local = NodeSpec(1, 0, nproc_per_node, "127.0.0.1", store.port)
+    envs = [{**local.rank_env(r), STORE_HOSTED: "1"} for r in range(nproc_per_node)]
+    try:
+        return _spawn(fn, args, envs)
+    finally:
+        del store  # closed once every rank has gone
 
 
 def _launch_node(fn: Callable, args: tuple, node: NodeSpec, spawn: bool) -> Any:
