@@ -4,6 +4,7 @@ Under torchrun (RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT set) the func
 this process. Otherwise `nproc_per_node` > 1 spawns that many processes on 127.0.0.1 with a
 free port, each running `fn(*args)`; rank 0's return value comes back, and an AtelierError
 on any rank is re-raised here as the same one-line error (never a wall of tracebacks).
+The processes fork from a forkserver that imported torch once (see `_context`).
 """
 
 from __future__ import annotations
