@@ -1,9 +1,10 @@
 """Start the processes of a run: under torchrun, or spawning `nproc_per_node` local ones.
 
 Under torchrun (RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT set) the function runs in
-this process. Otherwise `nproc_per_node` > 1 spawns that many processes on 127.0.0.1 with a
-free port, each running `fn(*args)`; rank 0's return value comes back, and an AtelierError
-on any rank is re-raised here as the same one-line error (never a wall of tracebacks).
+this process. Otherwise `nproc_per_node` > 1 spawns that many processes on 127.0.0.1, which
+meet through a store this process hosts, each running `fn(*args)`; rank 0's return value
+comes back, and an AtelierError on any rank is re-raised here as the same one-line error
+(never a wall of tracebacks).
 The processes fork from a forkserver that imported torch once (see `_context`).
 """
 
