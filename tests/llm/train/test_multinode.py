@@ -172,12 +172,6 @@ def single_node(job: Path, tmp_path_factory: pytest.TempPathFactory) -> list[flo
     return losses
 
 
-@pytest.mark.skipif(
-    os.environ.get("ATELIER_TORCHRUN_TESTS") != "1",
-    reason="two torchrun agents on one 2-core host hung or failed at agent shutdown in 2 of "
-    "~6 CI-like runs (cause not yet found); run with ATELIER_TORCHRUN_TESTS=1. The two-node "
-    "path stays covered by test_atelier_launcher_env_and_flags_equal_one_node",
-)
 @pytest.mark.parametrize("rdzv", ["static", "c10d"])
 def test_two_torchrun_nodes_equal_one_node(
     job: Path, single_node, tmp_path: Path, rdzv: str
