@@ -279,6 +279,24 @@ def test_rendezvous_with_a_node_missing_ends_in_one_line(job: Path, tmp_path: Pa
     assert f"could not reach MASTER_ADDR 127.0.0.1:{ports[1]} within 3 s" in err1
 
 
+def test_a_master_port_held_by_a_silent_program_ends_in_one_line(job: Path, tmp_path: Path) -> None:
+    """Node 1 whose master port belongs to a program that accepts and never answers (a
+    TCPStore client would wait for its greeting forever): one line within the bound."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the handshakes; nothing is ever sent back
+        port = str(silent.getsockname()[1])
+        env = _env(NNODES="2", NODE_RANK="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+        cmd = [*ATELIER, *_train_args(job, tmp_path / "m.jsonl"), "--dist-timeout", "0.05"]
+        [(rc, _, err)] = _both([cmd], [env], timeout=180)
+    errors = [x for x in err.splitlines() if x.startswith("atelier: error:")]
+    assert rc == 2 and len(errors) == 1, err[-3000:]
+    assert (
+        f"rank 1 (node 1) reached MASTER_ADDR 127.0.0.1:{port} but nothing there answered as "
+        "a rendezvous store within 3 s: another program listens on port"
+    ) in errors[0]
+
+
 def test_node_spec_from_flags_and_environment() -> None:
     env = {"NNODES": "4", "NODE_RANK": "3", "MASTER_ADDR": "10.0.0.2", "NPUS_PER_NODE": "8"}
     spec = node_spec(environ=env)

@@ -22,8 +22,9 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,6 +175,33 @@ def _quiet_native_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+class _NoAnswer(Exception):
+    """`_bounded`'s call did not return in time."""
+
+
+def _bounded(make: Callable[[], Any], seconds: float) -> Any:
+    """`make()`, or _NoAnswer after `seconds`. A TCPStore client whose port is held by
+    a program that accepts but never answers (another job's gloo listener, a stopped
+    process) waits for the store's greeting forever, whatever its timeout; the call is
+    left behind in a daemon thread."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = make()
+        except BaseException as e:  # re-raised in the caller
+            box["error"] = e
+
+    thread = threading.Thread(target=run, name="atelier-rendezvous", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise _NoAnswer(seconds)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 def _own_rendezvous(env: Mapping[str, str], timeout: datetime.timedelta) -> Any:
     """A TCPStore on MASTER_ADDR:MASTER_PORT where every rank checks in by name.
 
@@ -196,9 +224,19 @@ def _own_rendezvous(env: Mapping[str, str], timeout: datetime.timedelta) -> Any:
     host_it = rank == 0 and env.get(STORE_HOSTED) != "1"
     try:
         with _quiet_native_stderr():
-            store = dist.TCPStore(
-                addr, port, world, is_master=host_it, timeout=timeout, wait_for_workers=False
+            store = _bounded(
+                lambda: dist.TCPStore(
+                    addr, port, world, is_master=host_it, timeout=timeout, wait_for_workers=False
+                ),
+                2 * timeout.total_seconds() + 10,  # the timeout plus one retry interval
             )
+    except _NoAnswer:
+        raise AtelierError(
+            f"rendezvous: rank {rank} (node {rank // local_world}) reached {where} but "
+            f"nothing there answered as a rendezvous store within {_span(timeout)}: another "
+            f"program listens on port {port} of {addr}; {same}, with a --master-port that "
+            "nothing else uses"
+        ) from None
     except (RuntimeError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if host_it:
