@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -70,21 +73,84 @@ def _losses(log_file: Path) -> list[float]:
     return [json.loads(line)["lm_loss"] for line in log_file.read_text().splitlines()]
 
 
-def _both(cmds: list[list[str]], envs: list[dict[str, str]], timeout: float = 240):
+def _listen_port(other_than: int | None = None) -> int:
+    """A free port for a listener that a launcher binds seconds after it is chosen.
+
+    `free_port()` returns a port of the kernel's ephemeral range, free again at once: until
+    torchrun's agent 0 (or Atelier's rank 0) binds it, after importing torch, any bind to
+    port 0 on the machine -- another xdist worker's TCPStore or gloo listener -- may get it.
+    Agent 0 then fails with EADDRINUSE while agent 1 joins the other process's store and
+    waits there for the 15 min rendezvous timeout (the hang seen under `pytest -n 2`).
+    The kernel never hands out ports below the ephemeral range; each xdist worker draws
+    from its own residue class so two workers cannot pick the same one."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").lstrip("gw") or 0) % 8
+    taken = range(29500, 30700)  # MASTER_PORT 29500/29700 + pid % 1000 in tests/llm/convert
+    ports = [p for p in range(max(1024, low - 12000), low) if p % 8 == worker and p not in taken]
+    for port in random.sample(ports, min(len(ports), 50)):
+        if port == other_than:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))  # the store listens on every address
+            except OSError:
+                continue
+        return port
+    return free_port()  # no room below the ephemeral range on this machine
+
+
+def _both(
+    cmds: list[list[str]],
+    envs: list[dict[str, str]],
+    timeout: float = 240,
+    peer_grace: float | None = 60,
+):
+    """Run the launchers together; (returncode, stdout, stderr) of each.
+
+    Both pipes of every process are read at once (a full pipe would stall a process the
+    test is not reading yet). When one exits non-zero the others get `peer_grace` seconds
+    before they are stopped (a survivor would wait out its rendezvous timeout), and a
+    timeout fails naming who was still running with its stderr so far."""
     procs = [
         subprocess.Popen(c, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for c, e in zip(cmds, envs, strict=True)
     ]
-    outs = []
-    for p in procs:
-        try:
-            out, err = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-        outs.append((p.returncode, out, err))
-    return outs
+    outs: list[list[str]] = [[] for _ in procs]
+    errs: list[list[str]] = [[] for _ in procs]
+    readers = [
+        threading.Thread(target=lambda f=f, into=into: into.extend(f), daemon=True)
+        for p, o, e in zip(procs, outs, errs, strict=True)
+        for f, into in ((p.stdout, o), (p.stderr, e))
+    ]
+    for t in readers:
+        t.start()
+    began, failed_at = time.monotonic(), None
+    try:
+        while any(p.poll() is None for p in procs):
+            now = time.monotonic()
+            if failed_at is None and any(p.poll() not in (None, 0) for p in procs):
+                failed_at = now
+            if now - began > timeout or (
+                failed_at is not None and peer_grace is not None and now - failed_at > peer_grace
+            ):
+                running = [n for n, p in enumerate(procs) if p.poll() is None]
+                if now - began > timeout:
+                    tails = "\n".join(f"[{n}] {''.join(errs[n])[-1500:]}" for n in running)
+                    pytest.fail(f"launchers {running} still running after {timeout} s:\n{tails}")
+                break  # a peer failed: stop the others, report the failure below
+            time.sleep(0.1)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        for t in readers:
+            t.join(timeout=10)
+    joined = zip(procs, outs, errs, strict=True)
+    return [(p.returncode, "".join(o), "".join(e)) for p, o, e in joined]
 
 
 ATELIER = [sys.executable, "-m", "atelier", "llm", "train"]
@@ -106,13 +172,14 @@ def single_node(job: Path, tmp_path_factory: pytest.TempPathFactory) -> list[flo
     return losses
 
 
-@pytest.mark.skipif(
+C10D_GATE = pytest.mark.skipif(
     os.environ.get("ATELIER_TORCHRUN_TESTS") != "1",
-    reason="two torchrun agents on one 2-core host hung or failed at agent shutdown in 2 of "
-    "~6 CI-like runs (cause not yet found); run with ATELIER_TORCHRUN_TESTS=1. The two-node "
-    "path stays covered by test_atelier_launcher_env_and_flags_equal_one_node",
+    reason="c10d two-agent run failed once in ~12 `pytest -n 2` sessions at load average ~15 "
+    "after the port fix (output not kept); run with ATELIER_TORCHRUN_TESTS=1 until seen again",
 )
-@pytest.mark.parametrize("rdzv", ["static", "c10d"])
+
+
+@pytest.mark.parametrize("rdzv", ["static", pytest.param("c10d", marks=C10D_GATE)])
 def test_two_torchrun_nodes_equal_one_node(
     job: Path, single_node, tmp_path: Path, rdzv: str
 ) -> None:
@@ -123,7 +190,7 @@ def test_two_torchrun_nodes_equal_one_node(
     one agent hosts it on a shared machine, that agent may exit right after its worker while
     the other agent still polls the store (torchrun then fails with "Broken pipe" after a
     successful run) -- a race between two agents on one host, not a property of the job."""
-    port = str(free_port())
+    port = str(_listen_port())
     store = None
     if rdzv == "c10d":
         import torch.distributed as dist
@@ -161,7 +228,7 @@ def test_atelier_launcher_env_and_flags_equal_one_node(
     job: Path, single_node, tmp_path: Path
 ) -> None:
     """Node 0 from the guide's variables, node 1 from torchrun's flag spellings."""
-    port = str(free_port())
+    port = str(_listen_port())
     logs = [tmp_path / "node0.jsonl", tmp_path / "node1.jsonl"]
     env0 = _env(NNODES="2", NODE_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
     flags1 = ["--nnodes", "2", "--node-rank", "1", "--master-addr", "127.0.0.1"]
@@ -198,7 +265,8 @@ def test_wrong_nic_name_is_one_line_exit_2(job: Path, tmp_path: Path) -> None:
 def test_rendezvous_with_a_node_missing_ends_in_one_line(job: Path, tmp_path: Path) -> None:
     """Only node 0 of two started (it names the missing rank), and only node 1 of two on
     another port (it cannot reach the master): both stop after the 3 s timeout, exit 2."""
-    ports = [str(free_port()), str(free_port())]
+    first = _listen_port()
+    ports = [str(first), str(_listen_port(other_than=first))]
     cmds = [
         [*ATELIER, *_train_args(job, tmp_path / f"{n}.jsonl"), "--dist-timeout", "0.05"]
         for n in (0, 1)
@@ -208,7 +276,7 @@ def test_rendezvous_with_a_node_missing_ends_in_one_line(job: Path, tmp_path: Pa
         for n in (0, 1)
     ]
     began = time.monotonic()
-    (rc0, _, err0), (rc1, _, err1) = _both(cmds, envs, timeout=180)
+    (rc0, _, err0), (rc1, _, err1) = _both(cmds, envs, timeout=180, peer_grace=None)
     assert time.monotonic() - began < 150
     for rc, err in ((rc0, err0), (rc1, err1)):
         errors = [x for x in err.splitlines() if x.startswith("atelier: error:")]
@@ -216,6 +284,24 @@ def test_rendezvous_with_a_node_missing_ends_in_one_line(job: Path, tmp_path: Pa
         assert "Traceback" not in err and "frame #" not in err, err[-3000:]
     assert "did not complete within 3 s: 1 of 2 ranks joined; missing ranks 1 (node 1)" in err0
     assert f"could not reach MASTER_ADDR 127.0.0.1:{ports[1]} within 3 s" in err1
+
+
+def test_a_master_port_held_by_a_silent_program_ends_in_one_line(job: Path, tmp_path: Path) -> None:
+    """Node 1 whose master port belongs to a program that accepts and never answers (a
+    TCPStore client would wait for its greeting forever): one line within the bound."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the handshakes; nothing is ever sent back
+        port = str(silent.getsockname()[1])
+        env = _env(NNODES="2", NODE_RANK="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+        cmd = [*ATELIER, *_train_args(job, tmp_path / "m.jsonl"), "--dist-timeout", "0.05"]
+        [(rc, _, err)] = _both([cmd], [env], timeout=180)
+    errors = [x for x in err.splitlines() if x.startswith("atelier: error:")]
+    assert rc == 2 and len(errors) == 1, err[-3000:]
+    assert (
+        f"rank 1 (node 1) reached MASTER_ADDR 127.0.0.1:{port} but nothing there answered as "
+        "a rendezvous store within 3 s: another program listens on port"
+    ) in errors[0]
 
 
 def test_node_spec_from_flags_and_environment() -> None:

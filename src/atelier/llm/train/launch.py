@@ -1,9 +1,11 @@
 """Start the processes of a run: under torchrun, or spawning `nproc_per_node` local ones.
 
 Under torchrun (RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT set) the function runs in
-this process. Otherwise `nproc_per_node` > 1 spawns that many processes on 127.0.0.1 with a
-free port, each running `fn(*args)`; rank 0's return value comes back, and an AtelierError
-on any rank is re-raised here as the same one-line error (never a wall of tracebacks).
+this process. Otherwise `nproc_per_node` > 1 spawns that many processes on 127.0.0.1, which
+meet through a store this process hosts, each running `fn(*args)`; rank 0's return value
+comes back, and an AtelierError on any rank is re-raised here as the same one-line error
+(never a wall of tracebacks).
+The processes fork from a forkserver that imported torch once (see `_context`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from atelier.core.atomic import current_umask
 from atelier.core.errors import AtelierError
 from atelier.llm.train.multinode import NodeSpec
 
@@ -23,9 +26,15 @@ def under_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def _worker(rank: int, env: dict[str, str], fn: Callable, args: tuple, queue: Any) -> None:
-    """Local rank `rank`; `env` holds the variables torchrun would set for it."""
+def _worker(
+    rank: int, env: dict[str, str], umask: int, fn: Callable, args: tuple, queue: Any
+) -> None:
+    """Local rank `rank`; `env` is the launcher's environment now plus the variables torchrun
+    would set for it (a forkserver child would otherwise inherit the server's, from when
+    it started), `umask` the launcher's."""
+    os.environ.clear()
     os.environ.update(env)
+    os.umask(umask)
     try:
         out = fn(*args)
         # Plain pickle bytes: torch's queue would share tensor storage that dies with us.
@@ -64,17 +73,27 @@ def launch(
 
             if dist.is_initialized() and not under_torchrun():
                 dist.destroy_process_group()
-    from atelier.llm.train.parallelize import free_port
+    import torch.distributed as dist
 
-    local = NodeSpec(1, 0, nproc_per_node, "127.0.0.1", free_port())
-    return _spawn(fn, args, [local.rank_env(r) for r in range(nproc_per_node)])
+    from atelier.llm.train.multinode import STORE_HOSTED
+
+    # The rendezvous store lives here, on a port the kernel picks and this process keeps: a
+    # port chosen here but bound by rank 0 only after it imported torch (seconds) could be
+    # taken meanwhile by any other process binding port 0 on this machine.
+    store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    local = NodeSpec(1, 0, nproc_per_node, "127.0.0.1", store.port)
+    envs = [{**local.rank_env(r), STORE_HOSTED: "1"} for r in range(nproc_per_node)]
+    try:
+        return _spawn(fn, args, envs, fresh=spawn)
+    finally:
+        del store  # closed once every rank has gone
 
 
 def _launch_node(fn: Callable, args: tuple, node: NodeSpec, spawn: bool) -> Any:
     """This node's ranks of a multi-node run: in this process when it is the only one."""
     envs = [node.rank_env(r) for r in range(node.nproc_per_node)]
     if node.nproc_per_node > 1 or spawn:
-        return _spawn(fn, args, envs)
+        return _spawn(fn, args, envs, fresh=spawn)
     saved = {k: os.environ.get(k) for k in envs[0]}
     os.environ.update(envs[0])
     try:
@@ -91,14 +110,32 @@ def _launch_node(fn: Callable, args: tuple, node: NodeSpec, spawn: bool) -> Any:
                 os.environ[k] = v
 
 
-def _spawn(fn: Callable, args: tuple, envs: list[dict[str, str]]) -> Any:
+# Imported once by the forkserver; every rank forked from it starts with them loaded.
+PRELOAD = ["torch", "torch.distributed"]
+
+
+def _context(fresh: bool) -> Any:
+    """Ranks fork from a forkserver that imported torch once (a spawned rank spends seconds
+    importing it, each one, every launch); `fresh` (or no forkserver on this platform):
+    plain spawn, a process owing nothing to another (peak-memory measurements)."""
+    import multiprocessing
+
     import torch.multiprocessing as mp
 
+    if fresh or "forkserver" not in multiprocessing.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
+    return ctx
+
+
+def _spawn(fn: Callable, args: tuple, envs: list[dict[str, str]], fresh: bool = False) -> Any:
     nproc_per_node = len(envs)
-    ctx = mp.get_context("spawn")
+    ctx = _context(fresh)
     queue = ctx.SimpleQueue()
+    umask = current_umask()
     procs = [
-        ctx.Process(target=_worker, args=(r, envs[r], fn, args, queue))
+        ctx.Process(target=_worker, args=(r, {**os.environ, **envs[r]}, umask, fn, args, queue))
         for r in range(nproc_per_node)
     ]
     for p in procs:

@@ -22,8 +22,9 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,9 @@ from atelier.core.errors import AtelierError
 from atelier.core.flags import Int
 
 DEFAULT_PORT = 29500  # torchrun's
+# Set by `launch` for ranks it spawned on one node: it already hosts the rendezvous store on
+# MASTER_PORT, so rank 0 connects to it like the others instead of listening there.
+STORE_HOSTED = "ATELIER_RDZV_STORE_HOSTED"
 NPROC_VARS = ("NPROC_PER_NODE", "NPUS_PER_NODE", "GPUS_PER_NODE")
 
 
@@ -171,10 +175,38 @@ def _quiet_native_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+class _NoAnswer(Exception):
+    """`_bounded`'s call did not return in time."""
+
+
+def _bounded(make: Callable[[], Any], seconds: float) -> Any:
+    """`make()`, or _NoAnswer after `seconds`. A TCPStore client whose port is held by
+    a program that accepts but never answers (another job's gloo listener, a stopped
+    process) waits for the store's greeting forever, whatever its timeout; the call is
+    left behind in a daemon thread."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = make()
+        except BaseException as e:  # re-raised in the caller
+            box["error"] = e
+
+    thread = threading.Thread(target=run, name="atelier-rendezvous", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise _NoAnswer(seconds)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 def _own_rendezvous(env: Mapping[str, str], timeout: datetime.timedelta) -> Any:
     """A TCPStore on MASTER_ADDR:MASTER_PORT where every rank checks in by name.
 
-    Rank 0 hosts it; the others connect (retrying until the deadline). Then every rank
+    Rank 0 hosts it (unless the launcher does: STORE_HOSTED); the others connect (retrying
+    until the deadline). Then every rank
     waits for all check-ins, so a missing node ends each rank with the list of who is
     missing rather than a hang in the first collective.
     """
@@ -189,14 +221,25 @@ def _own_rendezvous(env: Mapping[str, str], timeout: datetime.timedelta) -> Any:
         f"and --master-port {port} (each with its own --node-rank)"
     )
     start = time.monotonic()
+    host_it = rank == 0 and env.get(STORE_HOSTED) != "1"
     try:
         with _quiet_native_stderr():
-            store = dist.TCPStore(
-                addr, port, world, is_master=rank == 0, timeout=timeout, wait_for_workers=False
+            store = _bounded(
+                lambda: dist.TCPStore(
+                    addr, port, world, is_master=host_it, timeout=timeout, wait_for_workers=False
+                ),
+                2 * timeout.total_seconds() + 10,  # the timeout plus one retry interval
             )
+    except _NoAnswer:
+        raise AtelierError(
+            f"rendezvous: rank {rank} (node {rank // local_world}) reached {where} but "
+            f"nothing there answered as a rendezvous store within {_span(timeout)}: another "
+            f"program listens on port {port} of {addr}; {same}, with a --master-port that "
+            "nothing else uses"
+        ) from None
     except (RuntimeError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if rank == 0:
+        if host_it:
             raise AtelierError(
                 f"rendezvous: cannot listen on {where} on this node ({first}); the port may be "
                 "in use by another run: choose a free --master-port (MASTER_PORT) on every node"
@@ -256,19 +299,13 @@ def join_process_group(backend: str, timeout_minutes: float, device: str) -> Non
     """Check the NICs, then start or join the process group (bounded by the timeout)."""
     import torch.distributed as dist
 
-    from atelier.llm.train.parallelize import free_port
-
     env = os.environ
     report = check_network(backend, env)
     timeout = datetime.timedelta(minutes=timeout_minutes)
     if "RANK" not in env:  # one process of its own (the environment is left untouched)
-        dist.init_process_group(
-            backend,
-            init_method=f"tcp://127.0.0.1:{free_port()}",
-            rank=0,
-            world_size=1,
-            timeout=timeout,
-        )
+        # its store on a port the kernel picks and keeps (no chosen-then-bound window)
+        store = dist.TCPStore("127.0.0.1", 0, 1, is_master=True, wait_for_workers=False)
+        dist.init_process_group(backend, store=store, rank=0, world_size=1, timeout=timeout)
         return
     if env.get("LOCAL_RANK", "0") == "0":
         for note in report.notes:
