@@ -202,7 +202,11 @@ def test_odd_dsns(capsys, dsn, expect):
 
 
 def test_statement_timeout_mid_scan_with_jobs(capsys, pg_dsn, pg_conn, pg_schema):
-    """A big table times out in every page range: it is skipped, the scan goes on."""
+    """A big table times out in every page range: it is skipped, the scan goes on.
+
+    1.5M rows: each of the two page ranges takes well over 50 ms even on a quiet machine
+    (with 300,000 rows a CI run once finished the big table inside the timeout).
+    """
     s = sql.Identifier(f"{pg_schema}_slow")
     pg_conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(s))
     pg_conn.execute(sql.SQL("CREATE SCHEMA {}").format(s))
@@ -210,7 +214,7 @@ def test_statement_timeout_mid_scan_with_jobs(capsys, pg_dsn, pg_conn, pg_schema
         pg_conn.execute(
             sql.SQL(
                 "CREATE TABLE {}.big AS SELECT g % 5 AS k, md5(g::text) AS s "
-                "FROM generate_series(1, 300000) g"
+                "FROM generate_series(1, 1500000) g"
             ).format(s)
         )
         pg_conn.execute(sql.SQL("CREATE TABLE {}.small AS SELECT 1 AS k").format(s))
