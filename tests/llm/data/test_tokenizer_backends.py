@@ -174,3 +174,33 @@ def test_cli_offers_every_backend():
     from atelier.cli.llm import TOKENIZER_BACKENDS
 
     assert TOKENIZER_BACKENDS == backends.BACKENDS
+
+
+ONE_THREAD_CHILD = """
+import os, sys
+from atelier.llm.data.tokenizer import TokenizerSpec, load_tokenizer
+from atelier.llm.data.tokenizer_backends import FastokensEncoder
+loaded = load_tokenizer(TokenizerSpec(name_or_path=sys.argv[1]))
+enc = FastokensEncoder(loaded.rust_json)
+for _ in range(20):
+    enc.encode_flat(["some words to encode, and then some more"] * 4096, True)
+names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+print(",".join(n for n in names if n.startswith("fastokens")))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
+def test_fastokens_encoder_keeps_to_one_thread():
+    """`--workers N` means N cores: fastokens' own BPE helper thread is switched off."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTOKENS_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(BUNDLED.parents[3]), env.get("PYTHONPATH", "")])
+    proc = subprocess.run(
+        [sys.executable, "-c", ONE_THREAD_CHILD, str(BUNDLED)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == ""  # no fastokens-N helper threads

@@ -44,9 +44,16 @@ class BackendRefused(Exception):
 
 
 def single_threaded() -> None:
-    """One encoder thread per process (rayon reads this before its pool starts)."""
+    """One encoder thread per process, so `--workers N` keeps N cores busy, not 2N.
+
+    Read when each library starts its threads: rayon (tokenizers) its pool, fastokens its
+    BPE helper. fastokens' default `FASTOKENS_BPE_THREADS` (0, automatic) adds a spinning
+    helper thread per encoder: with 2 workers on 2 cores four threads fought for them, and
+    the run was 25% slower than with one thread each (docs/benchmarks.md).
+    """
     os.environ["RAYON_NUM_THREADS"] = "1"
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    os.environ["FASTOKENS_BPE_THREADS"] = "1"
 
 
 class HfEncoder:
