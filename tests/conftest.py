@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from atelier.llm.assets.build import demo_texts, train_bpe
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Atelier's caches (tokenizers, tiktoken verdicts) in a folder of this session's,
+    not the developer's ~/.cache: each run starts cold, and leaves nothing behind."""
+    cache = tempfile.mkdtemp(prefix="atelier-test-cache-")
+    os.environ["XDG_CACHE_HOME"] = cache
+    atexit.register(shutil.rmtree, cache, True)
+
 
 # Special tokens of every built-in template, so each template tokenizes cleanly.
 SPECIALS = [

@@ -43,3 +43,10 @@ def _named(flag: str, e: OSError, where: Path) -> AtelierError:
         return AtelierError(f"{flag}: {where}: cannot be created here ({e.strerror})")
     mapped = from_os_error(e) or AtelierError(f"{where}: {e.strerror}")
     return AtelierError(f"{flag}: {mapped}")
+
+
+def user_cache(kind: str) -> Path:
+    """Atelier's cache folder for `kind` (`$XDG_CACHE_HOME/atelier/<kind>`): derived data
+    only, each entry named by the SHA-256 of what it was derived from, so any may go."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "atelier" / kind

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from atelier.core.paths import user_cache
 from atelier.llm.data.tiktoken_merges import (
     added_ids_as_hf,
     byte_decoder,
@@ -46,8 +46,7 @@ _ONIG_ONLY = ("\\h", "\\H", "\\R", "\\X", "\\K", "\\G", "\\Z", "\\O", "\\y", "\\
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "atelier" / "tiktoken"
+    return user_cache("tiktoken")
 
 
 def _empty(v: Any) -> bool:
