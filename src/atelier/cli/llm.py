@@ -243,7 +243,7 @@ def _preprocess(verbs: argparse._SubParsersAction) -> None:
         "--log-interval",
         type=POSITIVE_INT,
         default=1000,
-        help="log progress every N documents when stderr is not a terminal",
+        help="log progress every N documents (at most once a second) when stderr is not a terminal",
     )
     g.add_argument(
         "--shard", type=NON_NEGATIVE_INT, default=0, help="process slice I of --num-shards"
