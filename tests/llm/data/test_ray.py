@@ -22,17 +22,22 @@ ray = pytest.importorskip("ray")
 
 
 def test_ray_started_here_is_lean_and_shut_down(tmp_path, hf_tokenizer_dir, texts):
-    """Without a running Ray the driver starts a local one (no autoscaler or log monitor),
-    and shuts it down again; the bytes are the single run's. Runs before the module's Ray."""
+    """Without a running Ray the driver starts a local one (no autoscaler, log monitor or
+    API server), and shuts it down again; the bytes are the single run's. Runs before the
+    module's Ray."""
     from ray._private.parameter import RayParams
 
     from atelier.llm.data.ray_run import _lean_local_ray
 
     assert not ray.is_initialized()
+    node = ray._private.node.Node
+    api_server = node.start_api_server
     with _lean_local_ray(ray):
         lean = RayParams()
+        assert node.start_api_server is not api_server  # no dashboard process started
     assert (lean.no_monitor, lean.include_log_monitor) == (True, False)
     assert RayParams().no_monitor is False  # restored
+    assert node.start_api_server is api_server
 
     src = write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in texts])
     run(hf_tokenizer_dir, src, tmp_path / "one", append_eod=True)

@@ -76,14 +76,17 @@ def _fingerprint(cfg: PreprocessConfig, srcs: list[sources.SourceFile], ranges: 
 
 @contextlib.contextmanager
 def _lean_local_ray(ray: Any) -> Iterator[None]:
-    """A local Ray without the autoscaler monitor and the log monitor: a fixed one-machine
-    cluster whose logs stay out of the driver needs neither, and on a small machine their
-    start is over a CPU-second taken from the tokenizer load, and the monitor's shutdown
-    waits a second for it to ignore SIGTERM. `ray.init` has no flag for them, so its
-    (private) `RayParams` gets them for this call; if Ray changes it, both just run again."""
+    """A local Ray without the autoscaler monitor, the log monitor and the API server
+    (dashboard process): a fixed one-machine cluster whose logs stay out of the driver, and
+    which no one submits jobs to, needs none of them. On a small machine their start is
+    over a CPU-second taken from the tokenizer load; `ray.init` waits ~0.8 s for the API
+    server to register, and the monitor's shutdown a second for it to ignore SIGTERM.
+    `ray.init` has no flag for them, so its (private) `RayParams` and `Node` get them for
+    this call; if Ray changes those, they just run again."""
     try:
         params = ray._private.parameter.RayParams
-        original = params.__init__
+        node = ray._private.node.Node
+        original, original_api = params.__init__, node.start_api_server
     except AttributeError:
         yield
         return
@@ -93,11 +96,14 @@ def _lean_local_ray(ray: Any) -> Iterator[None]:
         self.no_monitor = True
         self.include_log_monitor = False
 
-    params.__init__ = lean
+    def no_api_server(self: Any, **kwargs: Any) -> None:
+        pass
+
+    params.__init__, node.start_api_server = lean, no_api_server
     try:
         yield
     finally:
-        params.__init__ = original
+        params.__init__, node.start_api_server = original, original_api
 
 
 def _start_ray(ray: Any, address: str | None, num_cpus: int | None) -> None:
