@@ -175,6 +175,25 @@ def test_failed_run_keeps_old_outputs_and_leaves_no_temp(tmp_path, hf_tokenizer_
     ]
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_bad_line_deep_in_a_file_has_its_true_number(
+    tmp_path, hf_tokenizer_dir, monkeypatch, workers
+):
+    """Workers read their own byte ranges and count lines from 1; the error still names the
+    file's line, as one process reading it all does."""
+    from atelier.llm.data import sources
+
+    monkeypatch.setattr(sources, "BLOCK_BYTES", 200)
+    src = write_jsonl(tmp_path / "c.jsonl", [{"text": f"document {i}"} for i in range(300)])
+    lines = src.read_text().splitlines(keepends=True)
+    lines[236] = "{not json\n"
+    src.write_text("".join(lines))
+    assert sum(1 for _ in sources.iter_chunks_at_offsets(sources.resolve_inputs(str(src)))) > 10
+    with pytest.raises(AtelierError, match=r"c\.jsonl: line 237: malformed JSON"):
+        run(hf_tokenizer_dir, src, tmp_path / "o", workers=workers)
+    assert not (tmp_path / "o_text_document.bin").exists()
+
+
 def test_interrupt_mid_run_leaves_no_final_files(tmp_path, hf_tokenizer_dir, texts, monkeypatch):
     from atelier.llm.data import sources
 

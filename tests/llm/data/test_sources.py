@@ -129,3 +129,37 @@ def test_bad_inputs(tmp_path):
     obj = tmp_path / "obj.json"
     obj.write_text('  {"text": "a"}\n')  # a single object is JSON lines with one record
     assert [r for _, r in _records(str(obj))] == [{"text": "a"}]
+
+
+@pytest.mark.parametrize("tail", ["\n", ""], ids=["newline-at-end", "no-newline-at-end"])
+def test_offset_chunks_cover_the_file_on_line_starts(tmp_path, monkeypatch, tail):
+    """Cut by bytes without being read here; read back by the worker, they are the file."""
+    monkeypatch.setattr(sources, "BLOCK_BYTES", 100)
+    lines = [json.dumps({"text": "x" * (i * 7 % 230)}) for i in range(40)]  # some > 100 B
+    path = tmp_path / "c.jsonl"
+    path.write_text("\n".join(lines) + tail)
+    chunks = list(sources.iter_chunks_at_offsets(sources.resolve_inputs(str(path))))
+    assert [c.index for c in chunks] == list(range(len(chunks))) and len(chunks) > 5
+    assert all(c.payload is None for c in chunks)  # nothing read in the planning process
+    data = path.read_bytes()
+    pos = 0
+    for c in chunks:
+        assert c.offset == pos and (pos == 0 or data[pos - 1 : pos] == b"\n")
+        pos += c.nbytes
+    assert pos == len(data)
+    joined = b"".join(sources.loaded(c).payload for c in chunks)
+    assert joined == (data if tail else data + b"\n")
+    got = [r for c in chunks for _, r in iter_records(sources.loaded(c), "text")]
+    assert got == [r for _, r in _records(str(path))]
+
+
+def test_offset_chunks_leave_compressed_and_array_files_to_iter_chunks(tmp_path):
+    gz = tmp_path / "a.jsonl.gz"
+    with gzip.open(gz, "wt") as f:
+        f.writelines(json.dumps(r) + "\n" for r in RECORDS)
+    arr = tmp_path / "b.json"
+    arr.write_text(json.dumps(RECORDS))
+    for p in (gz, arr):
+        chunks = list(sources.iter_chunks_at_offsets(sources.resolve_inputs(str(p))))
+        assert all(c.offset is None and c.payload is not None for c in chunks)
+        assert [r for c in chunks for _, r in iter_records(c, "text")] == RECORDS

@@ -29,7 +29,7 @@ from atelier.llm.data.handler_kinds import (
 )
 from atelier.llm.data.render import assemble, messages
 from atelier.llm.data.render import texts as element_texts
-from atelier.llm.data.sources import Chunk
+from atelier.llm.data.sources import Chunk, loaded
 from atelier.llm.data.template_sources import is_lf
 from atelier.llm.data.templates import Template
 from atelier.llm.data.tokenizer import Backend, Built, LoadedTokenizer
@@ -170,6 +170,7 @@ class Encoder:
             )
 
     def encode(self, chunk: Chunk) -> ChunkResult:
+        chunk = loaded(chunk)  # a chunk planned at an offset is read here
         already = self.backend.fell_back
         if self._lf is not None:
             res = self._lf.encode(chunk, ChunkResult(chunk.index, {}, nbytes=chunk.nbytes))
@@ -310,8 +311,11 @@ class Encoder:
                 else:
                     per_doc = per_doc[: int(keep.sum()) - n_long]
                 keep &= ~too_long
-        # int32 holds every id: half the bytes to pickle back and for the writer to convert
-        ids = ids.astype(np.int32)
+        # the narrowest type that holds these ids (and EOD): uint16 for a vocabulary under
+        # 65,536 is a quarter of int64's bytes to pickle back to the main process, and what
+        # the writer stores for Megatron's dtype rule without converting
+        top = max(int(ids.max()) if ids.size else 0, job.tokenizer.eod or 0)
+        ids = ids.astype(np.uint16 if top <= 0xFFFF else np.int32)
         kept = ids if keep.all() else ids[np.repeat(keep, lens)]
         if job.append_eod:
             kept = np.insert(kept, np.cumsum(lens[keep]), job.tokenizer.eod)

@@ -12,6 +12,7 @@ import math
 import shutil
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from atelier.llm.data import sources
 from atelier.llm.data.conversation import parse_map_keys
 from atelier.llm.data.encode_pool import Setup, encoders
 from atelier.llm.data.handler_kinds import SFT_KINDS, handler_kind
-from atelier.llm.data.handlers import EncodeJob, iter_records
+from atelier.llm.data.handlers import EncodeJob, Encoder, iter_records
 from atelier.llm.data.indexed import IndexedWriter, optimal_dtype
 from atelier.llm.data.packing import pack_rows
 from atelier.llm.data.special_ids import reward_ids, template_eos, template_pad
@@ -333,14 +334,23 @@ def _run(
         done_bytes = 0
         next_log = cfg.log_interval
         last_log = -math.inf
-        results = pool.map(sources.iter_chunks(srcs, start, stop))
+        ranged = start > 0 or stop is not None
+        planned: dict[int, sources.Chunk] = {}  # chunks in flight, for an error's line number
+        chunks = (
+            sources.iter_chunks(srcs, start, stop)
+            if ranged
+            else _kept(sources.iter_chunks_at_offsets(srcs), planned)
+        )
+        results = pool.map(chunks)
         # closing(): on an error or Ctrl-C the pool is shut down here, workers joined,
         # not whenever the generator happens to be collected (after the parent's exit,
         # a worker still starting up finds its semaphores gone and prints a traceback)
         with progress_bar("preprocess", total, unit="bytes") as bar, contextlib.closing(results):
             for res in results:
+                chunk = planned.pop(res.index, None)
                 if res.errors and not cfg.skip_bad_records:
-                    raise AtelierError(f"{res.errors[0]} (fix it, or pass --skip-bad-records)")
+                    first = res.errors[0] if chunk is None else _renumbered_error(job, chunk)
+                    raise AtelierError(f"{first} (fix it, or pass --skip-bad-records)")
                 for key, (flat, lens, per_doc) in res.outputs.items():
                     writers[key].add_documents(flat, lens, per_doc)
                 report.read += res.read
@@ -392,6 +402,20 @@ def _run(
     report.seconds = time.perf_counter() - t0
     report.outputs = list(finals.values())
     return report
+
+
+def _kept(chunks: Iterator[sources.Chunk], planned: dict[int, sources.Chunk]) -> Iterator[Any]:
+    for chunk in chunks:
+        if chunk.offset is not None:
+            planned[chunk.index] = chunk
+        yield chunk
+
+
+def _renumbered_error(job: EncodeJob, chunk: sources.Chunk) -> str:
+    """The first error of a chunk a worker read at an offset (its lines counted from 1),
+    with true line numbers: the chunk encoded again here, as a single process numbers it."""
+    true = replace(sources.loaded(chunk), first=1 + sources.lines_before(chunk.path, chunk.offset))
+    return Encoder(job).encode(true).errors[0]
 
 
 _HINTS = {

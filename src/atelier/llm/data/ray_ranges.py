@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 from atelier.llm.data import sources
-from atelier.llm.data.sources import BLOCK_BYTES, Chunk, SourceFile, whole_lines
+from atelier.llm.data.sources import (
+    BLOCK_BYTES,
+    Chunk,
+    SourceFile,
+    line_start_at_or_after,
+    lines_before,
+    whole_lines,
+)
 
 
 @dataclass(frozen=True)
@@ -33,21 +40,6 @@ class Range:
 
 def seekable_lines(src: SourceFile) -> bool:
     return sources.line_format(src) and not src.compressed
-
-
-def line_start_at_or_after(path: str, pos: int, size: int) -> int:
-    """The first offset >= pos where a line starts (or `size`): reads only to that line's end."""
-    if pos <= 0:
-        return 0
-    with open(path, "rb") as f:
-        f.seek(pos - 1)
-        at = pos - 1
-        while block := f.read(64 << 10):
-            cut = block.find(b"\n")
-            if cut >= 0:
-                return min(at + cut + 1, size)
-            at += len(block)
-    return size
 
 
 def plan_ranges(srcs: list[SourceFile], pieces: int) -> list[Range]:
@@ -94,18 +86,8 @@ def range_chunks(src: SourceFile, rng: Range) -> Iterator[Chunk]:
                 return
 
 
-def lines_before(src: SourceFile, offset: int) -> int:
-    """Lines in the file before byte `offset` (for a line number in an error message)."""
-    n, left = 0, offset
-    with open(src.path, "rb") as f:
-        while left > 0 and (block := f.read(min(BLOCK_BYTES, left))):
-            n += block.count(b"\n")
-            left -= len(block)
-    return n
-
-
 def renumbered(chunk: Chunk, src: SourceFile, rng: Range) -> Chunk:
     """The chunk with its true line numbers (byte ranges start counting at 1)."""
     if rng.unit == "records":
         return chunk
-    return dataclasses.replace(chunk, first=chunk.first + lines_before(src, rng.start))
+    return dataclasses.replace(chunk, first=chunk.first + lines_before(src.path, rng.start))
