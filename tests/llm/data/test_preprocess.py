@@ -181,14 +181,14 @@ def test_bad_line_deep_in_a_file_has_its_true_number(
 ):
     """Workers read their own byte ranges and count lines from 1; the error still names the
     file's line, as one process reading it all does."""
-    from atelier.llm.data import sources
+    from atelier.llm.data import line_ranges, sources
 
     monkeypatch.setattr(sources, "BLOCK_BYTES", 200)
     src = write_jsonl(tmp_path / "c.jsonl", [{"text": f"document {i}"} for i in range(300)])
     lines = src.read_text().splitlines(keepends=True)
     lines[236] = "{not json\n"
     src.write_text("".join(lines))
-    assert sum(1 for _ in sources.iter_chunks_at_offsets(sources.resolve_inputs(str(src)))) > 10
+    assert sum(1 for _ in line_ranges.iter_chunks_at_offsets(sources.resolve_inputs(str(src)))) > 10
     with pytest.raises(AtelierError, match=r"c\.jsonl: line 237: malformed JSON"):
         run(hf_tokenizer_dir, src, tmp_path / "o", workers=workers)
     assert not (tmp_path / "o_text_document.bin").exists()

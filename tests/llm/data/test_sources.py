@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from atelier.core.errors import AtelierError
-from atelier.llm.data import sources
+from atelier.llm.data import line_ranges, sources
 from atelier.llm.data.handlers import iter_records
 
 RECORDS = [
@@ -138,7 +138,7 @@ def test_offset_chunks_cover_the_file_on_line_starts(tmp_path, monkeypatch, tail
     lines = [json.dumps({"text": "x" * (i * 7 % 230)}) for i in range(40)]  # some > 100 B
     path = tmp_path / "c.jsonl"
     path.write_text("\n".join(lines) + tail)
-    chunks = list(sources.iter_chunks_at_offsets(sources.resolve_inputs(str(path))))
+    chunks = list(line_ranges.iter_chunks_at_offsets(sources.resolve_inputs(str(path))))
     assert [c.index for c in chunks] == list(range(len(chunks))) and len(chunks) > 5
     assert all(c.payload is None for c in chunks)  # nothing read in the planning process
     data = path.read_bytes()
@@ -147,9 +147,9 @@ def test_offset_chunks_cover_the_file_on_line_starts(tmp_path, monkeypatch, tail
         assert c.offset == pos and (pos == 0 or data[pos - 1 : pos] == b"\n")
         pos += c.nbytes
     assert pos == len(data)
-    joined = b"".join(sources.loaded(c).payload for c in chunks)
+    joined = b"".join(line_ranges.loaded(c).payload for c in chunks)
     assert joined == (data if tail else data + b"\n")
-    got = [r for c in chunks for _, r in iter_records(sources.loaded(c), "text")]
+    got = [r for c in chunks for _, r in iter_records(line_ranges.loaded(c), "text")]
     assert got == [r for _, r in _records(str(path))]
 
 
@@ -160,6 +160,6 @@ def test_offset_chunks_leave_compressed_and_array_files_to_iter_chunks(tmp_path)
     arr = tmp_path / "b.json"
     arr.write_text(json.dumps(RECORDS))
     for p in (gz, arr):
-        chunks = list(sources.iter_chunks_at_offsets(sources.resolve_inputs(str(p))))
+        chunks = list(line_ranges.iter_chunks_at_offsets(sources.resolve_inputs(str(p))))
         assert all(c.offset is None and c.payload is not None for c in chunks)
         assert [r for c in chunks for _, r in iter_records(c, "text")] == RECORDS

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import socket
 import subprocess
 import sys
@@ -22,7 +21,8 @@ import pytest
 from atelier.core.errors import AtelierError
 from atelier.llm.train.env import ENV_TO_FIELD
 from atelier.llm.train.multinode import node_spec
-from atelier.llm.train.parallelize import free_port
+
+from ...ports import listen_port
 
 DIST_VARS = ("NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "NPROC_PER_NODE", "RANK")
 
@@ -71,35 +71,6 @@ def _env(**extra: str) -> dict[str, str]:
 
 def _losses(log_file: Path) -> list[float]:
     return [json.loads(line)["lm_loss"] for line in log_file.read_text().splitlines()]
-
-
-def _listen_port(other_than: int | None = None) -> int:
-    """A free port for a listener that a launcher binds seconds after it is chosen.
-
-    `free_port()` returns a port of the kernel's ephemeral range, free again at once: until
-    torchrun's agent 0 (or Atelier's rank 0) binds it, after importing torch, any bind to
-    port 0 on the machine -- another xdist worker's TCPStore or gloo listener -- may get it.
-    Agent 0 then fails with EADDRINUSE while agent 1 joins the other process's store and
-    waits there for the 15 min rendezvous timeout (the hang seen under `pytest -n 2`).
-    The kernel never hands out ports below the ephemeral range; each xdist worker draws
-    from its own residue class so two workers cannot pick the same one."""
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").lstrip("gw") or 0) % 8
-    taken = range(29500, 30700)  # MASTER_PORT 29500/29700 + pid % 1000 in tests/llm/convert
-    ports = [p for p in range(max(1024, low - 12000), low) if p % 8 == worker and p not in taken]
-    for port in random.sample(ports, min(len(ports), 50)):
-        if port == other_than:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("0.0.0.0", port))  # the store listens on every address
-            except OSError:
-                continue
-        return port
-    return free_port()  # no room below the ephemeral range on this machine
 
 
 def _both(
@@ -190,7 +161,7 @@ def test_two_torchrun_nodes_equal_one_node(
     one agent hosts it on a shared machine, that agent may exit right after its worker while
     the other agent still polls the store (torchrun then fails with "Broken pipe" after a
     successful run) -- a race between two agents on one host, not a property of the job."""
-    port = str(_listen_port())
+    port = str(listen_port())
     store = None
     if rdzv == "c10d":
         import torch.distributed as dist
@@ -228,7 +199,7 @@ def test_atelier_launcher_env_and_flags_equal_one_node(
     job: Path, single_node, tmp_path: Path
 ) -> None:
     """Node 0 from the guide's variables, node 1 from torchrun's flag spellings."""
-    port = str(_listen_port())
+    port = str(listen_port())
     logs = [tmp_path / "node0.jsonl", tmp_path / "node1.jsonl"]
     env0 = _env(NNODES="2", NODE_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
     flags1 = ["--nnodes", "2", "--node-rank", "1", "--master-addr", "127.0.0.1"]
@@ -265,8 +236,8 @@ def test_wrong_nic_name_is_one_line_exit_2(job: Path, tmp_path: Path) -> None:
 def test_rendezvous_with_a_node_missing_ends_in_one_line(job: Path, tmp_path: Path) -> None:
     """Only node 0 of two started (it names the missing rank), and only node 1 of two on
     another port (it cannot reach the master): both stop after the 3 s timeout, exit 2."""
-    first = _listen_port()
-    ports = [str(first), str(_listen_port(other_than=first))]
+    first = listen_port()
+    ports = [str(first), str(listen_port(other_than=first))]
     cmds = [
         [*ATELIER, *_train_args(job, tmp_path / f"{n}.jsonl"), "--dist-timeout", "0.05"]
         for n in (0, 1)

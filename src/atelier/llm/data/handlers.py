@@ -27,9 +27,10 @@ from atelier.llm.data.handler_kinds import (
     SFT_KINDS,
     handler_kind,
 )
+from atelier.llm.data.line_ranges import loaded
 from atelier.llm.data.render import assemble, messages
 from atelier.llm.data.render import texts as element_texts
-from atelier.llm.data.sources import Chunk, loaded
+from atelier.llm.data.sources import Chunk
 from atelier.llm.data.template_sources import is_lf
 from atelier.llm.data.templates import Template
 from atelier.llm.data.tokenizer import Backend, Built, LoadedTokenizer

@@ -24,7 +24,7 @@ from atelier.core.errors import AtelierError, disk_full_at
 from atelier.core.log import get_logger
 from atelier.core.paths import output_folder
 from atelier.core.progress import interactive, progress_bar
-from atelier.llm.data import sources
+from atelier.llm.data import line_ranges, sources
 from atelier.llm.data.conversation import parse_map_keys
 from atelier.llm.data.encode_pool import Setup, encoders
 from atelier.llm.data.handler_kinds import SFT_KINDS, handler_kind
@@ -339,7 +339,7 @@ def _run(
         chunks = (
             sources.iter_chunks(srcs, start, stop)
             if ranged
-            else _kept(sources.iter_chunks_at_offsets(srcs), planned)
+            else _kept(line_ranges.iter_chunks_at_offsets(srcs), planned)
         )
         results = pool.map(chunks)
         # closing(): on an error or Ctrl-C the pool is shut down here, workers joined,
@@ -414,7 +414,9 @@ def _kept(chunks: Iterator[sources.Chunk], planned: dict[int, sources.Chunk]) ->
 def _renumbered_error(job: EncodeJob, chunk: sources.Chunk) -> str:
     """The first error of a chunk a worker read at an offset (its lines counted from 1),
     with true line numbers: the chunk encoded again here, as a single process numbers it."""
-    true = replace(sources.loaded(chunk), first=1 + sources.lines_before(chunk.path, chunk.offset))
+    true = replace(
+        line_ranges.loaded(chunk), first=1 + line_ranges.lines_before(chunk.path, chunk.offset)
+    )
     return Encoder(job).encode(true).errors[0]
 
 

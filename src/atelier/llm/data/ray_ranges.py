@@ -18,14 +18,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from atelier.llm.data import sources
-from atelier.llm.data.sources import (
-    BLOCK_BYTES,
-    Chunk,
-    SourceFile,
-    line_start_at_or_after,
-    lines_before,
-    whole_lines,
-)
+from atelier.llm.data.line_ranges import line_start_at_or_after, lines_before
+from atelier.llm.data.sources import BLOCK_BYTES, Chunk, SourceFile, whole_lines
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ class Chunk:
     fmt: str
     payload: Any  # bytes for "lines"; list of dicts for "records"; None: read at `offset`
     nbytes: int
-    # where a "lines" chunk planned by `iter_chunks_at_offsets` starts in its file: the
+    # where a "lines" chunk cut by `line_ranges.iter_chunks_at_offsets` starts in its file: the
     # worker reads its own bytes (`loaded`); its line numbers then count from 1
     offset: int | None = None
 
@@ -397,67 +397,6 @@ def iter_chunks(
             # the last chunk also accounts for bytes no estimate covered (csv, arrow)
             yield Chunk(index, src.path, first, "records", src.fmt, batch, src.size - reported)
             index += 1
-
-
-def iter_chunks_at_offsets(sources: list[SourceFile]) -> Iterator[Chunk]:
-    """All chunks of `sources`, in order, as `iter_chunks` gives them; but a plain (not
-    compressed) JSON-lines or text file is cut into byte ranges on line starts, without
-    reading it here: each worker reads its own chunk (`loaded`).
-
-    Why: with a fast encoder, the main process reading every byte and pickling it through
-    a pipe to a worker (who unpickles it) took a quarter of the run's CPU; a cut only reads
-    the bytes up to the next line start.
-    """
-    index = 0
-    for src in sources:
-        if not line_format(src) or src.compressed:
-            for chunk in iter_chunks([src]):
-                yield replace(chunk, index=index)
-                index += 1
-            continue
-        start = 0
-        while start < src.size:
-            stop = line_start_at_or_after(src.path, start + BLOCK_BYTES, src.size)
-            yield Chunk(index, src.path, 1, "lines", src.fmt, None, stop - start, offset=start)
-            index, start = index + 1, stop
-
-
-def line_start_at_or_after(path: str, pos: int, size: int) -> int:
-    """The first offset >= pos where a line starts (or `size`): reads only to that line's end."""
-    if pos <= 0:
-        return 0
-    if pos >= size:
-        return size
-    with open(path, "rb") as f:
-        f.seek(pos - 1)
-        at = pos - 1
-        while block := f.read(64 << 10):
-            cut = block.find(b"\n")
-            if cut >= 0:
-                return min(at + cut + 1, size)
-            at += len(block)
-    return size
-
-
-def loaded(chunk: Chunk) -> Chunk:
-    """`chunk` with its bytes, read now when it was planned at an offset."""
-    if chunk.payload is not None or chunk.offset is None:
-        return chunk
-    with open(chunk.path, "rb") as f:
-        f.seek(chunk.offset)
-        data = f.read(chunk.nbytes)
-    body, _ = whole_lines(data, True)  # the file's last line may lack its newline
-    return replace(chunk, payload=body)
-
-
-def lines_before(path: str, offset: int) -> int:
-    """Lines in the file before byte `offset` (for a line number in an error message)."""
-    n, left = 0, offset
-    with open(path, "rb") as f:
-        while left > 0 and (block := f.read(min(BLOCK_BYTES, left))):
-            n += block.count(b"\n")
-            left -= len(block)
-    return n
 
 
 def shard_range(total: int, shard: int, num_shards: int) -> tuple[int, int]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from atelier.llm.assets.build import train_bpe
 from atelier.llm.convert import Hf2MgOptions, hf2mg
 from tests.llm.convert.conftest import VOCAB, make_hf_model
+from tests.ports import listen_port
 
 WORKER = Path(__file__).with_name("worker.py")
 
@@ -40,12 +40,6 @@ def converted(tmp_path_factory: pytest.TempPathFactory):
     return get
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_worker(
     tmp: Path, load: Path, tp: int, world: int, *jobs: str, timeout: int = 120, rc: int = 0
 ) -> list[dict]:
@@ -56,7 +50,7 @@ def run_worker(
     if world == 1:
         procs = [subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)]
     else:
-        port = free_port()
+        port = listen_port()  # not bind-to-0: that port can be taken before rank 0 binds
         procs = []
         for r in range(world):
             penv = {
