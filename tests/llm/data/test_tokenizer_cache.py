@@ -128,3 +128,12 @@ def test_weights_are_keyed_by_size_and_mtime_not_read(folder, cache, monkeypatch
     os.utime(weights, ns=(1, 1))
     assert tokenizer_cache.folder_key(folder, True) != key
     assert tokenizer_cache.folder_key(folder, False) != tokenizer_cache.folder_key(folder, True)
+
+
+def test_a_copy_elsewhere_is_its_own_entry(folder, cache, tmp_path):
+    """A load may name its folder (a slow tokenizer's `slow_path`): never another's."""
+    load_tokenizer(TokenizerSpec(name_or_path=str(folder)))
+    copy = Path(shutil.copytree(folder, tmp_path / "copy"))
+    assert tokenizer_cache.folder_key(copy, True) != tokenizer_cache.folder_key(folder, True)
+    load_tokenizer(TokenizerSpec(name_or_path=str(copy)))
+    assert len(list(cache.glob("*.json"))) == 2

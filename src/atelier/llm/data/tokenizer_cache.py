@@ -7,8 +7,8 @@ the serialised Rust tokenizer and the special ids) is plain data determined by t
 folder's files and the library versions, so it is kept under `user_cache("tokenizers")`
 and a later run with the same folder reads it back in milliseconds.
 
-The key covers every file in the folder: the content of each file transformers could read
-(anything that is not weights and under 64 MiB), the size and mtime of the others, plus
+The key covers the folder's path and every file in it: the content of each file
+transformers could read (not weights, under 64 MiB), the size and mtime of the others, plus
 the transformers and tokenizers versions and `use_fast`. Any edit to the folder, or an
 upgrade, is a miss and a fresh load. `ATELIER_TOKENIZER_CACHE=0` turns the cache off.
 """
@@ -41,6 +41,9 @@ def folder_key(folder: Path, use_fast: bool) -> str | None:
     versions = [_version(m) for m in ("transformers", "tokenizers")]
     h.update(f"atelier-tokenizer {CACHE_VERSION}|{versions}|use_fast={use_fast}\0".encode())
     try:
+        # the folder itself too: a slow tokenizer's load names it (`slow_path`), so a copy
+        # elsewhere must not be handed the original's path
+        h.update(f"{folder.resolve()}\0".encode())
         for p in sorted(folder.iterdir()):
             st = p.stat()
             if not p.is_file():
