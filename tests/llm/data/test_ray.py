@@ -12,7 +12,12 @@ from atelier.core.errors import AtelierError
 from atelier.llm.data import sources
 from atelier.llm.data.preprocess import PreprocessConfig
 from atelier.llm.data.ray_ranges import plan_ranges, range_chunks
-from atelier.llm.data.ray_run import KILL_ONCE_ENV, preprocess_on_ray, shard_folder
+from atelier.llm.data.ray_run import (
+    KILL_ONCE_ENV,
+    RESTART_DELAY_ENV,
+    preprocess_on_ray,
+    shard_folder,
+)
 from atelier.llm.data.tokenizer import TokenizerSpec
 
 from ...conftest import write_jsonl
@@ -96,6 +101,22 @@ def test_ray_equals_single_run_kills_and_resumes(
         _cfg(hf_tokenizer_dir, src, tmp_path / "s", append_eod=True), num_shards=5
     )
     assert files_bytes(tmp_path / "s", ["text"]) == want and rep.written == 240
+
+
+def test_ray_waits_for_a_slow_restart_without_spending_retries(
+    local_ray, tmp_path, hf_tokenizer_dir, texts, monkeypatch
+):
+    """A worker that takes long to come back (a busy machine: seconds of imports) makes
+    Ray refuse its calls as "actor unavailable"; that is no retry of the range."""
+    src = write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in texts * 4])
+    run(hf_tokenizer_dir, src, tmp_path / "one", append_eod=True)
+    monkeypatch.setenv(KILL_ONCE_ENV, str(tmp_path / "killed"))
+    monkeypatch.setenv(RESTART_DELAY_ENV, "8")
+    rep = preprocess_on_ray(
+        _cfg(hf_tokenizer_dir, src, tmp_path / "r", append_eod=True), num_shards=5, max_retries=1
+    )
+    assert (tmp_path / "killed").exists() and rep.written == 240
+    assert files_bytes(tmp_path / "r", ["text"]) == files_bytes(tmp_path / "one", ["text"])
 
 
 def test_ray_packed_instruction_data_equals_single_run(local_ray, tmp_path, hf_tokenizer_dir):

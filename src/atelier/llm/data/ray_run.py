@@ -56,7 +56,12 @@ log = get_logger(__name__)
 # that does not exist yet, the worker given range 1 creates it and kills its own process,
 # the way a lost node looks to Ray.
 KILL_ONCE_ENV = "ATELIER_RAY_KILL_ONCE"
+RESTART_DELAY_ENV = "ATELIER_RAY_RESTART_DELAY"
 RANGES_PER_CPU = 4  # finer ranges: finer resume and load balance; each costs one small commit
+
+
+# how long a range waits for its worker's restart (Ray: "actor unavailable") before failing
+RESTART_WAIT_S = 300.0
 
 
 def shard_folder(output_prefix: str) -> Path:
@@ -163,7 +168,10 @@ def preprocess_on_ray(
             # the workers start and import while the tokenizer still loads; a worker whose
             # process dies is restarted (the driver, not Ray, counts a range's retries)
             actor = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=0)(ShardWorker)
-            workers = [actor.remote() for _ in range(min(cpus, len(ranges)))]
+            # tests: once the kill marker exists, a restarted worker starts this much later
+            delay = os.environ.get(RESTART_DELAY_ENV)
+            slow = (os.environ.get(KILL_ONCE_ENV, ""), float(delay)) if delay else None
+            workers = [actor.remote(slow) for _ in range(min(cpus, len(ranges)))]
             job = job_future.result()
         except BaseException:
             for w in workers:  # on a shared cluster, give their CPUs back
@@ -231,6 +239,7 @@ def _run_ranges(
         "kill_marker": os.environ.get(KILL_ONCE_ENV),
     }
     tries = dict.fromkeys(todo, 0)
+    restarting: dict[int, float] = {}  # range -> when its restarting worker first refused it
     pending: dict[Any, tuple[int, Any]] = {}
 
     def give(i: int, worker: Any) -> None:
@@ -249,7 +258,18 @@ def _run_ranges(
             i, worker = pending.pop(ready[0])
             try:
                 results[i] = ray.get(ready[0])
+            except ray.exceptions.ActorUnavailableError:  # restarting: not this range's fault
+                waited = time.monotonic() - restarting.setdefault(i, time.monotonic())
+                if waited < RESTART_WAIT_S:
+                    time.sleep(0.5)  # a fresh process imports for seconds on a busy machine
+                    give(i, worker)
+                    continue
+                failure = failure or (
+                    f"--ray: shard {i} of {n}: its worker did not come back within "
+                    f"{RESTART_WAIT_S:.0f} s; run the same command again to resume"
+                )
             except ray.exceptions.RayActorError:  # the process died: the restarted one redoes it
+                restarting.pop(i, None)
                 tries[i] += 1
                 if tries[i] <= max_retries:
                     log.warning("--ray: shard %d of %d lost its worker; retrying", i, n)

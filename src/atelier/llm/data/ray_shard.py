@@ -20,8 +20,12 @@ from atelier.llm.data.tokenizer_backends import single_threaded
 
 
 class ShardWorker:
-    def __init__(self) -> None:
+    def __init__(self, restart_delay: tuple[str, float] | None = None) -> None:
         single_threaded()  # one CPU per worker, as `--workers N` means N cores
+        if restart_delay and os.path.exists(restart_delay[0]):  # tests: a slow restart
+            import time
+
+            time.sleep(restart_delay[1])
         # imported now, while the driver loads the tokenizer, not with the first range
         from atelier.llm.data import handlers, indexed, ray_ranges  # noqa: F401
 
