@@ -118,6 +118,15 @@ def test_ray_waits_for_a_slow_restart_without_spending_retries(
     assert (tmp_path / "killed").exists() and rep.written == 240
     assert files_bytes(tmp_path / "r", ["text"]) == files_bytes(tmp_path / "one", ["text"])
 
+    # the loss itself still spends a retry, however Ray words it while the worker restarts
+    (tmp_path / "killed").unlink()
+    with pytest.raises(AtelierError, match=r"shard 1 of 5 failed after 0 retries"):
+        preprocess_on_ray(
+            _cfg(hf_tokenizer_dir, src, tmp_path / "s", append_eod=True),
+            num_shards=5,
+            max_retries=0,
+        )
+
 
 def test_ray_packed_instruction_data_equals_single_run(local_ray, tmp_path, hf_tokenizer_dir):
     recs = [

@@ -239,7 +239,7 @@ def _run_ranges(
         "kill_marker": os.environ.get(KILL_ONCE_ENV),
     }
     tries = dict.fromkeys(todo, 0)
-    restarting: dict[int, float] = {}  # range -> when its restarting worker first refused it
+    restarting: dict[int, float] = {}  # range -> when it lost its worker and was given again
     pending: dict[Any, tuple[int, Any]] = {}
 
     def give(i: int, worker: Any) -> None:
@@ -258,27 +258,32 @@ def _run_ranges(
             i, worker = pending.pop(ready[0])
             try:
                 results[i] = ray.get(ready[0])
-            except ray.exceptions.ActorUnavailableError:  # restarting: not this range's fault
-                waited = time.monotonic() - restarting.setdefault(i, time.monotonic())
-                if waited < RESTART_WAIT_S:
-                    time.sleep(0.5)  # a fresh process imports for seconds on a busy machine
-                    give(i, worker)
-                    continue
-                failure = failure or (
-                    f"--ray: shard {i} of {n}: its worker did not come back within "
-                    f"{RESTART_WAIT_S:.0f} s; run the same command again to resume"
-                )
-            except ray.exceptions.RayActorError:  # the process died: the restarted one redoes it
-                restarting.pop(i, None)
-                tries[i] += 1
-                if tries[i] <= max_retries:
-                    log.warning("--ray: shard %d of %d lost its worker; retrying", i, n)
-                    give(i, worker)
-                    continue
-                failure = failure or (
-                    f"--ray: shard {i} of {n} failed after {max_retries} retries "
-                    "(its worker died); run the same command again to resume"
-                )
+            except ray.exceptions.RayActorError as e:
+                # The first error after a range was given means its worker went away while
+                # running it (Ray reports that as dead or, when it restarts the actor, as
+                # unavailable): one retry spent. Then, while the restarted worker is still
+                # importing, Ray refuses the range as unavailable: that costs no retry.
+                since = restarting.get(i)
+                if isinstance(e, ray.exceptions.ActorUnavailableError) and since is not None:
+                    if time.monotonic() - since < RESTART_WAIT_S:
+                        time.sleep(0.5)  # a fresh process imports for seconds on a busy machine
+                        give(i, worker)
+                        continue
+                    failure = failure or (
+                        f"--ray: shard {i} of {n}: its worker did not come back within "
+                        f"{RESTART_WAIT_S:.0f} s; run the same command again to resume"
+                    )
+                else:
+                    tries[i] += 1
+                    if tries[i] <= max_retries:
+                        log.warning("--ray: shard %d of %d lost its worker; retrying", i, n)
+                        restarting[i] = time.monotonic()
+                        give(i, worker)
+                        continue
+                    failure = failure or (
+                        f"--ray: shard {i} of {n} failed after {max_retries} retries "
+                        "(its worker died); run the same command again to resume"
+                    )
             except ray.exceptions.RayTaskError as e:  # the others still finish: a rerun keeps them
                 cause = e.cause if isinstance(e.cause, AtelierError) else repr(e.cause)
                 failure = failure or f"shard {i} of {n}: {cause}"
