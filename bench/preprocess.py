@@ -38,6 +38,7 @@ import os
 import platform
 import random
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -504,8 +505,6 @@ def measure(
     env = dict(os.environ)  # explicit, so nothing set in this process after fork leaks in
     if cache is not None:
         if not name.endswith("warm") and (cache / "atelier").is_dir():
-            import shutil
-
             shutil.rmtree(cache / "atelier")
         env["XDG_CACHE_HOME"] = str(cache)
     peak_tree = [0]
