@@ -118,7 +118,8 @@ def test_ray_waits_for_a_slow_restart_without_spending_retries(
     assert (tmp_path / "killed").exists() and rep.written == 240
     assert files_bytes(tmp_path / "r", ["text"]) == files_bytes(tmp_path / "one", ["text"])
 
-    # the loss itself still spends a retry, however Ray words it while the worker restarts
+    # the loss itself still spends a retry, however Ray words it while the worker restarts;
+    # the range that worker gets next is refused until it is back, and still finishes
     (tmp_path / "killed").unlink()
     with pytest.raises(AtelierError, match=r"shard 1 of 5 failed after 0 retries"):
         preprocess_on_ray(
@@ -126,6 +127,8 @@ def test_ray_waits_for_a_slow_restart_without_spending_retries(
             num_shards=5,
             max_retries=0,
         )
+    kept = sorted(p.name for p in shard_folder(str(tmp_path / "s")).glob("shard-*.json"))
+    assert kept == [f"shard-{i:05d}.json" for i in (0, 2, 3, 4)]
 
 
 def test_ray_packed_instruction_data_equals_single_run(local_ray, tmp_path, hf_tokenizer_dir):

@@ -239,35 +239,36 @@ def _run_ranges(
         "kill_marker": os.environ.get(KILL_ONCE_ENV),
     }
     tries = dict.fromkeys(todo, 0)
-    restarting: dict[int, float] = {}  # range -> when it lost its worker and was given again
-    pending: dict[Any, tuple[int, Any]] = {}
+    # worker (its index) -> when it was lost running a range; cleared once it returns one
+    restarting: dict[int, float] = {}
+    pending: dict[Any, tuple[int, int]] = {}  # ref -> (range, worker)
 
-    def give(i: int, worker: Any) -> None:
+    def give(i: int, w: int) -> None:
         prefix = str(folder / f"shard-{i:05d}")
-        ref = worker.run.remote(job_box, srcs[ranges[i].file], ranges[i], i, prefix, opts)
-        pending[ref] = (i, worker)
+        ref = workers[w].run.remote(job_box, srcs[ranges[i].file], ranges[i], i, prefix, opts)
+        pending[ref] = (i, w)
 
     failure: str | None = None
     with progress_bar("preprocess (ray)", n, unit="shards") as bar:
         bar.update(0, completed=len(results))
-        for worker in workers:
+        for w in range(len(workers)):
             if todo:
-                give(todo.pop(0), worker)
+                give(todo.pop(0), w)
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
-            i, worker = pending.pop(ready[0])
+            i, w = pending.pop(ready[0])
             try:
                 results[i] = ray.get(ready[0])
             except ray.exceptions.RayActorError as e:
-                # The first error after a range was given means its worker went away while
-                # running it (Ray reports that as dead or, when it restarts the actor, as
-                # unavailable): one retry spent. Then, while the restarted worker is still
-                # importing, Ray refuses the range as unavailable: that costs no retry.
-                since = restarting.get(i)
+                # A worker lost while running a range (Ray says dead or, as it restarts the
+                # actor, unavailable) spends one of that range's retries. While the restarted
+                # worker still imports, Ray refuses what it is given (unavailable): the
+                # retried range or, after a failure, the next one; that costs none.
+                since = restarting.get(w)
                 if isinstance(e, ray.exceptions.ActorUnavailableError) and since is not None:
                     if time.monotonic() - since < RESTART_WAIT_S:
                         time.sleep(0.5)  # a fresh process imports for seconds on a busy machine
-                        give(i, worker)
+                        give(i, w)
                         continue
                     failure = failure or (
                         f"--ray: shard {i} of {n}: its worker did not come back within "
@@ -275,10 +276,10 @@ def _run_ranges(
                     )
                 else:
                     tries[i] += 1
+                    restarting[w] = time.monotonic()
                     if tries[i] <= max_retries:
                         log.warning("--ray: shard %d of %d lost its worker; retrying", i, n)
-                        restarting[i] = time.monotonic()
-                        give(i, worker)
+                        give(i, w)
                         continue
                     failure = failure or (
                         f"--ray: shard {i} of {n} failed after {max_retries} retries "
@@ -288,6 +289,7 @@ def _run_ranges(
                 cause = e.cause if isinstance(e.cause, AtelierError) else repr(e.cause)
                 failure = failure or f"shard {i} of {n}: {cause}"
             else:
+                restarting.pop(w, None)
                 write_text_atomic(
                     folder / f"shard-{i:05d}.json",
                     json.dumps({"fingerprint": fingerprint, **results[i]}),
@@ -296,7 +298,7 @@ def _run_ranges(
                     merger.finished(i)
                 bar.update(0, completed=len(results))
             if todo:  # also after a failure: what finishes now, a rerun keeps
-                give(todo.pop(0), worker)
+                give(todo.pop(0), w)
     if failure is not None:
         raise AtelierError(failure)
     return [results[i] for i in range(n)]
