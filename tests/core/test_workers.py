@@ -81,3 +81,50 @@ def test_interrupt_during_submit_is_delivered_after_it():
         reached_end = True
     assert reached_end
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_child_call_returns_raises_and_reports_a_death():
+    """ChildCall runs in another process, hands back the result or the exception raised
+    there, and a child that dies without answering is an error, not a hang."""
+    from atelier.core.workers import ChildCall
+
+    assert ChildCall(os.getpid).result() != os.getpid()
+    with pytest.raises(ZeroDivisionError):
+        ChildCall(divmod, 1, 0).result()
+    with pytest.raises(RuntimeError, match="exit code 3"):
+        ChildCall(os._exit, 3).result()
+    slow = ChildCall(time.sleep, 60)
+    t0 = time.monotonic()
+    slow.kill()
+    assert time.monotonic() - t0 < 10
+
+
+CHILD_CALL_PARENT = textwrap.dedent(
+    """
+    import time
+    from atelier.core.workers import ChildCall
+
+    def sleeper():
+        import os, time
+        print(os.getpid(), flush=True)
+        time.sleep(60)
+
+    if __name__ == "__main__":
+        call = ChildCall(sleeper)
+        time.sleep(60)
+    """
+)
+
+
+def test_child_call_dies_with_killed_parent(tmp_path):
+    script = tmp_path / "parent.py"
+    script.write_text(CHILD_CALL_PARENT)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    child = int(proc.stdout.readline())
+    assert _alive(child)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child)

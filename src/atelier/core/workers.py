@@ -152,6 +152,23 @@ class _OrphanSafePool(ProcessPoolExecutor):
             return super().submit(fn, *args, **kwargs)
 
 
+@contextlib.contextmanager
+def children_ignore_sigint() -> Iterator[None]:
+    """Spawn with SIGINT ignored: children keep SIG_IGN across exec, so a terminal's Ctrl-C
+    (sent to the whole process group) is the main process's alone, even in a worker's first
+    milliseconds (an interpreter interrupted while it starts prints "Fatal Python error").
+    Also no KeyboardInterrupt can cut a spawn's handshake here; a Ctrl-C in these few
+    milliseconds is dropped. Only the main thread can set handlers; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old if old is not None else signal.SIG_DFL)
+
+
 def process_pool(
     workers: int,
     initializer: Callable[..., Any] | None = None,
@@ -166,3 +183,66 @@ def process_pool(
     init, args = orphan_safe_initializer(initializer, initargs)
     ctx = multiprocessing.get_context(start_method)
     return _OrphanSafePool(workers, mp_context=ctx, initializer=init, initargs=args)
+
+
+class ChildCall:
+    """`fn(*args)` started now in a fresh (spawned) process that dies with this one.
+
+    Why: a CPU-bound load that holds the GIL (importing transformers and torch, ~3 CPU-s)
+    runs beside the main process's own start-up (Ray's) only in another process; in a
+    thread the two take turns. The child ignores Ctrl-C (the main process handles it and
+    calls `kill`). `result()` returns what `fn` returned or raises what it raised; `fn`, its
+    arguments and its result must pickle.
+    """
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._recv, send = ctx.Pipe(duplex=False)
+        init, init_args = orphan_safe_initializer()
+        self._proc = ctx.Process(
+            target=_call_in_child, args=(send, init, init_args, fn, args), daemon=True
+        )
+        with children_ignore_sigint(), signals_deferred():
+            self._proc.start()
+        send.close()  # the child holds the only write end: its death is EOF here
+
+    def result(self) -> Any:
+        try:
+            kind, value = self._recv.recv()
+        except EOFError:
+            self._proc.join()
+            raise RuntimeError(
+                f"the child process died (exit code {self._proc.exitcode}) before returning"
+            ) from None
+        finally:
+            self._recv.close()
+        self._proc.join()
+        if kind == "error":
+            raise value
+        return value
+
+    def kill(self) -> None:
+        if self._proc.is_alive():
+            self._proc.kill()
+        self._proc.join()
+
+
+def _call_in_child(
+    send: Any, init: Callable[..., None], init_args: tuple[Any, ...], fn: Any, args: Any
+) -> None:
+    init(*init_args)
+    try:
+        out: tuple[str, Any] = ("ok", fn(*args))
+    except BaseException as e:  # noqa: BLE001 - the parent re-raises it
+        out = ("error", e)
+    try:
+        send.send(out)
+    except Exception as e:  # an unpicklable result or exception
+        send.send(("error", RuntimeError(f"{type(out[1]).__name__} did not pickle: {e}")))
+    send.close()
+    # done: skip the interpreter's teardown (after importing torch, ~0.6 CPU-s that the
+    # parent's other work on the same cores would wait for); there is nothing left to save
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)

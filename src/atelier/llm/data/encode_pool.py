@@ -17,12 +17,10 @@ monkeypatched backend table applies).
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import pickle
 import queue
 import signal
-import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -30,7 +28,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from atelier.core.errors import AtelierError
-from atelier.core.workers import process_pool
+from atelier.core.workers import children_ignore_sigint, process_pool
 from atelier.llm.data import sources
 from atelier.llm.data import tokenizer_backends as backends
 from atelier.llm.data.handlers import ChunkResult, EncodeJob, Encoder
@@ -112,7 +110,7 @@ class WorkerPool:
             workers, _init_worker, (self.setups, self.verdicts, self.decisions, self.fallback)
         )
         # ProcessPoolExecutor spawns on submit: one no-op per worker starts them all now
-        with _children_ignore_sigint():
+        with children_ignore_sigint():
             submit = ProcessPoolExecutor.submit  # not the pool's: it installs a SIGINT handler
             self.started = [submit(self.pool, _ready) for _ in range(workers)]
         self.decided = False
@@ -160,23 +158,6 @@ class WorkerPool:
         for q in (self.setups, self.verdicts, self.decisions):
             q.close()
             q.cancel_join_thread()
-
-
-@contextlib.contextmanager
-def _children_ignore_sigint() -> Iterator[None]:
-    """Spawn with SIGINT ignored: children keep SIG_IGN across exec, so a terminal's Ctrl-C
-    (sent to the whole process group) is the main process's alone, even in a worker's first
-    milliseconds (an interpreter interrupted while it starts prints "Fatal Python error").
-    Also no KeyboardInterrupt can cut a spawn's handshake here; a Ctrl-C in these few
-    milliseconds is dropped. Only the main thread can set handlers; elsewhere a no-op."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old if old is not None else signal.SIG_DFL)
 
 
 def encoders(workers: int) -> InProcess | WorkerPool:

@@ -8,8 +8,11 @@ a shard folder next to the output (on a cluster: shared storage); the driver the
 them in order with `merge` (kernel-side copies of the `.bin`s; with `--pack`, packed exactly
 as one run packs) and removes the shard folder. So the result is a single run's bytes.
 
-Fixed costs are kept off the critical path: Ray starts while the driver loads the tokenizer,
-the workers import their modules while it does, and Ray shuts down while the driver merges.
+Fixed costs are kept off the critical path: Ray starts while a child process loads the
+tokenizer (so the driver never imports transformers and torch), the workers import their
+modules meanwhile, and Ray shuts down while the driver merges. What remains is Ray's own
+start: ~4 CPU-s for the gcs, raylet, its two agents and the workers' `import ray`, which a
+2-core machine cannot hide in a run of a few seconds (docs/benchmarks.md).
 
 - A range whose worker dies (node lost, OOM, kill -9) is given again to the restarted worker,
   up to `max_retries` times.
@@ -26,6 +29,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -37,11 +41,14 @@ from atelier.core.atomic import write_text_atomic
 from atelier.core.errors import AtelierError
 from atelier.core.log import get_logger
 from atelier.core.progress import progress_bar
+from atelier.core.workers import ChildCall
 from atelier.llm.data import sources
+from atelier.llm.data.handlers import EncodeJob
 from atelier.llm.data.preprocess import (
     PreprocessConfig,
     Report,
     _check,
+    _sample,
     build_job,
     output_prefixes,
     pack_dataset,
@@ -49,6 +56,7 @@ from atelier.llm.data.preprocess import (
 from atelier.llm.data.ray_merge import OrderedMerge
 from atelier.llm.data.ray_ranges import Range, plan_ranges
 from atelier.llm.data.ray_shard import ShardWorker
+from atelier.llm.data.tokenizer import choose_backend
 
 log = get_logger(__name__)
 
@@ -138,12 +146,6 @@ def preprocess_on_ray(
     cluster, anything else is `ray.init(address)`. `num_shards` (ranges) defaults to
     `RANGES_PER_CPU` per cluster CPU.
     """
-    try:
-        import ray
-    except ImportError:
-        raise AtelierError(
-            "--ray needs Ray: pip install 'atelier[ray]' (or run without --ray)"
-        ) from None
     if cfg.num_shards > 1:
         raise AtelierError("--ray splits the input itself; drop --shard/--num-shards")
     _check(cfg)
@@ -151,17 +153,25 @@ def preprocess_on_ray(
     srcs = sources.resolve_inputs(cfg.input)
     if sum(s.size for s in srcs) == 0:
         raise AtelierError(f"--input {cfg.input}: no records found (empty input)")
-    started_here = not ray.is_initialized()
-    # the tokenizer loads (and is checked) while Ray starts: neither waits for the other
-    with ThreadPoolExecutor(1) as pool:
-        job_future = pool.submit(build_job, cfg, srcs)
+    started_here = "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+    # The tokenizer loads and is checked while Ray starts. Starting a local Ray holds this
+    # process's GIL for seconds and the load imports transformers and torch (~3 CPU-s), so
+    # the load gets a process of its own; with a Ray already up, a thread is enough.
+    loader: Any = ChildCall(_load_job, cfg, srcs) if started_here else _ThreadCall(cfg, srcs)
+    workers: list[Any] = []
+    try:
+        try:
+            import ray
+        except ImportError:
+            raise AtelierError(
+                "--ray needs Ray: pip install 'atelier[ray]' (or run without --ray)"
+            ) from None
         try:
             if started_here:
                 _start_ray(ray, address, num_cpus)
         except AtelierError:
-            job_future.result()  # a bad input or tokenizer is the error to report first
+            loader.result()  # a bad input or tokenizer is the error to report first
             raise
-        workers: list[Any] = []
         try:
             cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
             ranges = plan_ranges(srcs, num_shards or RANGES_PER_CPU * cpus)
@@ -172,13 +182,17 @@ def preprocess_on_ray(
             delay = os.environ.get(RESTART_DELAY_ENV)
             slow = (os.environ.get(KILL_ONCE_ENV, ""), float(delay)) if delay else None
             workers = [actor.remote(slow) for _ in range(min(cpus, len(ranges)))]
-            job = job_future.result()
+            job, notice = loader.result()
         except BaseException:
             for w in workers:  # on a shared cluster, give their CPUs back
                 ray.kill(w)
             if started_here:
                 ray.shutdown()
             raise
+    finally:
+        loader.kill()  # only still running on an error
+    if notice:
+        log.warning("tokenizer backend: %s", notice)
     stopper = None
     folder = shard_folder(cfg.output_prefix)
     target = str(folder / "all") if cfg.pack else cfg.output_prefix
@@ -209,6 +223,30 @@ def preprocess_on_ray(
     report.seconds = time.perf_counter() - t0
     report.outputs = list(output_prefixes(job, cfg.output_prefix).values())
     return report
+
+
+def _load_job(
+    cfg: PreprocessConfig, srcs: list[sources.SourceFile]
+) -> tuple[EncodeJob, str | None]:
+    """The workers' job, its backend chosen and checked, and the notice to log (here the
+    caller logs it: a child process has none of the CLI's log set-up)."""
+    job = build_job(cfg, srcs, choose=False)
+    loaded, notice = choose_backend(job.tokenizer, cfg.tokenizer.backend, _sample(cfg, srcs))
+    return dataclasses.replace(job, tokenizer=loaded), notice
+
+
+class _ThreadCall:
+    """`_load_job` in a thread, with `ChildCall`'s `result`/`kill`."""
+
+    def __init__(self, cfg: PreprocessConfig, srcs: list[sources.SourceFile]) -> None:
+        self._pool = ThreadPoolExecutor(1)
+        self._future = self._pool.submit(_load_job, cfg, srcs)
+
+    def result(self) -> tuple[EncodeJob, str | None]:
+        return self._future.result()
+
+    def kill(self) -> None:  # a thread cannot be stopped: it finishes, unwaited
+        self._pool.shutdown(wait=False)
 
 
 def _run_ranges(
