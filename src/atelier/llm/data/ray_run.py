@@ -43,16 +43,9 @@ from atelier.core.log import get_logger
 from atelier.core.progress import progress_bar
 from atelier.core.workers import ChildCall
 from atelier.llm.data import sources
+from atelier.llm.data.encode_job import build_job, input_sample, output_prefixes
 from atelier.llm.data.handlers import EncodeJob
-from atelier.llm.data.preprocess import (
-    PreprocessConfig,
-    Report,
-    _check,
-    _sample,
-    build_job,
-    output_prefixes,
-    pack_dataset,
-)
+from atelier.llm.data.preprocess import PreprocessConfig, Report, _check, pack_dataset
 from atelier.llm.data.ray_merge import OrderedMerge
 from atelier.llm.data.ray_ranges import Range, plan_ranges
 from atelier.llm.data.ray_shard import ShardWorker
@@ -231,7 +224,7 @@ def _load_job(
     """The workers' job, its backend chosen and checked, and the notice to log (here the
     caller logs it: a child process has none of the CLI's log set-up)."""
     job = build_job(cfg, srcs, choose=False)
-    loaded, notice = choose_backend(job.tokenizer, cfg.tokenizer.backend, _sample(cfg, srcs))
+    loaded, notice = choose_backend(job.tokenizer, cfg.tokenizer.backend, input_sample(cfg, srcs))
     return dataclasses.replace(job, tokenizer=loaded), notice
 
 

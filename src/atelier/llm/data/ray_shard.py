@@ -45,9 +45,9 @@ class ShardWorker:
 
         from atelier.core.atomic import commit_files
         from atelier.core.errors import AtelierError, disk_full_at
+        from atelier.llm.data.encode_job import output_prefixes
         from atelier.llm.data.handlers import Encoder
         from atelier.llm.data.indexed import IndexedWriter, optimal_dtype
-        from atelier.llm.data.preprocess import output_prefixes
         from atelier.llm.data.ray_ranges import range_chunks, renumbered
 
         marker = opts.get("kill_marker")
