@@ -233,7 +233,7 @@ def _call_in_child(
     init(*init_args)
     try:
         out: tuple[str, Any] = ("ok", fn(*args))
-    except BaseException as e:  # noqa: BLE001 - the parent re-raises it
+    except BaseException as e:  # the parent re-raises it
         out = ("error", e)
     try:
         send.send(out)

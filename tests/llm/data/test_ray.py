@@ -54,20 +54,26 @@ def test_ray_started_here_is_lean_and_shut_down(tmp_path, hf_tokenizer_dir, text
 
 
 def test_ray_load_in_a_child_hands_back_the_job_or_the_users_error(
-    tmp_path, hf_tokenizer_dir, texts
+    tmp_path, hf_tokenizer_dir, texts, monkeypatch
 ):
     """A driver that starts Ray loads the tokenizer in a child process (`ChildCall`): the job
     comes back with its backend checked, and a bad tokenizer is the same one-line error."""
     from atelier.core.workers import ChildCall
+    from atelier.llm.data import ray_run
     from atelier.llm.data.ray_run import _load_job
 
     src = write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in texts])
     cfg = _cfg(hf_tokenizer_dir, src, tmp_path / "r", append_eod=True)
-    job, notice = ChildCall(_load_job, cfg, sources.resolve_inputs(str(src))).result()
+    job, _ = ChildCall(_load_job, cfg, sources.resolve_inputs(str(src))).result()
     assert job.tokenizer.backend in ("fastokens", "tiktoken", "hf") and job.append_eod
     bad = _cfg(tmp_path / "missing", src, tmp_path / "r")
     with pytest.raises(AtelierError, match="missing"):
         ChildCall(_load_job, bad, sources.resolve_inputs(str(src))).result()
+    # a missing folder is said before Ray starts, not after its seconds of start-up
+    monkeypatch.setattr(ray_run, "_start_ray", lambda *a: pytest.fail("Ray was started"))
+    with pytest.raises(AtelierError, match=r"--tokenizer-name-or-path .*missing: no such folder"):
+        preprocess_on_ray(bad, num_cpus=2)
+    assert not ray.is_initialized()
 
 
 @pytest.fixture(scope="module")

@@ -49,7 +49,7 @@ from atelier.llm.data.preprocess import PreprocessConfig, Report, _check, pack_d
 from atelier.llm.data.ray_merge import OrderedMerge
 from atelier.llm.data.ray_ranges import Range, plan_ranges
 from atelier.llm.data.ray_shard import ShardWorker
-from atelier.llm.data.tokenizer import choose_backend
+from atelier.llm.data.tokenizer import check_spec, choose_backend
 
 log = get_logger(__name__)
 
@@ -146,6 +146,7 @@ def preprocess_on_ray(
     srcs = sources.resolve_inputs(cfg.input)
     if sum(s.size for s in srcs) == 0:
         raise AtelierError(f"--input {cfg.input}: no records found (empty input)")
+    check_spec(cfg.tokenizer)  # a missing tokenizer is said now, not after Ray's start
     started_here = "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
     # The tokenizer loads and is checked while Ray starts. Starting a local Ray holds this
     # process's GIL for seconds and the load imports transformers and torch (~3 CPU-s), so

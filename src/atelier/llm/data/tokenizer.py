@@ -93,6 +93,19 @@ def _need_file(path: str | None, flag: str) -> Path:
 
 
 def load_tokenizer(spec: TokenizerSpec) -> LoadedTokenizer:
+    check_spec(spec)
+    if spec.type == "PretrainedFromHF":
+        loaded = _load_hf(spec)
+    elif spec.type == "GPT2BPETokenizer":
+        loaded = _load_gpt2(spec)
+    else:
+        loaded = _load_bert(spec, lowercase=spec.type == "BertWordPieceLowerCase")
+    return replace(loaded, verify=spec.verify)
+
+
+def check_spec(spec: TokenizerSpec) -> None:
+    """What a load refuses before it imports anything (flag values, missing paths): `--ray`
+    asks this before it starts Ray, not seconds later."""
     if spec.type not in TOKENIZER_TYPES:
         raise AtelierError(
             f"--tokenizer-type {spec.type}: unknown; use one of {', '.join(TOKENIZER_TYPES)}"
@@ -106,12 +119,11 @@ def load_tokenizer(spec: TokenizerSpec) -> LoadedTokenizer:
             f"--verify-tokenizer {spec.verify}: unknown; use one of {', '.join(VERIFY_MODES)}"
         )
     if spec.type == "PretrainedFromHF":
-        loaded = _load_hf(spec)
-    elif spec.type == "GPT2BPETokenizer":
-        loaded = _load_gpt2(spec)
+        _need_dir(spec.name_or_path, "--tokenizer-name-or-path")
     else:
-        loaded = _load_bert(spec, lowercase=spec.type == "BertWordPieceLowerCase")
-    return replace(loaded, verify=spec.verify)
+        _need_file(spec.vocab_file, "--vocab-file")
+        if spec.type == "GPT2BPETokenizer":
+            _need_file(spec.merge_file, "--merge-file")
 
 
 def choose_backend(
