@@ -45,30 +45,33 @@ def test_ray_started_here_is_lean_and_shut_down(tmp_path, hf_tokenizer_dir, text
     assert node.start_api_server is api_server
 
     src = write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in texts])
-    run(hf_tokenizer_dir, src, tmp_path / "one", append_eod=True)
+    one = run(hf_tokenizer_dir, src, tmp_path / "one", append_eod=True)
     cfg = _cfg(hf_tokenizer_dir, src, tmp_path / "r", append_eod=True)
     rep = preprocess_on_ray(cfg, num_cpus=2)
     assert not ray.is_initialized()
     assert files_bytes(tmp_path / "r", ["text"]) == files_bytes(tmp_path / "one", ["text"])
     assert rep.written == len(texts)
+    assert rep.backend == one.backend  # each worker's check agreed with the single run's
 
 
 def test_ray_load_in_a_child_hands_back_the_job_or_the_users_error(
     tmp_path, hf_tokenizer_dir, texts, monkeypatch
 ):
     """A driver that starts Ray loads the tokenizer in a child process (`ChildCall`): the job
-    comes back with its backend checked, and a bad tokenizer is the same one-line error."""
+    comes back with the input's first texts for the workers' backend check, and a bad
+    tokenizer is the same one-line error."""
     from atelier.core.workers import ChildCall
     from atelier.llm.data import ray_run
-    from atelier.llm.data.ray_run import _load_job
+    from atelier.llm.data.ray_run import _load_setup
 
     src = write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in texts])
     cfg = _cfg(hf_tokenizer_dir, src, tmp_path / "r", append_eod=True)
-    job, _ = ChildCall(_load_job, cfg, sources.resolve_inputs(str(src))).result()
-    assert job.tokenizer.backend in ("fastokens", "tiktoken", "hf") and job.append_eod
+    setup = ChildCall(_load_setup, cfg, sources.resolve_inputs(str(src))).result()
+    assert setup.job.append_eod and setup.wanted == "auto"
+    assert list(setup.sample) == texts[: len(setup.sample)] and setup.sample
     bad = _cfg(tmp_path / "missing", src, tmp_path / "r")
     with pytest.raises(AtelierError, match="missing"):
-        ChildCall(_load_job, bad, sources.resolve_inputs(str(src))).result()
+        ChildCall(_load_setup, bad, sources.resolve_inputs(str(src))).result()
     # a missing folder is said before Ray starts, not after its seconds of start-up
     monkeypatch.setattr(ray_run, "_start_ray", lambda *a: pytest.fail("Ray was started"))
     with pytest.raises(AtelierError, match=r"--tokenizer-name-or-path .*missing: no such folder"):
@@ -152,6 +155,32 @@ def test_ray_waits_for_a_slow_restart_without_spending_retries(
         )
     kept = sorted(p.name for p in shard_folder(str(tmp_path / "s")).glob("shard-*.json"))
     assert kept == [f"shard-{i:05d}.json" for i in (0, 2, 3, 4)]
+
+
+def test_ray_worker_checks_its_own_encoders_and_falls_back_to_hf(
+    local_ray, tmp_path, hf_tokenizer_dir, texts, monkeypatch
+):
+    """A `--ray` worker runs the load-time backend check on the encoders it builds (in this
+    process here, so the broken backend applies): fastokens differing from hf on the input's
+    first texts -> hf, the notice returned for the driver to log, the same bytes."""
+    from atelier.llm.data.ray_run import _load_setup
+    from atelier.llm.data.ray_shard import ShardWorker
+
+    from .test_tokenizer_backends import _break
+
+    src = write_jsonl(tmp_path / "c.jsonl", [{"text": t + " ZQXJ"} for t in texts])
+    one = run(hf_tokenizer_dir, src, tmp_path / "one", append_eod=True)
+    assert one.backend == "fastokens"
+    cfg = _cfg(hf_tokenizer_dir, src, tmp_path / "r", append_eod=True)
+    srcs = sources.resolve_inputs(str(src))
+    job_box = [ray.put(_load_setup(cfg, srcs))]
+    _break(monkeypatch, "ZQXJ")
+    opts = {"token_dtype": "int32", "skip_bad_records": False, "kill_marker": None}
+    out = ShardWorker().run(job_box, srcs[0], plan_ranges(srcs, 1)[0], 0, str(tmp_path / "w"), opts)
+    assert out["backend"] == "hf"
+    assert out["load_notice"].startswith("fastokens differs from hf on ")
+    assert out["load_notice"].endswith("; using hf")
+    assert files_bytes(tmp_path / "w", ["text"]) == files_bytes(tmp_path / "one", ["text"])
 
 
 def test_ray_packed_instruction_data_equals_single_run(local_ray, tmp_path, hf_tokenizer_dir):

@@ -44,12 +44,12 @@ from atelier.core.progress import progress_bar
 from atelier.core.workers import ChildCall
 from atelier.llm.data import sources
 from atelier.llm.data.encode_job import build_job, input_sample, output_prefixes
-from atelier.llm.data.handlers import EncodeJob
+from atelier.llm.data.encode_pool import Setup
 from atelier.llm.data.preprocess import PreprocessConfig, Report, _check, pack_dataset
 from atelier.llm.data.ray_merge import OrderedMerge
 from atelier.llm.data.ray_ranges import Range, plan_ranges
 from atelier.llm.data.ray_shard import ShardWorker
-from atelier.llm.data.tokenizer import check_spec, choose_backend
+from atelier.llm.data.tokenizer import check_spec
 
 log = get_logger(__name__)
 
@@ -151,7 +151,7 @@ def preprocess_on_ray(
     # The tokenizer loads and is checked while Ray starts. Starting a local Ray holds this
     # process's GIL for seconds and the load imports transformers and torch (~3 CPU-s), so
     # the load gets a process of its own; with a Ray already up, a thread is enough.
-    loader: Any = ChildCall(_load_job, cfg, srcs) if started_here else _ThreadCall(cfg, srcs)
+    loader: Any = ChildCall(_load_setup, cfg, srcs) if started_here else _ThreadCall(cfg, srcs)
     workers: list[Any] = []
     try:
         try:
@@ -176,7 +176,7 @@ def preprocess_on_ray(
             delay = os.environ.get(RESTART_DELAY_ENV)
             slow = (os.environ.get(KILL_ONCE_ENV, ""), float(delay)) if delay else None
             workers = [actor.remote(slow) for _ in range(min(cpus, len(ranges)))]
-            job, notice = loader.result()
+            setup: Setup = loader.result()
         except BaseException:
             for w in workers:  # on a shared cluster, give their CPUs back
                 ray.kill(w)
@@ -185,8 +185,7 @@ def preprocess_on_ray(
             raise
     finally:
         loader.kill()  # only still running on an error
-    if notice:
-        log.warning("tokenizer backend: %s", notice)
+    job = setup.job
     stopper = None
     folder = shard_folder(cfg.output_prefix)
     target = str(folder / "all") if cfg.pack else cfg.output_prefix
@@ -196,14 +195,14 @@ def preprocess_on_ray(
     )
     try:
         try:
-            results = _run_ranges(ray, cfg, srcs, job, ranges, workers, max_retries, merger)
+            results = _run_ranges(ray, cfg, srcs, setup, ranges, workers, max_retries, merger)
         finally:
             for w in workers:
                 ray.kill(w)
             if started_here:  # Ray's shutdown (~0.5 s) overlaps the merge's last steps
                 stopper = threading.Thread(target=ray.shutdown, name="ray-stop")
                 stopper.start()
-        report = _report(cfg, job, results)
+        report = _report(cfg, results)
         merger.commit()
     except BaseException:
         merger.abort()
@@ -219,24 +218,21 @@ def preprocess_on_ray(
     return report
 
 
-def _load_job(
-    cfg: PreprocessConfig, srcs: list[sources.SourceFile]
-) -> tuple[EncodeJob, str | None]:
-    """The workers' job, its backend chosen and checked, and the notice to log (here the
-    caller logs it: a child process has none of the CLI's log set-up)."""
-    job = build_job(cfg, srcs, choose=False)
-    loaded, notice = choose_backend(job.tokenizer, cfg.tokenizer.backend, input_sample(cfg, srcs))
-    return dataclasses.replace(job, tokenizer=loaded), notice
+def _load_setup(cfg: PreprocessConfig, srcs: list[sources.SourceFile]) -> Setup:
+    """The workers' job and what their load-time backend check needs: each worker checks
+    on the two encoders it builds anyway (as encode_pool's workers do), not the driver on a
+    third pair while they wait."""
+    return Setup(build_job(cfg, srcs, choose=False), cfg.tokenizer.backend, input_sample(cfg, srcs))
 
 
 class _ThreadCall:
-    """`_load_job` in a thread, with `ChildCall`'s `result`/`kill`."""
+    """`_load_setup` in a thread, with `ChildCall`'s `result`/`kill`."""
 
     def __init__(self, cfg: PreprocessConfig, srcs: list[sources.SourceFile]) -> None:
         self._pool = ThreadPoolExecutor(1)
-        self._future = self._pool.submit(_load_job, cfg, srcs)
+        self._future = self._pool.submit(_load_setup, cfg, srcs)
 
-    def result(self) -> tuple[EncodeJob, str | None]:
+    def result(self) -> Setup:
         return self._future.result()
 
     def kill(self) -> None:  # a thread cannot be stopped: it finishes, unwaited
@@ -247,7 +243,7 @@ def _run_ranges(
     ray: Any,
     cfg: PreprocessConfig,
     srcs: list[sources.SourceFile],
-    job: Any,
+    setup: Setup,
     ranges: list[Range],
     workers: list[Any],
     max_retries: int,
@@ -264,7 +260,7 @@ def _run_ranges(
     for i in sorted(results):
         merger.finished(i)
     todo = [i for i in range(n) if i not in results]
-    job_box = [ray.put(job)]  # in a list: a worker fetches it once, not with every range
+    job_box = [ray.put(setup)]  # in a list: a worker fetches it once, not with every range
     opts = {
         "token_dtype": cfg.token_dtype,
         "skip_bad_records": cfg.skip_bad_records,
@@ -281,6 +277,7 @@ def _run_ranges(
         pending[ref] = (i, w)
 
     failure: str | None = None
+    said: set[str | None] = {None}
     with progress_bar("preprocess (ray)", n, unit="shards") as bar:
         bar.update(0, completed=len(results))
         for w in range(len(workers)):
@@ -322,6 +319,9 @@ def _run_ranges(
                 failure = failure or f"shard {i} of {n}: {cause}"
             else:
                 restarting.pop(w, None)
+                if results[i]["load_notice"] not in said:  # each worker's check, said once
+                    said.add(results[i]["load_notice"])
+                    log.warning("tokenizer backend: %s", results[i]["load_notice"])
                 write_text_atomic(
                     folder / f"shard-{i:05d}.json",
                     json.dumps({"fingerprint": fingerprint, **results[i]}),
@@ -336,17 +336,18 @@ def _run_ranges(
     return [results[i] for i in range(n)]
 
 
-def _report(cfg: PreprocessConfig, job: Any, results: list[dict[str, Any]]) -> Report:
+def _report(cfg: PreprocessConfig, results: list[dict[str, Any]]) -> Report:
     """The single run's report from the shards' counts; no documents at all is an error."""
-    report = Report(backend=job.tokenizer.backend)
+    report = Report()
     for r in results:
         report.read += r["read"]
         report.written += r["written"]
         report.tokens += r["tokens"]
         report.skipped.update(r["skipped"])
         report.notices += r["notices"]
-        if r["backend"] != report.backend:
-            report.backend = r["backend"]  # "fastokens, then hf": a worker fell back
+    # each worker checked its own encoders: one name when they agree (they do unless a
+    # backend breaks on one node), else every one; "fastokens, then hf": one fell back
+    report.backend = " | ".join(sorted({r["backend"] for r in results}))
     if report.read == 0:
         raise AtelierError(f"--input {cfg.input}: no records found (empty input)")
     if report.written == 0:

@@ -3,8 +3,9 @@
 A Ray task per range would build the tokenizer's encoders again for every range (1.5-2 s
 for a 128k vocabulary) and import everything again in every fresh worker process. This
 long-lived worker (a Ray actor) imports its modules as soon as it starts, while the driver
-is still loading the tokenizer; it fetches the driver's job (tokenizer loaded, backend
-chosen and checked) with its first range and keeps the encoder for every later one. Each
+is still loading the tokenizer; it fetches the driver's job with its first range, builds
+the two encoders and runs the load-time backend check on them (`checked_encoder`, as
+`--workers` does), and keeps the encoder for every later one. Each
 range is written, like a single-process `preprocess`, into its own `.bin/.idx`, committed
 atomically, so the driver can merge the ranges in input order.
 """
@@ -30,6 +31,7 @@ class ShardWorker:
         from atelier.llm.data import handlers, indexed, ray_ranges  # noqa: F401
 
         self.encoder: Any = None
+        self.load_notice: str | None = None
 
     def run(
         self,
@@ -46,7 +48,7 @@ class ShardWorker:
         from atelier.core.atomic import commit_files
         from atelier.core.errors import AtelierError, disk_full_at
         from atelier.llm.data.encode_job import output_prefixes
-        from atelier.llm.data.handlers import Encoder
+        from atelier.llm.data.encode_pool import checked_encoder
         from atelier.llm.data.indexed import IndexedWriter, optimal_dtype
         from atelier.llm.data.ray_ranges import range_chunks, renumbered
 
@@ -57,7 +59,7 @@ class ShardWorker:
         if self.encoder is None:  # once per worker process (again after a restart)
             import ray
 
-            self.encoder = Encoder(ray.get(job_box[0]))
+            self.encoder, self.load_notice = checked_encoder(ray.get(job_box[0]))
         enc = self.encoder
         job = enc.job
         pretrain = enc.kind == "pretrain"
@@ -89,4 +91,9 @@ class ShardWorker:
         backend = job.tokenizer.backend
         if enc.backend.fell_back is not None:  # in this range or an earlier one
             backend = f"{backend}, then hf"
-        return {**out, "skipped": dict(out["skipped"]), "backend": backend}
+        return {
+            **out,
+            "skipped": dict(out["skipped"]),
+            "backend": backend,
+            "load_notice": self.load_notice,
+        }
