@@ -51,8 +51,34 @@ def run(out: str | Path, workers: int = 2) -> None:
         console.print("\n".join(report.lines()))
         console.rule(f"[bold]llm inspect {out / name}")
         inspect_dataset(str(out / name), sample=1, tokenizer=tokenizer, console=console)
+        if name == "text":
+            ray_demo(cfg, console)
     convert_demo(out / "convert", str(assets / "tokenizer"), console)
     train_demo(out, str(assets / "tokenizer"), console)
+
+
+def ray_demo(cfg: PreprocessConfig, console: Console) -> None:
+    """`--ray`: the same pretraining job on a local 2-CPU Ray, cut into 4 ranges; its files
+    must be the single run's bytes (the demo fails otherwise)."""
+    import dataclasses
+
+    console.rule("[bold]llm preprocess --ray (local Ray, 2 CPUs)")
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        console.print("skipped: Ray is not installed (pip install 'atelier[ray]')")
+        return
+    from atelier.llm.data.ray_run import preprocess_on_ray
+
+    single = f"{cfg.output_prefix}_text_document"
+    on_ray = dataclasses.replace(cfg, output_prefix=f"{cfg.output_prefix}-ray")
+    report = preprocess_on_ray(on_ray, num_shards=4, num_cpus=2)
+    console.print("\n".join(report.lines()))
+    for ext in (".bin", ".idx"):
+        got = Path(f"{on_ray.output_prefix}_text_document{ext}").read_bytes()
+        if got != Path(single + ext).read_bytes():
+            raise RuntimeError(f"--ray wrote other bytes than the single run ({ext})")
+    console.print("byte-identical to the single run: .bin and .idx")
 
 
 def tiny_llama(folder: Path, tokenizer_dir: str, num_layers: int = 2, hidden: int = 64) -> Any:
