@@ -98,7 +98,7 @@ def test_a_backend_broken_in_one_worker_makes_all_use_hf(
     cfg = _cfg(hf_tokenizer_dir, src, tmp_path / "got")
     pool = WorkerPool(2)
     try:
-        backend, notice = pool.start(Setup(build_job(cfg, [], choose=False), "auto", ()))
+        backend, notice = pool.start(Setup(build_job(cfg, []), "auto", ()))
     finally:
         pool.close()
     # the broken worker took the next row of FAST_BACKENDS (tiktoken) or hf: either way not
@@ -125,7 +125,7 @@ def test_a_backend_missing_in_every_worker_gives_the_in_process_notice(
     cfg = _cfg(hf_tokenizer_dir, src, tmp_path / "got", backend="fastokens")
     pool = WorkerPool(2)
     try:
-        verdict = pool.start(Setup(build_job(cfg, [], choose=False), "fastokens", ()))
+        verdict = pool.start(Setup(build_job(cfg, []), "fastokens", ()))
     finally:
         pool.close()
     assert verdict == ("hf", "fastokens is not installed (pip install fastokens); using hf")

@@ -34,7 +34,7 @@ def test_one_pass_equals_the_general_loop(hf_tokenizer_dir, texts, monkeypatch, 
         append_eod=True,
         seq_length=30,
     )
-    encoder, _ = checked_encoder(Setup(build_job(cfg, [], choose=False), "auto", ()))
+    encoder, _ = checked_encoder(Setup(build_job(cfg, []), "auto", ()))
     chunk = _chunk(lines)
     assert (encoder._one_text_per_line(chunk) is None) == (odd is not None)
     fast = encoder.encode(chunk)

@@ -17,7 +17,7 @@ from atelier.llm.data.handlers import EncodeJob, iter_records
 from atelier.llm.data.special_ids import reward_ids, template_eos
 from atelier.llm.data.template_sources import fix_tokenizer, is_lf, resolve_template
 from atelier.llm.data.template_tokens import fit_for_template
-from atelier.llm.data.tokenizer import choose_backend, load_tokenizer
+from atelier.llm.data.tokenizer import load_tokenizer
 
 if TYPE_CHECKING:
     from atelier.llm.data.preprocess import PreprocessConfig
@@ -36,11 +36,9 @@ def resolve_handler(cfg: PreprocessConfig, srcs: list[sources.SourceFile]) -> st
     return "GeneralInstructionHandler"
 
 
-def build_job(
-    cfg: PreprocessConfig, srcs: list[sources.SourceFile], choose: bool = True
-) -> EncodeJob:
-    """The workers' job; `choose=False` leaves the backend to be checked by the encoders
-    (encode_pool.py), which build the encoders the check needs anyway."""
+def build_job(cfg: PreprocessConfig, srcs: list[sources.SourceFile]) -> EncodeJob:
+    """The workers' job. Its backend is left to the encoders' load-time check (encode_pool.py,
+    ray_shard.py), which build the encoders the check needs anyway."""
     handler = resolve_handler(cfg, srcs)
     kind = handler_kind(handler)
     template = None
@@ -81,10 +79,6 @@ def build_job(
         template, loaded = fix_tokenizer(template, loaded)
     elif template is not None:  # as MindSpeed's fix_model_tokenizer
         loaded, template = fit_for_template(loaded, template, cfg.strict, cfg.template_quirks)
-    if choose:
-        loaded, notice = choose_backend(loaded, cfg.tokenizer.backend, input_sample(cfg, srcs))
-        if notice:
-            log.warning("tokenizer backend: %s", notice)
     eod = None
     if kind in SFT_KINDS:  # LLaMA-Factory's fixed tokenizer already holds the template's EOS
         eod = loaded.eos if is_lf(template) else template_eos(loaded, template)

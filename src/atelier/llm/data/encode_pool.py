@@ -43,14 +43,12 @@ class Setup:
     """What each encoder starts from."""
 
     job: EncodeJob
-    wanted: str | None  # --tokenizer-backend to check; None: job's backend already chosen
+    wanted: str  # --tokenizer-backend, to check
     sample: Sequence[str] = ()  # the input's first texts, for the load-time check
 
 
 def checked_encoder(setup: Setup) -> tuple[Encoder, str | None]:
     """The encoder with the backend the load-time check allows, and its notice."""
-    if setup.wanted is None:
-        return Encoder(setup.job), None
     tok = setup.job.tokenizer
     try:
         loaded, notice, built = pick_backend(tok, setup.wanted, setup.sample)

@@ -149,19 +149,19 @@ def _check(cfg: PreprocessConfig) -> None:
 # ------------------------------------------------------------------ run
 
 
-def preprocess(cfg: PreprocessConfig, job: EncodeJob | None = None) -> Report:
+def preprocess(cfg: PreprocessConfig) -> Report:
     """Run; a full disk is reported at the output folder, nothing half-written stays."""
     _check(cfg)
     with disk_full_at(Path(cfg.output_prefix).parent):
-        return _preprocess(cfg, job)
+        return _preprocess(cfg)
 
 
-def _preprocess(cfg: PreprocessConfig, job: EncodeJob | None) -> Report:
+def _preprocess(cfg: PreprocessConfig) -> Report:
     srcs = sources.resolve_inputs(cfg.input)
     # workers start first: they import while this process loads the tokenizer
     pool = encoders(cfg.workers)
     try:
-        return _run(cfg, srcs, job, pool)
+        return _run(cfg, srcs, pool)
     finally:
         pool.close()
 
@@ -169,14 +169,10 @@ def _preprocess(cfg: PreprocessConfig, job: EncodeJob | None) -> Report:
 def _run(
     cfg: PreprocessConfig,
     srcs: list[sources.SourceFile],
-    job: EncodeJob | None,
     pool: Any,
 ) -> Report:
-    if job is None:
-        job = build_job(cfg, srcs, choose=False)
-        setup = Setup(job, cfg.tokenizer.backend, input_sample(cfg, srcs))
-    else:  # a Ray task gets the driver's, tokenizer loaded and backend chosen
-        setup = Setup(job, None)
+    job = build_job(cfg, srcs)
+    setup = Setup(job, cfg.tokenizer.backend, input_sample(cfg, srcs))
     t0 = time.perf_counter()  # the report's seconds include the encoders' start-up, as before
     backend, notice = pool.start(setup)
     if notice:

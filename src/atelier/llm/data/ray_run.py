@@ -222,7 +222,7 @@ def _load_setup(cfg: PreprocessConfig, srcs: list[sources.SourceFile]) -> Setup:
     """The workers' job and what their load-time backend check needs: each worker checks
     on the two encoders it builds anyway (as encode_pool's workers do), not the driver on a
     third pair while they wait."""
-    return Setup(build_job(cfg, srcs, choose=False), cfg.tokenizer.backend, input_sample(cfg, srcs))
+    return Setup(build_job(cfg, srcs), cfg.tokenizer.backend, input_sample(cfg, srcs))
 
 
 class _ThreadCall:
