@@ -114,14 +114,9 @@ def test_ray_equals_single_run_kills_and_resumes(
 
     # without retries the killed shard fails the run; the rerun keeps the finished shards
     (tmp_path / "killed").unlink()
-    with pytest.raises(AtelierError, match=r"shard 1 of 5 failed .* run the same command again"):
-        preprocess_on_ray(
-            _cfg(hf_tokenizer_dir, src, tmp_path / "s", append_eod=True),
-            num_shards=5,
-            max_retries=0,
-        )
-    kept = sorted(p.name for p in shard_folder(str(tmp_path / "s")).glob("shard-*.json"))
-    assert kept == [f"shard-{i:05d}.json" for i in (0, 2, 3, 4)]
+    _killed_shard_fails_and_the_rest_are_kept(
+        hf_tokenizer_dir, src, tmp_path / "s", r"shard 1 of 5 failed .* run the same command again"
+    )
     monkeypatch.delenv(KILL_ONCE_ENV)
     rep = preprocess_on_ray(
         _cfg(hf_tokenizer_dir, src, tmp_path / "s", append_eod=True), num_shards=5
@@ -147,14 +142,9 @@ def test_ray_waits_for_a_slow_restart_without_spending_retries(
     # the loss itself still spends a retry, however Ray words it while the worker restarts;
     # the range that worker gets next is refused until it is back, and still finishes
     (tmp_path / "killed").unlink()
-    with pytest.raises(AtelierError, match=r"shard 1 of 5 failed after 0 retries"):
-        preprocess_on_ray(
-            _cfg(hf_tokenizer_dir, src, tmp_path / "s", append_eod=True),
-            num_shards=5,
-            max_retries=0,
-        )
-    kept = sorted(p.name for p in shard_folder(str(tmp_path / "s")).glob("shard-*.json"))
-    assert kept == [f"shard-{i:05d}.json" for i in (0, 2, 3, 4)]
+    _killed_shard_fails_and_the_rest_are_kept(
+        hf_tokenizer_dir, src, tmp_path / "s", r"shard 1 of 5 failed after 0 retries"
+    )
 
 
 def test_ray_worker_checks_its_own_encoders_and_falls_back_to_hf(
@@ -257,3 +247,12 @@ def test_ray_refuses_shard_flags_and_empty_input(local_ray, tmp_path, hf_tokeniz
     (tmp_path / "e.jsonl").write_text("")
     with pytest.raises(AtelierError, match="no records found"):
         preprocess_on_ray(_cfg(hf_tokenizer_dir, tmp_path / "e.jsonl", tmp_path / "o"))
+
+
+def _killed_shard_fails_and_the_rest_are_kept(tok, src, prefix, match: str) -> None:
+    """With the kill marker armed and no retries, shard 1 of 5 fails the run and the other
+    four stay recorded for a rerun."""
+    with pytest.raises(AtelierError, match=match):
+        preprocess_on_ray(_cfg(tok, src, prefix, append_eod=True), num_shards=5, max_retries=0)
+    kept = sorted(p.name for p in shard_folder(str(prefix)).glob("shard-*.json"))
+    assert kept == [f"shard-{i:05d}.json" for i in (0, 2, 3, 4)]
